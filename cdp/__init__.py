@@ -1,0 +1,1 @@
+"""cdp: continuous data protection for Linux block devices."""

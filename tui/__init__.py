@@ -1,0 +1,1 @@
+"""The terminal UI for browsing rewind points and restoring."""
