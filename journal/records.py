@@ -1,0 +1,85 @@
+"""The record and point types shared by the journal, the service and the UIs.
+
+A :class:`Record` is what the drain service hands to ``Journal.append``: one
+ring record (see ``ring-abi.md``) after its checks passed, or a resync copy
+the service read from the device itself. Types 1..6 are the ring's own;
+:data:`RecordType.RESYNC` and :data:`RecordType.BASELINE` exist only in the
+journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class RecordType(IntEnum):
+    """What a record did to the device (values 1..6 match the ring ABI)."""
+
+    WRITE = 1
+    DISCARD = 2
+    WRITE_ZEROES = 3
+    FLUSH = 4
+    MARK = 5
+    OVERFLOW = 6
+    #: A copy of a device range read by the service to close an overflow
+    #: window. Its ``ts_ns`` is when the read completed.
+    RESYNC = 100
+    #: Part of the baseline copy taken when the journal was created (seq 0).
+    BASELINE = 101
+
+
+class RecordFlag(IntEnum):
+    """Flags carried over from the ring record."""
+
+    FUA = 1
+    PREFLUSH = 2
+
+
+#: Types whose payload is device data.
+DATA_TYPES = frozenset({RecordType.WRITE, RecordType.RESYNC, RecordType.BASELINE})
+#: Types after which the range reads as zeros.
+ZERO_TYPES = frozenset({RecordType.DISCARD, RecordType.WRITE_ZEROES})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One journaled event, as handed to ``Journal.append``.
+
+    ``data`` may be a memoryview straight into the ring: the journal copies
+    it into its segment before ``append`` returns, so the caller may release
+    the ring space afterwards.
+
+    - WRITE / RESYNC: ``data`` is ``length`` bytes of device content.
+    - DISCARD / WRITE_ZEROES: no data; ``[offset, offset+length)`` reads as zeros.
+    - FLUSH: no data, no range.
+    - MARK: ``data`` is the UTF-8 name.
+    - OVERFLOW: ``data`` is the little-endian u64 ``ts_ns`` of the first
+      dropped write; ``[offset, offset+length)`` changed while records were
+      dropped.
+    """
+
+    seq: int
+    ts_ns: int
+    type: int
+    flags: int = 0
+    offset: int = 0
+    length: int = 0
+    data: bytes | bytearray | memoryview = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A rewind point: a moment the device can be restored to.
+
+    ``kind`` is one of ``baseline``, ``flush``, ``mark``, ``user-mark``,
+    ``overflow``, ``resync``. ``whole`` is False when the point lies inside
+    an overflow window that no resync has closed yet: restoring it would not
+    give the device as it was.
+    """
+
+    seq: int
+    ts_ns: int
+    kind: str
+    name: str = ""
+    whole: bool = True
