@@ -1,0 +1,146 @@
+"""Which bytes a 4 KiB block holds at a given seq, from its versions.
+
+A block's content at seq S is decided sector by sector: the newest version
+at or below S that covers the sector wins, unless a big zeroing extent newer
+than that version covers it (then it reads as zeros); a sector no version
+covers reads as zeros (sparse baseline). Most blocks take the fast path: the
+newest version covers all eight sectors and no newer extent touches it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import crc32c
+
+from journal.errors import CorruptJournal
+from journal.format import BLOCK, FULL_MASK, KIND_DATA, SECTOR, SECTORS_PER_BLOCK, segment_name
+from journal.segments import SegmentReader
+
+ZERO_BLOCK = bytes(BLOCK)
+
+
+class Version(NamedTuple):
+    """One entry of the block-version index."""
+
+    seq: int
+    seg: int
+    pos0: int
+    mask: int
+    kind: int
+    crc: int
+
+
+def covered_span(mask: int) -> tuple[int, int]:
+    """First sector and sector count of a version's (contiguous) mask."""
+    first = (mask & -mask).bit_length() - 1
+    return first, mask.bit_length() - first
+
+
+def read_version(reader: SegmentReader, block: int, v: Version) -> bytes:
+    """The bytes a data version covers, checked against its CRC-32C."""
+    first, count = covered_span(v.mask)
+    data = reader.pread(v.seg, v.pos0 + first * SECTOR, count * SECTOR)
+    if crc32c.crc32c(data) != v.crc:
+        raise CorruptJournal(
+            f"block {block} of record seq {v.seq} (segment {segment_name(v.seg)}, "
+            f"offset {v.pos0 + first * SECTOR}) fails its CRC-32C; run 'cdp verify'")
+    return data
+
+
+class ZeroExtents:
+    """The big zeroing extents at or below a seq, painted newest-on-top.
+
+    Kept as sorted disjoint sector intervals, each with the seq that last
+    zeroed it, so a block asks in O(log n) which of its sectors were zeroed
+    and when.
+    """
+
+    def __init__(self, extents: Iterable[tuple[int, int, int]]) -> None:
+        starts: list[int] = []
+        spans: list[tuple[int, int, int]] = []
+        for seq, offset, length in sorted(extents):
+            spans = _paint(spans, offset // SECTOR, (offset + length) // SECTOR, seq)
+        for start, _end, _seq in spans:
+            starts.append(start)
+        self._starts = starts
+        self._spans = spans
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
+
+    def sector_seqs(self, block: int) -> list[int] | None:
+        """Per-sector seq of the newest extent covering it (-1: none), or None."""
+        if not self._spans:
+            return None
+        lo = block * SECTORS_PER_BLOCK
+        hi = lo + SECTORS_PER_BLOCK
+        i = max(bisect_right(self._starts, lo) - 1, 0)
+        out: list[int] | None = None
+        while i < len(self._spans) and self._spans[i][0] < hi:
+            start, end, seq = self._spans[i]
+            if end > lo:
+                if out is None:
+                    out = [-1] * SECTORS_PER_BLOCK
+                for s in range(max(start, lo), min(end, hi)):
+                    out[s - lo] = seq
+            i += 1
+        return out
+
+
+def _paint(spans: list[tuple[int, int, int]], start: int, end: int, seq: int) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    placed = False
+    for s, e, q in spans:
+        if e <= start or s >= end:
+            if s >= end and not placed:
+                out.append((start, end, seq))
+                placed = True
+            out.append((s, e, q))
+            continue
+        if s < start:
+            out.append((s, start, q))
+        if not placed:
+            out.append((start, end, seq))
+            placed = True
+        if e > end:
+            out.append((end, e, q))
+    if not placed:
+        out.append((start, end, seq))
+    return out
+
+
+def compose_block(
+    reader: SegmentReader, block: int, newest_first: Sequence[Version],
+    zero_seqs: list[int] | None,
+) -> bytes:
+    """The block's 4096 bytes given its versions at or below S, newest first."""
+    if newest_first:
+        top = newest_first[0]
+        if top.mask == FULL_MASK and (zero_seqs is None or max(zero_seqs) < top.seq):
+            return read_version(reader, block, top) if top.kind == KIND_DATA else ZERO_BLOCK
+    out = bytearray(BLOCK)
+    need = FULL_MASK
+    for v in newest_first:
+        if zero_seqs is not None:
+            for i, zseq in enumerate(zero_seqs):
+                if zseq > v.seq:
+                    need &= ~(1 << i)
+        take = v.mask & need
+        if not take:
+            if not need:
+                break
+            continue
+        if v.kind == KIND_DATA:
+            first, _count = covered_span(v.mask)
+            data = read_version(reader, block, v)
+            for i in range(SECTORS_PER_BLOCK):
+                if take >> i & 1:
+                    src = (i - first) * SECTOR
+                    out[i * SECTOR:(i + 1) * SECTOR] = data[src:src + SECTOR]
+        need &= ~take
+        if not need:
+            break
+    return bytes(out)

@@ -1,0 +1,94 @@
+"""The journal's on-disk format, written down once; the code follows it.
+
+A journal is one directory::
+
+    DIR/cdp-journal          marker, written last by create: "cdp-journal <schema>\\n"
+    DIR/lock                 flock()ed exclusively by the one writer (the drain service)
+    DIR/segments/NNNNNNNN.seg  append-only payload files, numbered from 1
+    DIR/index/               the LMDB environment (data.mdb, lock.mdb)
+
+Segment files
+=============
+
+A segment starts with a 64-byte file header (:data:`SEG_HDR`): magic
+``CDPS``, schema, segment number, device id. Records follow back to back,
+each a 64-byte header (:data:`REC_HDR`) then ``data_len`` payload bytes::
+
+    0  u32 magic 'CDPJ'      4  u16 type        6  u16 flags
+    8  u32 data_len         12  u32 reserved    16  u64 seq
+    24 u64 ts_ns            32  u64 offset      40  u64 length
+    48 u64 aux (OVERFLOW: first dropped ts; RESYNC: read time)
+    56 u32 data_crc (CRC-32C of the payload)   60  u32 hdr_crc (CRC-32C of bytes 0..59)
+
+so a segment can be scanned and checked with nothing but itself. Baseline
+records carry seq 0. Bytes past the index's committed end of the newest
+segment are an unfinished batch: the writer cuts them off when it opens.
+
+LMDB index
+==========
+
+All integer keys are big-endian so LMDB's byte order is numeric order.
+
+``meta``     str key -> msgpack value: schema, device_bytes, block_size,
+             device_id, created_ns, source, last_seq, last_ts, seg_id,
+             seg_end, records, data_bytes, cursor (the service's resume
+             state), status (the service's live status).
+``seq``      seq -> :data:`SEQ_VAL` (segment, record position, ts, offset,
+             length, data_len, type, flags).
+``time``     ts_ns ‖ seq -> b"": a time resolves to a seq with one seek.
+``blocks``   block ‖ seq -> :data:`BLOCK_VAL` (segment, pos0, mask, kind,
+             crc): one entry per 4 KiB block a WRITE, RESYNC, BASELINE or
+             small zeroing record touched. ``pos0`` is where the block's
+             first byte would sit in the segment (it may lie before the
+             payload when the record starts mid-block), ``mask`` the 512-byte
+             sectors of the block the record covers, ``crc`` the CRC-32C of
+             exactly those covered bytes, so a read checks what it applies.
+``zext``     seq -> offset ‖ length: zeroing records of at least
+             :data:`BIG_ZERO` bytes (mkfs discards a whole disk), kept as
+             extents instead of one entry per block.
+``points``   seq -> msgpack [kind, ts_ns, name] for flush, mark, overflow
+             and resync points.
+``umarks``   ts_ns ‖ name -> b"": user marks made by time.
+``windows``  seq of an OVERFLOW record -> msgpack map of the window:
+             start_ts, end_ts, offset, length, resynced_to, resync_seq,
+             resync_ts.
+``activity`` second (ns, floored) -> msgpack [records, bytes].
+"""
+
+from __future__ import annotations
+
+import struct
+
+SCHEMA = 1
+MARKER = "cdp-journal"
+
+#: The block-version index works in 4 KiB blocks of eight 512-byte sectors.
+BLOCK = 4096
+SECTOR = 512
+SECTORS_PER_BLOCK = BLOCK // SECTOR
+FULL_MASK = (1 << SECTORS_PER_BLOCK) - 1
+#: Zeroing records at least this long go to the extent table.
+BIG_ZERO = 1 << 20
+
+SEG_MAGIC = b"CDPS"
+SEG_HDR = struct.Struct("<4sIQ16s32x")
+REC_MAGIC = 0x4A504443  # b"CDPJ"
+REC_HDR = struct.Struct("<IHHIIQQQQQII")
+REC_HDR_CRC_SPAN = 60
+assert SEG_HDR.size == 64 and REC_HDR.size == 64
+
+SEQ_VAL = struct.Struct("<IQQQQIHH")
+BLOCK_VAL = struct.Struct("<IqBBI")
+KIND_DATA = 0
+KIND_ZERO = 1
+
+U64 = struct.Struct(">Q")
+U64X2 = struct.Struct(">QQ")
+
+#: Segments are rolled once they grow past this size.
+SEGMENT_TARGET = 256 << 20
+
+
+def segment_name(seg_id: int) -> str:
+    """File name of segment ``seg_id``."""
+    return f"{seg_id:08d}.seg"

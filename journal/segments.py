@@ -1,0 +1,237 @@
+"""Append-only segment files: the payload half of the journal.
+
+The writer appends a whole batch with ``os.writev`` (no copy of the payload
+memoryviews) and makes it durable with one ``fdatasync`` before the index
+commits it; the index stores how far the newest segment is committed, so a
+crash between the two leaves only a tail the next writer cuts off.
+Readers ``pread`` through a small cache of descriptors; they never look
+past what the index points at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+
+from journal.errors import CorruptJournal
+from journal.format import (
+    REC_HDR,
+    REC_HDR_CRC_SPAN,
+    REC_MAGIC,
+    SCHEMA,
+    SEG_HDR,
+    SEG_MAGIC,
+    segment_name,
+)
+
+_IOV_MAX = 512
+
+
+def pack_header(
+    rtype: int, flags: int, data: bytes | bytearray | memoryview, seq: int,
+    ts_ns: int, offset: int, length: int, aux: int, data_crc: int,
+) -> bytes:
+    """Frame one record: the 64-byte header with both CRCs filled in."""
+    head = REC_HDR.pack(REC_MAGIC, rtype, flags, len(data), 0, seq, ts_ns,
+                        offset, length, aux, data_crc, 0)
+    return head[:REC_HDR_CRC_SPAN] + crc32c.crc32c(head[:REC_HDR_CRC_SPAN]).to_bytes(4, "little")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    """A record header as found in a segment, for scans and checks."""
+
+    pos: int
+    type: int
+    flags: int
+    data_len: int
+    seq: int
+    ts_ns: int
+    offset: int
+    length: int
+    aux: int
+    data_crc: int
+
+    @property
+    def end(self) -> int:
+        """Position just past the record's payload."""
+        return self.pos + REC_HDR.size + self.data_len
+
+
+def parse_header(buf: bytes, pos: int) -> SegmentRecord | str:
+    """Parse and check a record header; return the reason when it is bad."""
+    if len(buf) < REC_HDR.size:
+        return "truncated record header"
+    (magic, rtype, flags, data_len, _res, seq, ts_ns, offset, length, aux,
+     data_crc, hdr_crc) = REC_HDR.unpack_from(buf)
+    if magic != REC_MAGIC:
+        return "bad record magic"
+    if crc32c.crc32c(buf[:REC_HDR_CRC_SPAN]) != hdr_crc:
+        return "record header fails its CRC-32C"
+    return SegmentRecord(pos, rtype, flags, data_len, seq, ts_ns, offset, length, aux, data_crc)
+
+
+class SegmentWriter:
+    """Appends batches to the newest segment of one journal directory."""
+
+    def __init__(self, directory: Path, device_id: bytes, seg_id: int, seg_end: int) -> None:
+        self.directory = directory
+        self.device_id = device_id
+        self.seg_id = seg_id
+        self.end = seg_end
+        self._fd = -1
+        self._recover()
+
+    def _path(self, seg_id: int) -> Path:
+        return self.directory / segment_name(seg_id)
+
+    def _recover(self) -> None:
+        """Cut off what the last writer wrote but never committed."""
+        for path in self.directory.glob("*.seg"):
+            try:
+                number = int(path.stem)
+            except ValueError:
+                continue
+            if number > self.seg_id:
+                path.unlink()
+        path = self._path(self.seg_id)
+        if not path.exists():
+            if self.end > SEG_HDR.size:
+                raise CorruptJournal(f"segment {path.name} is missing; run 'cdp verify'")
+            self._create(self.seg_id)
+            return
+        self._fd = os.open(path, os.O_WRONLY)
+        size = os.fstat(self._fd).st_size
+        if size < self.end:
+            os.close(self._fd)
+            self._fd = -1
+            raise CorruptJournal(
+                f"segment {path.name} holds {size} bytes but the index committed {self.end}; "
+                "run 'cdp verify'")
+        if size > self.end:
+            os.ftruncate(self._fd, self.end)
+            os.fsync(self._fd)
+
+    def _create(self, seg_id: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        path = self._path(seg_id)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        os.write(self._fd, SEG_HDR.pack(SEG_MAGIC, SCHEMA, seg_id, self.device_id))
+        os.fsync(self._fd)
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self.seg_id = seg_id
+        self.end = SEG_HDR.size
+
+    def roll(self) -> None:
+        """Start the next segment (called between batches)."""
+        self._create(self.seg_id + 1)
+
+    def write(self, buffers: Sequence[bytes | bytearray | memoryview], total: int) -> None:
+        """Append ``buffers`` (headers and payloads) at :attr:`end`, not yet durable."""
+        pos = self.end
+        for start in range(0, len(buffers), _IOV_MAX):
+            chunk = list(buffers[start:start + _IOV_MAX])
+            while chunk:
+                written = os.pwritev(self._fd, chunk, pos)
+                pos += written
+                while chunk and written >= len(chunk[0]):
+                    written -= len(chunk[0])
+                    chunk.pop(0)
+                if written:
+                    chunk[0] = memoryview(chunk[0])[written:]
+        if pos != self.end + total:
+            raise OSError(f"segment write came out at {pos}, expected {self.end + total}")
+        self.end = pos
+
+    def sync(self) -> None:
+        """Make everything written so far durable."""
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class SegmentReader:
+    """Reads payload bytes from any segment of one journal, by position."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fds: dict[int, int] = {}
+
+    def _fd(self, seg_id: int) -> int:
+        fd = self._fds.get(seg_id)
+        if fd is None:
+            try:
+                fd = os.open(self.directory / segment_name(seg_id), os.O_RDONLY)
+            except FileNotFoundError:
+                raise CorruptJournal(
+                    f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
+            self._fds[seg_id] = fd
+        return fd
+
+    def pread(self, seg_id: int, pos: int, length: int) -> bytes:
+        """Read exactly ``length`` bytes, or report the segment as damaged."""
+        data = os.pread(self._fd(seg_id), length, pos)
+        if len(data) != length:
+            raise CorruptJournal(
+                f"segment {segment_name(seg_id)} ends before offset {pos + length}; run 'cdp verify'")
+        return data
+
+    def scan(self, seg_id: int, limit: int | None = None) -> Iterator[SegmentRecord | tuple[int, str]]:
+        """Walk a segment's records in order, checking headers and payloads.
+
+        Yields good records, or ``(position, reason)`` for damage; after a bad
+        header it searches forward for the next header that checks out, so
+        one flipped byte does not hide the rest of the segment.
+        """
+        fd = self._fd(seg_id)
+        size = os.fstat(fd).st_size if limit is None else limit
+        head = os.pread(fd, SEG_HDR.size, 0)
+        if len(head) < SEG_HDR.size or head[:4] != SEG_MAGIC:
+            yield (0, "bad segment header")
+        pos = SEG_HDR.size
+        while pos < size:
+            buf = os.pread(fd, REC_HDR.size, pos)
+            rec = parse_header(buf, pos)
+            if isinstance(rec, str):
+                yield (pos, rec)
+                pos = self._next_header(fd, pos + 1, size)
+                continue
+            if rec.end > size:
+                yield (pos, f"record seq {rec.seq} runs past the end of the segment")
+                return
+            data = os.pread(fd, rec.data_len, pos + REC_HDR.size)
+            if crc32c.crc32c(data) != rec.data_crc:
+                yield (pos, f"record seq {rec.seq} payload fails its CRC-32C")
+            else:
+                yield rec
+            pos = rec.end
+
+    def _next_header(self, fd: int, pos: int, size: int) -> int:
+        magic = REC_MAGIC.to_bytes(4, "little")
+        window = 1 << 20
+        while pos < size:
+            buf = os.pread(fd, min(window + 3, size - pos), pos)
+            at = buf.find(magic)
+            while at >= 0:
+                if not isinstance(parse_header(os.pread(fd, REC_HDR.size, pos + at), pos + at), str):
+                    return pos + at
+                at = buf.find(magic, at + 1)
+            pos += window
+        return size
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
