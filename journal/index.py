@@ -10,6 +10,8 @@ the writer wants to reuse.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,17 +26,41 @@ DB_NAMES = ("meta", "seq", "time", "blocks", "zext", "points", "umarks", "window
 _INITIAL_MAP = 64 << 20
 
 
+class _Shared:
+    """One environment per path per process: LMDB's locks break if opened twice."""
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, Any]) -> None:
+        self.env = env
+        self.dbs = dbs
+        self.users = 0
+
+
+_OPEN: dict[str, _Shared] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class Index:
     """An open LMDB environment with the journal's named databases."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
-        self.env = lmdb.open(
-            str(path), map_size=_INITIAL_MAP, max_dbs=len(DB_NAMES) + 1, subdir=True,
-            create=create, readahead=False, max_readers=256)
-        self.dbs: dict[str, Any] = {}
-        with self.env.begin(write=True) as txn:
-            for name in DB_NAMES:
-                self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True)
+        self._key = os.path.realpath(path)
+        with _OPEN_LOCK:
+            shared = _OPEN.get(self._key)
+            if shared is None:
+                if not create and not (Path(path) / "data.mdb").exists():
+                    raise lmdb.Error(f"{path}/data.mdb: no such file")
+                env = lmdb.open(
+                    str(path), map_size=_INITIAL_MAP, max_dbs=len(DB_NAMES) + 1, subdir=True,
+                    create=create, readahead=False, max_readers=256)
+                dbs: dict[str, Any] = {}
+                with env.begin(write=True) as txn:
+                    for name in DB_NAMES:
+                        dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+                shared = _OPEN[self._key] = _Shared(env, dbs)
+            shared.users += 1
+        self._shared = shared
+        self.env = shared.env
+        self.dbs = shared.dbs
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``fn`` in one write transaction, growing the map as needed."""
@@ -74,4 +100,12 @@ class Index:
         return self.env.info()["last_pgno"] * self.env.stat()["psize"]
 
     def close(self) -> None:
-        self.env.close()
+        """Drop this user of the environment; the last one closes it."""
+        with _OPEN_LOCK:
+            if self._shared is None:
+                return
+            self._shared.users -= 1
+            if self._shared.users == 0:
+                _OPEN.pop(self._key, None)
+                self.env.close()
+            self._shared = None
