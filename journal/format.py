@@ -75,7 +75,9 @@ SEG_HDR = struct.Struct("<4sIQ16s32x")
 REC_MAGIC = 0x4A504443  # b"CDPJ"
 REC_HDR = struct.Struct("<IHHIIQQQQQII")
 REC_HDR_CRC_SPAN = 60
-assert SEG_HDR.size == 64 and REC_HDR.size == 64
+#: The header without its trailing hdr_crc, packed first so the CRC can follow.
+REC_HDR_BODY = struct.Struct("<IHHIIQQQQQI")
+assert SEG_HDR.size == 64 and REC_HDR.size == 64 and REC_HDR_BODY.size == REC_HDR_CRC_SPAN
 
 SEQ_VAL = struct.Struct("<IQQQQIHH")
 BLOCK_VAL = struct.Struct("<IqBBI")

@@ -11,6 +11,7 @@ past what the index points at.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import crc32c
 from journal.errors import CorruptJournal
 from journal.format import (
     REC_HDR,
+    REC_HDR_BODY,
     REC_HDR_CRC_SPAN,
     REC_MAGIC,
     SCHEMA,
@@ -29,6 +31,9 @@ from journal.format import (
 )
 
 _IOV_MAX = 512
+_BODY = REC_HDR_BODY
+_U32 = struct.Struct("<I")
+_crc = crc32c.crc32c
 
 
 def pack_header(
@@ -36,9 +41,8 @@ def pack_header(
     ts_ns: int, offset: int, length: int, aux: int, data_crc: int,
 ) -> bytes:
     """Frame one record: the 64-byte header with both CRCs filled in."""
-    head = REC_HDR.pack(REC_MAGIC, rtype, flags, len(data), 0, seq, ts_ns,
-                        offset, length, aux, data_crc, 0)
-    return head[:REC_HDR_CRC_SPAN] + crc32c.crc32c(head[:REC_HDR_CRC_SPAN]).to_bytes(4, "little")
+    body = _BODY.pack(REC_MAGIC, rtype, flags, len(data), 0, seq, ts_ns, offset, length, aux, data_crc)
+    return body + _U32.pack(_crc(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +143,17 @@ class SegmentWriter:
         """Append ``buffers`` (headers and payloads) at :attr:`end`, not yet durable."""
         pos = self.end
         for start in range(0, len(buffers), _IOV_MAX):
-            chunk = list(buffers[start:start + _IOV_MAX])
-            while chunk:
-                written = os.pwritev(self._fd, chunk, pos)
-                pos += written
-                while chunk and written >= len(chunk[0]):
-                    written -= len(chunk[0])
-                    chunk.pop(0)
-                if written:
-                    chunk[0] = memoryview(chunk[0])[written:]
+            chunk = buffers[start:start + _IOV_MAX]
+            want = sum(map(len, chunk))
+            written = os.pwritev(self._fd, chunk, pos)
+            pos += written
+            if written < want:
+                # a short write: finish the rest of this chunk byte-exactly
+                rest = b"".join(bytes(b) for b in chunk)[written:]
+                while rest:
+                    n = os.pwrite(self._fd, rest, pos)
+                    pos += n
+                    rest = rest[n:]
         if pos != self.end + total:
             raise OSError(f"segment write came out at {pos}, expected {self.end + total}")
         self.end = pos
