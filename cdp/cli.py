@@ -1,0 +1,165 @@
+"""The `cdp` command: argparse front door over the journal, the service and the UIs.
+
+Every module in :mod:`cdp.commands` (except ``_``-prefixed helpers) has a
+``register(subparsers)`` that adds its verbs; each verb is one function
+that takes the parsed arguments and returns the exit status. Command
+modules import only ``argparse`` at load time, and their handlers import
+what they need, so ``cdp --help`` stays fast and ``cdp run`` never loads
+the TUI.
+
+Errors meant for users (:class:`cdp.errors.CdpError`, the journal's
+``JournalError``, the ring's ``RingError``, ``OSError``) are printed here as
+one line, ``cdp: VERB: message``, with a non-zero status; no traceback
+reaches the terminal. ``CDP_DEBUG=1`` shows the traceback of unexpected
+errors, which are bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import re
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cdp.errors import CdpError
+
+#: Exit status of a bug (an exception no one expected): sysexits' EX_SOFTWARE.
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Continuous data protection for Linux block devices: every write to a protected
+device is journaled with its time, so the device can be rebuilt exactly as it
+was at any moment since the journal began."""
+
+EPILOG = """\
+getting started:
+  cdp demo                                   a simulated device, end to end, in seconds
+  cdp init --journal /var/lib/cdp/sdb --device /dev/sdb
+  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp-sdb
+  cdp points --journal /var/lib/cdp/sdb --since -1h
+  cdp restore --journal /var/lib/cdp/sdb --at -5m --to /tmp/sdb-5-minutes-ago.img
+
+Every verb takes --journal DIR, or reads it from $CDP_JOURNAL.
+'cdp VERB --help' explains each verb; 'cdp restore --help' the TIME forms.
+Set CDP_DEBUG=1 to see a traceback when cdp reports an internal error."""
+
+
+class CdpArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line, ``cdp: VERB: message``, exit 2."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"argument (?:command|COMMAND): invalid choice: '([^']*)'", message)
+        if unknown:
+            message = f"unknown command '{unknown.group(1)}'; 'cdp --help' lists the commands"
+        else:
+            message = f"{message} (see '{self.prog} --help')"
+        verb = self.prog.split()[1:]
+        prefix = "cdp: " + "".join(f"{v}: " for v in verb)
+        sys.stderr.write(prefix + message + "\n")
+        sys.exit(2)
+
+
+def _command_modules() -> list[object]:
+    """Import every public module of :mod:`cdp.commands`, in their ``ORDER``."""
+    import cdp.commands
+
+    modules = []
+    for info in pkgutil.iter_modules(cdp.commands.__path__):
+        if info.name.startswith("_"):
+            continue
+        modules.append(importlib.import_module(f"cdp.commands.{info.name}"))
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
+
+
+def build_parser() -> CdpArgumentParser:
+    """The whole command line: the top-level options and every verb."""
+    parser = CdpArgumentParser(prog="cdp", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"cdp {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                       parser_class=CdpArgumentParser)
+    for module in _command_modules():
+        module.register(subparsers)  # type: ignore[attr-defined]
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cdp")
+    except Exception:  # noqa: BLE001 - not installed: running from a checkout
+        return "unknown"
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """CdpError plus the library errors, taken only from modules already loaded.
+
+    An exception of a library can only exist if its module was imported, so
+    looking in ``sys.modules`` keeps the top level from importing LMDB or the
+    ring just to be able to catch their errors.
+    """
+    types: list[type[BaseException]] = [CdpError]
+    for module, name in (("journal.errors", "JournalError"), ("cdp.ring", "RingError")):
+        loaded = sys.modules.get(module)
+        found = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(found, type) and issubclass(found, BaseException):
+            types.append(found)
+    return tuple(types)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of an error on one line (OSErrors as ``path: reason``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else None
+        text = f"{where}: {exc.strerror}" if where is not None else exc.strerror
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `cdp` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    verb = args.command
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"cdp: {verb}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`cdp points | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        if isinstance(exc, SystemExit):
+            raise
+        if isinstance(exc, _user_error_types()):
+            sys.stderr.write(f"cdp: {verb}: {one_line(exc)}\n")
+            return getattr(exc, "exit_code", 1)
+        if isinstance(exc, OSError):
+            sys.stderr.write(f"cdp: {verb}: {one_line(exc)}\n")
+            return 1
+        if os.environ.get("CDP_DEBUG"):
+            raise
+        sys.stderr.write(f"cdp: {verb}: internal error: {type(exc).__name__}: {one_line(exc)} "
+                         "(set CDP_DEBUG=1 for the traceback)\n")
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

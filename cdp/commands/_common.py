@@ -1,0 +1,129 @@
+"""Helpers every verb shares: the --journal and --json options, TIME arguments, output.
+
+Kept free of heavy imports: the journal library is imported inside the
+functions that open a journal, so registering verbs costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cdp.errors import CdpError, UsageError
+
+if TYPE_CHECKING:
+    from journal import Journal, Point
+
+JOURNAL_ENV = "CDP_JOURNAL"
+
+#: What the points table calls each kind of point, for people.
+KIND_LABEL = {
+    "baseline": "baseline",
+    "flush": "flush",
+    "mark": "mark",
+    "user-mark": "mark (user)",
+    "overflow": "overflow",
+    "resync": "resync",
+}
+
+
+def add_journal_option(parser: argparse.ArgumentParser) -> None:
+    """``--journal DIR``, defaulting to $CDP_JOURNAL (checked when the verb runs)."""
+    parser.add_argument(
+        "--journal", "-j", metavar="DIR", default=None,
+        help=f"the journal directory (default: ${JOURNAL_ENV})")
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``: machine-readable output on stdout, nothing else there."""
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout instead of text")
+
+
+def journal_path(args: argparse.Namespace) -> Path:
+    """The journal the user means: --journal, else $CDP_JOURNAL, else an error."""
+    given = args.journal or os.environ.get(JOURNAL_ENV)
+    if not given:
+        raise UsageError(f"no journal given: use --journal DIR or set {JOURNAL_ENV}")
+    return Path(given)
+
+
+def open_journal(args: argparse.Namespace, *, readonly: bool = True) -> Journal:
+    """Open the journal named by the arguments, with a clear error if there is none."""
+    path = journal_path(args)
+    if not path.exists():
+        raise CdpError(f"no journal at {path} (create one with 'cdp init --journal {path} --device PATH')")
+    from journal import Journal
+
+    return Journal.open(path, readonly=readonly)
+
+
+def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_time wants
+    """A ``marks`` callback for :func:`cdp.timespec.parse_time` over the journal's marks.
+
+    Two marks with one name make ``mark:NAME`` ambiguous: that is an error,
+    not a guess at which one was meant.
+    """
+
+    def lookup(name: str) -> int | None:
+        found = [p for p in journal.points(kinds={"mark", "user-mark"}) if p.name == name]
+        if len(found) > 1:
+            from cdp.timespec import format_ts
+
+            times = ", ".join(format_ts(p.ts_ns) for p in found[:3])
+            raise ValueError(f"{len(found)} marks are named {name!r} ({times}{', ...' if len(found) > 3 else ''}); "
+                             "give the time of the one you mean")
+        return found[0].ts_ns if found else None
+
+    return lookup
+
+
+def parse_time_arg(text: str, journal: Journal | None = None, *, option: str = "TIME",
+                   now_ns: int | None = None) -> int:
+    """A TIME argument as ns, or a one-line usage error naming the option."""
+    from cdp.timespec import parse_time
+
+    try:
+        return parse_time(text, now_ns=now_ns, marks=mark_lookup(journal) if journal is not None else None)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (ints stay exact: ns timestamps are never floats)."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def point_json(point: Point) -> dict[str, Any]:
+    """A point as scripts read it: exact ns plus the same moment in ISO 8601."""
+    from cdp.timespec import format_ts
+
+    return {"seq": point.seq, "ts_ns": point.ts_ns, "time": format_ts(point.ts_ns),
+            "kind": point.kind, "name": point.name, "whole": point.whole}
+
+
+def human_bytes(n: int | float) -> str:
+    """1536 -> '1.5 KiB': sizes for people (binary units, like the progress bars)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_seconds(seconds: float) -> str:
+    """0.25 -> '0.25 s', 3700 -> '1 h 1 min': durations for people."""
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    return f"{hours // 24} d {hours % 24} h"

@@ -1,0 +1,390 @@
+"""Verbs over the journal alone: init, status, points, mark, verify.
+
+None of them needs the ring or the kernel: they are safe to run while
+`cdp run` appends (readers open the journal read-only; a mark is one small
+index transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cdp.commands._common import (
+    KIND_LABEL,
+    add_journal_option,
+    add_json_option,
+    human_bytes,
+    human_seconds,
+    journal_path,
+    open_journal,
+    parse_time_arg,
+    point_json,
+    print_json,
+)
+from cdp.errors import CdpError, UsageError
+from cdp.timespec import TIME_HELP
+
+ORDER = 10
+_BLKSSZGET = 0x1268  # <linux/fs.h>: logical sector size of a block device
+_KINDS = ("baseline", "flush", "mark", "user-mark", "overflow", "resync")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add init, status, points, mark and verify."""
+    _register_init(subparsers)
+    _register_status(subparsers)
+    _register_points(subparsers)
+    _register_mark(subparsers)
+    _register_verify(subparsers)
+
+
+# --------------------------------------------------------------------- init
+
+def _register_init(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "init", help="create a journal for a device and copy its baseline",
+        description="Create a journal for a device (or an image file) and copy the device's\n"
+                    "present content into it as the baseline: the state every later write is\n"
+                    "applied to. Zero blocks are not stored. Run it before the first 'cdp run',\n"
+                    "while the device is quiet (or before the filter is attached).",
+        epilog="examples:\n"
+               "  cdp init --journal /var/lib/cdp/sdb --device /dev/sdb\n"
+               "  CDP_JOURNAL=./j cdp init --device disk.img --json")
+    add_journal_option(p)
+    p.add_argument("--device", "-d", metavar="PATH", required=True,
+                   help="the block device or image file to protect")
+    p.add_argument("--block-size", type=int, choices=(512, 4096), default=None,
+                   help="logical block size (default: the device's own, 512 for files)")
+    add_json_option(p)
+    p.set_defaults(func=cmd_init)
+
+
+def logical_block_size(path: str) -> int:
+    """The device's logical sector size (BLKSSZGET); 512 for a regular file."""
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not stat.S_ISBLK(os.fstat(fd).st_mode):
+            return 512
+        raw = fcntl.ioctl(fd, _BLKSSZGET, struct.pack("I", 0))
+        return struct.unpack("I", raw)[0]
+    finally:
+        os.close(fd)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the journal; remove what was made if the baseline copy fails."""
+    from cdp.progress import progress_bar
+    from journal import Journal, device_size
+
+    path = journal_path(args)
+    device = args.device
+    try:
+        st = os.stat(device)
+    except OSError as exc:
+        raise CdpError(f"cannot use device {device}: {exc.strerror}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise CdpError(f"{device} is neither a block device nor a regular file")
+    size = device_size(device)
+    if size == 0 or size % 512:
+        raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of 512 bytes")
+    block_size = args.block_size or logical_block_size(device)
+    existed = path.exists()
+    started = time.monotonic()
+    try:
+        with progress_bar(f"baseline of {device}") as progress:
+            journal = Journal.create(path, device_bytes=size, block_size=block_size,
+                                     source=device, progress=progress)
+    except BaseException:
+        if path.is_dir() and not (path / "cdp-journal").exists():
+            _remove_partial(path, keep_dir=existed)
+        raise
+    with journal:
+        stats = journal.stats()
+        info = journal.info
+    elapsed = time.monotonic() - started
+    if args.json:
+        print_json({"journal": str(path), "device": device, "device_bytes": info.device_bytes,
+                    "block_size": info.block_size, "baseline_bytes": stats.data_bytes,
+                    "disk_bytes": stats.disk_bytes, "created_ns": info.created_ns,
+                    "seconds": round(elapsed, 3)})
+    else:
+        print(f"created journal {path} for {device} ({human_bytes(size)}, {block_size}-byte blocks); "
+              f"baseline copied in {human_seconds(elapsed)}, {human_bytes(stats.disk_bytes)} on disk")
+        print(f"next: cdp run --journal {path} --ring RING")
+    return 0
+
+
+def _remove_partial(path: Path, *, keep_dir: bool) -> None:
+    """Undo a journal that never got its marker file (the copy failed or was interrupted)."""
+    import shutil
+
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    if not keep_dir:
+        path.rmdir()
+
+
+# ------------------------------------------------------------------- status
+
+def _register_status(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "status", help="what the journal holds and how the service is doing",
+        description="Show the journal's size and time span, and the drain service's live\n"
+                    "figures: whether it runs, how far it lags behind the device (bytes and\n"
+                    "seconds), write rates and how full the ring is.",
+        epilog="examples:\n"
+               "  cdp status --journal /var/lib/cdp/sdb\n"
+               "  cdp status --json | jq .service.lag_seconds")
+    add_journal_option(p)
+    add_json_option(p)
+    p.set_defaults(func=cmd_status)
+
+
+def writer_pid(path: Path) -> int | None:
+    """Pid of the process holding the journal's writer lock, from /proc/locks.
+
+    Reading /proc/locks (instead of trying the lock) never disturbs a
+    service that is starting at the same moment.
+    """
+    try:
+        st = os.stat(path / "lock")
+        with open("/proc/locks") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want:
+            return int(fields[4])
+    return None
+
+
+def _status_doc(journal: Any, path: Path) -> dict[str, Any]:
+    from cdp.timespec import format_ts
+
+    info = journal.info
+    stats = journal.stats()
+    live = journal.status() or {}
+    pid = writer_pid(path)
+    now = time.time_ns()
+    doc: dict[str, Any] = {
+        "journal": str(path),
+        "device": {"source": info.source, "bytes": info.device_bytes, "block_size": info.block_size,
+                   "id": info.device_id.hex()},
+        "records": stats.records,
+        "last_seq": stats.last_seq,
+        "data_bytes": stats.data_bytes,
+        "disk_bytes": stats.disk_bytes,
+        "segments": stats.segments,
+        "created": {"ts_ns": info.created_ns, "time": format_ts(info.created_ns)},
+        "first": {"ts_ns": stats.first_ts_ns, "time": format_ts(stats.first_ts_ns)},
+        "last": {"ts_ns": stats.last_ts_ns, "time": format_ts(stats.last_ts_ns)},
+        "service": {"running": pid is not None, "pid": pid, **live},
+    }
+    updated = live.get("updated_ns")
+    if isinstance(updated, int):
+        doc["service"]["status_age_seconds"] = round((now - updated) / 1e9, 3)
+    return doc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the journal's counters and the service's last published status."""
+    path = journal_path(args)
+    with open_journal(args) as journal:
+        doc = _status_doc(journal, path)
+    if args.json:
+        print_json(doc)
+        return 0
+    dev = doc["device"]
+    svc = doc["service"]
+    print(f"journal   {path}")
+    print(f"device    {dev['source'] or '(no source)'}: {human_bytes(dev['bytes'])}, {dev['block_size']}-byte blocks")
+    print(f"records   {doc['records']} (last seq {doc['last_seq']}), {human_bytes(doc['data_bytes'])} of data, "
+          f"{human_bytes(doc['disk_bytes'])} on disk in {doc['segments']} segment(s)")
+    print(f"span      {doc['first']['time']} .. {doc['last']['time']}")
+    if svc["running"]:
+        state = f"running (pid {svc['pid']})"
+    else:
+        state = "not running"
+    age = svc.get("status_age_seconds")
+    if age is not None:
+        state += f"; last report {human_seconds(age)} ago"
+    print(f"service   {state}")
+    for label, line in _service_lines(svc):
+        print(f"{label:<9} {line}")
+    return 0
+
+
+def _service_lines(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Human lines for the figures the service publishes (whatever it chose to publish)."""
+    out: list[tuple[str, str]] = []
+    if "lag_bytes" in svc or "lag_seconds" in svc:
+        out.append(("lag", f"{human_bytes(svc.get('lag_bytes', 0))}, "
+                           f"{human_seconds(float(svc.get('lag_seconds', 0.0)))} behind"))
+    if "ring_fill" in svc:
+        fill = svc["ring_fill"]
+        size = svc.get("ring_bytes")
+        extra = f" of {human_bytes(size)}" if isinstance(size, int) else ""
+        out.append(("ring", f"{float(fill) * 100:.1f}% full{extra}"))
+    rates = [(k, svc[k]) for k in ("records_per_s", "bytes_per_s") if k in svc]
+    if rates:
+        parts = []
+        for key, value in rates:
+            parts.append(f"{human_bytes(value)}/s" if key == "bytes_per_s" else f"{float(value):.0f} records/s")
+        out.append(("rates", ", ".join(parts)))
+    shown = {"lag_bytes", "lag_seconds", "ring_fill", "ring_bytes", "records_per_s", "bytes_per_s",
+             "running", "pid", "updated_ns", "status_age_seconds"}
+    for key in sorted(k for k in svc if k not in shown):
+        value = svc[key]
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out.append((key.replace("_", " ")[:9], str(value)))
+    return out
+
+
+# ------------------------------------------------------------------- points
+
+def _register_points(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "points", help="list the rewind points (flushes, marks, ...)",
+        description="List the moments the device can be restored to, oldest first: the\n"
+                    "baseline, every completed cache flush (crash-consistent points), marks\n"
+                    "(named points from the device or 'cdp mark'), overflow windows and their\n"
+                    "resyncs. A point marked 'partial' lies where writes were dropped; restoring\n"
+                    "it needs --allow-partial. Times are exact to the nanosecond, so any of them\n"
+                    "can be pasted into 'cdp restore --at'.\n\n" + TIME_HELP,
+        epilog="examples:\n"
+               "  cdp points --since -1h\n"
+               "  cdp points --marks\n"
+               "  cdp points --since 2026-03-01T09:00 --until 2026-03-01T10:00 --json")
+    add_journal_option(p)
+    p.add_argument("--since", metavar="TIME", help="only points at or after TIME")
+    p.add_argument("--until", metavar="TIME", help="only points at or before TIME")
+    p.add_argument("--marks", action="store_true", help="only marks (from the device and from 'cdp mark')")
+    p.add_argument("--kind", action="append", choices=_KINDS, metavar="KIND",
+                   help=f"only points of this kind (repeatable): {', '.join(_KINDS)}")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N points")
+    p.add_argument("--newest-first", action="store_true", help="newest point first")
+    add_json_option(p)
+    p.set_defaults(func=cmd_points)
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    """Print the points in the asked-for window."""
+    from cdp.timespec import format_ts
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    kinds: set[str] | None = set(args.kind) if args.kind else None
+    if args.marks:
+        kinds = (kinds or {"mark", "user-mark"}) & {"mark", "user-mark"}
+        if not kinds:
+            raise UsageError("--marks and --kind select nothing together")
+    with open_journal(args) as journal:
+        now = time.time_ns()
+        since = parse_time_arg(args.since, journal, option="--since", now_ns=now) if args.since else None
+        until = parse_time_arg(args.until, journal, option="--until", now_ns=now) if args.until else None
+        if since is not None and until is not None and since > until:
+            raise UsageError("--since is after --until")
+        points = journal.points(kinds=kinds, start_ns=since, end_ns=until,
+                                reverse=args.newest_first, limit=args.limit)
+    if args.json:
+        print_json([point_json(p) for p in points])
+        return 0
+    if not points:
+        print("no points in that range", file=sys.stderr)
+        return 0
+    width = max(3, max(len(str(p.seq)) for p in points))
+    out = [f"{'SEQ':>{width}}  {'TIME':<35}  {'KIND':<12}  NAME"]
+    for p in points:
+        name = p.name + ("" if p.whole else ("  " if p.name else "") + "(partial)")
+        out.append(f"{p.seq:>{width}}  {format_ts(p.ts_ns):<35}  {KIND_LABEL.get(p.kind, p.kind):<12}  {name}".rstrip())
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------- mark
+
+def _register_mark(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "mark", help="name a moment, to restore to it later by name",
+        description="Record a named rewind point at the present moment (or at --at TIME).\n"
+                    "Restore to it with 'cdp restore --at mark:NAME'. Safe while 'cdp run'\n"
+                    "is draining. The mark lands on the last write journaled at or before its\n"
+                    "time; writes still in the ring at that moment belong to later points.",
+        epilog="examples:\n"
+               "  cdp mark before-upgrade\n"
+               "  cdp mark nightly-check --at 2026-03-01T02:00:00Z")
+    add_journal_option(p)
+    p.add_argument("name", metavar="NAME", help="the mark's name (UTF-8, at most 255 bytes, no newline)")
+    p.add_argument("--at", metavar="TIME", help="put the mark at TIME instead of now")
+    add_json_option(p)
+    p.set_defaults(func=cmd_mark)
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    """Add a user mark by time."""
+    from cdp.timespec import format_ts
+
+    with open_journal(args) as journal:
+        ts = parse_time_arg(args.at, journal, option="--at") if args.at else None
+        point = journal.add_mark(args.name, ts)
+    if args.json:
+        print_json(point_json(point))
+    else:
+        print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (after seq {point.seq})"
+              + ("" if point.whole else "; the device is not whole there (writes were dropped)"))
+    return 0
+
+
+# ------------------------------------------------------------------- verify
+
+def _register_verify(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "verify", help="check every journaled record against its checksum",
+        description="Read every segment record and check its CRC-32C, and check the index\n"
+                    "against the segments. Exit status 0: the journal is sound; 1: damage was\n"
+                    "found, each problem printed on its own line with its segment, byte offset\n"
+                    "and seq. Safe while 'cdp run' appends.",
+        epilog="examples:\n"
+               "  cdp verify --journal /var/lib/cdp/sdb\n"
+               "  cdp verify --json > report.json || echo damaged")
+    add_journal_option(p)
+    add_json_option(p)
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify the journal; exit 1 when anything is wrong."""
+    from cdp.progress import progress_bar
+
+    started = time.monotonic()
+    with open_journal(args) as journal, progress_bar("verify") as progress:
+        report = journal.verify(progress=progress)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print_json({"ok": report.ok, "records": report.records, "bytes": report.bytes,
+                    "seconds": round(elapsed, 3),
+                    "problems": [{"segment": p.segment, "offset": p.offset, "seq": p.seq,
+                                  "message": p.message} for p in report.problems]})
+    elif report.ok:
+        print(f"ok: {report.records} records, {human_bytes(report.bytes)} checked in {human_seconds(elapsed)}")
+    else:
+        for problem in report.problems:
+            print(str(problem))
+        print(f"cdp: verify: {len(report.problems)} problem(s) in {report.records} records", file=sys.stderr)
+    return 0 if report.ok else 1

@@ -1,0 +1,25 @@
+"""The one error type the `cdp` command shows to users.
+
+A :class:`CdpError` means "the user asked for something that cannot be
+done as asked": the top level of :mod:`cdp.cli` prints ``cdp: VERB:
+message`` on one line and exits with :attr:`CdpError.exit_code`. Errors of
+the journal and the ring library (``JournalError``, ``RingError``) are
+shown the same way; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class CdpError(Exception):
+    """A one-line, user-facing failure of a `cdp` subcommand."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class UsageError(CdpError):
+    """The command line itself is wrong (exit status 2, like argparse)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=2)
