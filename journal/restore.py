@@ -102,7 +102,8 @@ _ZEROS = bytes(_MAX_RUN)
 
 
 def _is_zero(data: bytes) -> bool:
-    return data == _ZEROS[:len(data)]
+    # random data is rejected by its first or last byte without a scan
+    return not data or (not data[0] and not data[-1] and data == _ZEROS[:len(data)])
 
 
 class _Run:
@@ -168,27 +169,37 @@ def restore_to(
 
 def _walk(journal: Journal, out: _Output, seq: int, zext: ZeroExtents, nblocks: int,
           progress: Progress | None, cancel: threading.Event | None) -> None:
+    """Visit every block that has versions, in block order, and write its winner.
+
+    The loop is the restore's hot path, so it touches each index entry once
+    with C-level calls (``iternext``, precompiled structs) and builds
+    :class:`Version` objects only for the rare blocks that need composing.
+    """
     index = journal._index
     run = _Run()
-    group: list[Version] = []
+    unpack_key = U64X2.unpack
+    unpack_val = BLOCK_VAL.unpack
+    group: list[tuple[int, bytes]] = []  # (seq, value) of the current block, ascending, <= seq
     group_block = -1
     resume = U64X2.pack(0, 0)
 
-    def settle(block: int, versions: list[Version]) -> None:
-        if not versions:
-            return
-        versions.reverse()
-        zseqs = zext.sector_seqs(block) if zext else None
-        top = versions[0]
-        if top.mask == FULL_MASK and top.kind == KIND_DATA and (zseqs is None or max(zseqs) < top.seq):
-            if run.extends(block, top):
-                run.versions.append(top)
-            else:
-                run.flush(journal, out)
-                run.start(block, top)
-            return
+    def settle(block: int) -> None:
+        vseq, raw = group[-1]
+        seg, pos0, mask, kind, crc = unpack_val(raw)
+        if mask == FULL_MASK and kind == KIND_DATA:
+            zseqs = zext.sector_seqs(block) if zext else None
+            if zseqs is None or max(zseqs) < vseq:
+                v = Version(vseq, seg, pos0, mask, kind, crc)
+                if run.extends(block, v):
+                    run.versions.append(v)
+                else:
+                    run.flush(journal, out)
+                    run.start(block, v)
+                return
+        versions = [Version(q, *unpack_val(r)) for q, r in reversed(group)]
         run.flush(journal, out)
-        out.write(block, compose_block(journal._reader, block, versions, zseqs))
+        out.write(block, compose_block(journal._reader, block, versions,
+                                       zext.sector_seqs(block) if zext else None))
 
     done = False
     while not done:
@@ -196,27 +207,29 @@ def _walk(journal: Journal, out: _Output, seq: int, zext: ZeroExtents, nblocks: 
             raise Cancelled("restore cancelled")
         with index.read() as txn:
             cur = txn.cursor(db=index.db("blocks"))
-            ok = cur.set_range(resume)
             n = 0
-            while ok and n < _CHUNK_ENTRIES:
-                key = cur.key()
-                block, vseq = U64X2.unpack(key)
-                if block >= nblocks:
-                    ok = False
-                    break
+            # an unpositioned cursor would iterate from the first entry again
+            entries = cur.iternext() if cur.set_range(resume) else iter(())
+            for key, raw in entries:
+                block, vseq = unpack_key(key)
                 if block != group_block:
-                    settle(group_block, group)
-                    group = []
+                    if group:
+                        settle(group_block)
+                        group = []
+                    if block >= nblocks:
+                        done = True
+                        break
                     group_block = block
                 if vseq <= seq:
-                    group.append(Version(vseq, *BLOCK_VAL.unpack(cur.value())))
+                    group.append((vseq, raw))
                 n += 1
-                ok = cur.next()
-            if ok:
-                resume = cur.key()
+                if n >= _CHUNK_ENTRIES:
+                    resume = U64X2.pack(block, vseq + 1)
+                    break
             else:
                 done = True
         if progress is not None:
-            progress(min(group_block, nblocks) * BLOCK, nblocks * BLOCK)
-    settle(group_block, group)
+            progress(min(max(group_block, 0), nblocks) * BLOCK, nblocks * BLOCK)
+    if group:
+        settle(group_block)
     run.flush(journal, out)
