@@ -127,10 +127,44 @@ def one_line(exc: BaseException) -> str:
     return " ".join(lines) if lines else type(exc).__name__
 
 
+#: Options whose value is a TIME, which may start with '-' (``--at -5m``).
+TIME_OPTIONS = frozenset({"--at", "--since", "--until"})
+
+
+def _join_time_values(argv: Sequence[str]) -> list[str]:
+    """Turn ``--at -5m`` into ``--at=-5m``: argparse would take ``-5m`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in TIME_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _subparser(parser: argparse.ArgumentParser, verb: str | None) -> argparse.ArgumentParser | None:
+    """The parser of one verb, to report its errors under its name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and verb is not None:
+            return action.choices.get(verb)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `cdp` command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(_join_time_values(sys.argv[1:] if argv is None else argv))
+    if extra:
+        # Blame the verb, whose --help lists what it accepts, not the top level.
+        verb_parser = _subparser(parser, args.command)
+        (verb_parser or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

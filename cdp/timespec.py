@@ -53,13 +53,13 @@ _ISO = re.compile(
         (?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?
     )?
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
-_EPOCH_RE = re.compile(r"@(?P<secs>\d+)(?:\.(?P<frac>\d+))?")
-_REL_RE = re.compile(r"-(?P<body>(?:\d+(?:\.\d+)?[dhms])+)")
-_REL_PART = re.compile(r"(\d+)(?:\.(\d+))?([dhms])")
+_EPOCH_RE = re.compile(r"@(?P<secs>\d+)(?:\.(?P<frac>\d+))?", re.ASCII)
+_REL_RE = re.compile(r"-(?P<body>(?:\d+(?:\.\d+)?[dhms])+)", re.ASCII)
+_REL_PART = re.compile(r"(\d+)(?:\.(\d+))?([dhms])", re.ASCII)
 _UNIT_NS = {"d": 86400 * NS, "h": 3600 * NS, "m": 60 * NS, "s": NS}
-_TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?([Zz]|[+-].*)?")
+_TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?([Zz]|[+-].*)?", re.ASCII)
 
 MarkLookup = Callable[[str], "int | None"]
 

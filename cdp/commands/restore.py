@@ -1,0 +1,236 @@
+"""`cdp restore`: rebuild the device as it was at a TIME, into a file or onto a device.
+
+The dangerous part of a restore is the target, so the checks live here:
+an existing file or any block device is overwritten only with --force, and
+a block device that is mounted, used as swap, held by another device
+(device-mapper, md, ...) or opened exclusively is named as such before
+anything is written. The journal does the writing (sparse for files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cdp.commands._common import (
+    add_journal_option,
+    add_json_option,
+    human_bytes,
+    human_seconds,
+    open_journal,
+    parse_time_arg,
+    print_json,
+)
+from cdp.errors import CdpError, UsageError
+from cdp.timespec import TIME_HELP
+
+if TYPE_CHECKING:
+    from journal import Journal
+
+ORDER = 30
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cdp restore`."""
+    p = subparsers.add_parser(
+        "restore", help="write the device as it was at TIME to a file or device",
+        description="Rebuild the whole device as it was at TIME: the baseline plus every write\n"
+                    "journaled at or before TIME. The target is a new file (written sparse:\n"
+                    "zero blocks stay holes) or, with --force, an existing file or a block\n"
+                    "device. The point TIME resolved to (its seq, time and kind) is printed.\n"
+                    "A TIME inside an overflow window (writes were dropped) is refused unless\n"
+                    "--allow-partial is given.\n\n" + TIME_HELP,
+        epilog="examples:\n"
+               "  cdp restore --at -5m --to /tmp/5-minutes-ago.img\n"
+               "  cdp restore --at mark:before-upgrade --to /tmp/before.img\n"
+               "  cdp restore --at 2026-03-01T14:05:09.5+01:00 --to /dev/sdc --force\n"
+               "  cdp restore --seq 123456 --to out.img --json")
+    add_journal_option(p)
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", metavar="TIME", help="the moment to restore (see TIME above)")
+    when.add_argument("--seq", type=int, metavar="N", help="restore as of journal record N exactly")
+    p.add_argument("--to", metavar="PATH", required=True, help="the file or block device to write")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing file or a block device, even one in use")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="restore a point inside an overflow window (its content is not exact)")
+    add_json_option(p)
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Check the target, restore, and say which point was restored."""
+    from cdp.progress import progress_bar
+    from cdp.timespec import format_ts
+
+    target = Path(args.to)
+    if args.seq is not None and args.seq < 0:
+        raise UsageError("--seq must be 0 or more")
+    with open_journal(args) as journal:
+        at_ns = parse_time_arg(args.at, journal, option="--at") if args.at is not None else None
+        overwrite = check_target(target, force=args.force)
+        started = time.monotonic()
+        try:
+            with progress_bar(f"restore to {target}") as progress:
+                result = journal.restore(target, seq=args.seq, at_ns=at_ns, progress=progress,
+                                         allow_partial=args.allow_partial, overwrite=overwrite)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise CdpError(f"cannot write {target}: {exc.strerror or exc}") from None
+        elapsed = time.monotonic() - started
+        point = describe_point(journal, result.seq)
+    mark = _mark_name(args.at)
+    doc = {**point, "requested": None if at_ns is None else {"ts_ns": at_ns, "time": format_ts(at_ns)},
+           "mark": mark, "whole": result.whole, "bytes": result.bytes_written,
+           "target": result.target, "seconds": round(elapsed, 3)}
+    if args.json:
+        print_json(doc)
+    else:
+        what = point["kind"] + (f" {point['name']!r}" if point["name"] else "")
+        line = f"seq {point['seq']} ({what}) of {point['time']}"
+        if at_ns is not None:
+            asked = f"mark {mark!r} ({format_ts(at_ns)})" if mark else format_ts(at_ns)
+            line += f" is the last record at or before {asked}"
+        print(line)
+        print(f"restored it to {target}: {human_bytes(result.bytes_written)} in {human_seconds(elapsed)}")
+    if not result.whole:
+        print("cdp: restore: warning: writes were dropped around that time; the result is not exact",
+              file=sys.stderr)
+    return 0
+
+
+def _mark_name(at: str | None) -> str | None:
+    return at.strip()[5:] if at is not None and at.strip().startswith("mark:") else None
+
+
+def describe_point(journal: Journal, seq: int) -> dict[str, Any]:
+    """Seq, time, kind and name of the record a restore ended at.
+
+    The kind is the point's (flush, mark, ...) when the record is one, and
+    the record type's (write, discard, ...) otherwise.
+    """
+    from cdp.timespec import format_ts
+    from journal import RecordType
+
+    if seq == 0:
+        ts, kind, name = journal.info.created_ns, "baseline", ""
+    else:
+        info = next(iter(journal.records(seq, seq)), None)
+        if info is None:
+            raise CdpError(f"record seq {seq} is missing from the index; run 'cdp verify'")
+        ts = info.ts_ns
+        try:
+            kind, name = RecordType(info.type).name.lower().replace("_", "-"), ""
+        except ValueError:
+            kind, name = f"type-{info.type}", ""
+        for p in journal.points(start_ns=ts, end_ns=ts):
+            if p.seq == seq and p.kind != "user-mark":
+                kind, name = p.kind, p.name
+    return {"seq": seq, "ts_ns": ts, "time": format_ts(ts), "kind": kind, "name": name}
+
+
+def check_target(target: Path, *, force: bool) -> bool:
+    """Refuse a target that would lose data without --force; return whether it exists.
+
+    A new file is always fine. An existing regular file, or any block device,
+    needs --force; a block device in use is named with what uses it.
+    """
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise CdpError(f"cannot create {target}: {parent} is not a directory") from None
+        if not os.access(parent, os.W_OK):
+            raise CdpError(f"cannot create {target}: {parent} is not writable") from None
+        return False
+    except OSError as exc:
+        raise CdpError(f"cannot use {target}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CdpError(f"{target} is a directory; give the path of a file or a block device")
+    if stat.S_ISBLK(st.st_mode):
+        users = device_users(target, st.st_rdev)
+        if users and not force:
+            raise CdpError(f"{target} is {'; '.join(users)}; use --force")
+        if not force:
+            raise CdpError(f"{target} is a block device and would be overwritten entirely; use --force")
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        raise CdpError(f"{target} is neither a regular file nor a block device")
+    if not force:
+        raise CdpError(f"{target} exists; use --force to overwrite it")
+    if not os.access(target, os.W_OK):
+        raise CdpError(f"{target} is not writable")
+    return True
+
+
+def device_users(path: Path, rdev: int) -> list[str]:
+    """What holds a block device or one of its partitions: mounts, swap, holders, openers."""
+    devs = {rdev: str(path)} | _partitions(rdev)
+    found: list[str] = []
+    wanted = {f"{os.major(d)}:{os.minor(d)}": name for d, name in devs.items()}
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 4 and fields[2] in wanted:
+                    found.append(f"mounted on {_unescape(fields[4])}"
+                                 + ("" if wanted[fields[2]] == str(path) else f" ({wanted[fields[2]]})"))
+    except OSError:
+        pass
+    try:
+        with open("/proc/swaps") as fh:
+            for line in list(fh)[1:]:
+                name = _unescape(line.split()[0])
+                try:
+                    if os.stat(name).st_rdev in devs:
+                        found.append(f"used as swap ({name})")
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    for dev in devs:
+        holders = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/holders")
+        try:
+            names = sorted(p.name for p in holders.iterdir())
+        except OSError:
+            names = []
+        if names:
+            found.append(f"held by {', '.join(names)}")
+    if not found:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_EXCL)
+            os.close(fd)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                found.append("in use (opened exclusively by another program)")
+    return found
+
+
+def _partitions(rdev: int) -> dict[int, str]:
+    """The partitions of a whole disk, as {dev_t: name}, from sysfs."""
+    base = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
+    out: dict[int, str] = {}
+    try:
+        for child in base.iterdir():
+            dev_file = child / "dev"
+            if (child / "partition").exists() and dev_file.exists():
+                major, minor = dev_file.read_text().strip().split(":")
+                out[os.makedev(int(major), int(minor))] = f"partition {child.name}"
+    except OSError:
+        pass
+    return out
+
+
+def _unescape(text: str) -> str:
+    """Undo the octal escapes (\\040 for a space) of /proc mount tables."""
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)

@@ -1,0 +1,371 @@
+"""Every journal verb through the installed `cdp`: the happy path and each kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from journal import Journal
+from tests.cli.conftest import NS, build_history, cdp, random_image, ts_arg
+
+
+def _journal_intact(path: Path, last_seq: int) -> None:
+    """Nothing journaled was lost: same last seq, and verify finds no damage."""
+    with Journal.open(path, readonly=True) as journal:
+        assert journal.last_seq == last_seq
+        assert journal.verify().ok
+
+
+# ------------------------------------------------------------------ the front door
+
+def test_unknown_command_is_one_line_and_exit_2() -> None:
+    cdp("frobnicate").one_line_error(2, "unknown command 'frobnicate'")
+
+
+def test_no_command_prints_usage_and_exit_2() -> None:
+    run = cdp()
+    assert run.code == 2
+    assert "usage: cdp" in run.err and run.out == ""
+
+
+def test_python_dash_m_is_the_same_command() -> None:
+    run = cdp("--help", module=True)
+    assert run.code == 0 and "usage: cdp" in run.out
+    cdp("nope", module=True).one_line_error(2, "unknown command")
+
+
+@pytest.mark.parametrize("verb", ["init", "run", "status", "points", "mark", "verify", "restore", "demo"])
+def test_every_verb_help_teaches_with_examples(verb: str) -> None:
+    top = cdp("--help")
+    if f"    {verb} " not in top.out:
+        pytest.skip(f"{verb} is not registered yet")
+    run = cdp(verb, "--help")
+    assert run.code == 0
+    assert "examples:" in run.out
+    if verb != "demo":
+        assert "--journal DIR" in run.out and "CDP_JOURNAL" in run.out
+
+
+def test_time_grammar_is_explained_in_restore_help() -> None:
+    out = cdp("restore", "--help").out
+    for form in ("ISO 8601", "@", "-90s", "mark:NAME", "twice"):
+        assert form in out
+
+
+def test_bad_option_is_one_line_and_exit_2(journal_dir: Path) -> None:
+    cdp("points", "--journal", journal_dir, "--bogus").one_line_error(2, "cdp: points:", "--bogus")
+    cdp("restore", "--journal", journal_dir, "--at", "now").one_line_error(2, "--to")
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cdp.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('textual', 'rich', 'lmdb', 'journal') if m in sys.modules]\n"
+            "print('HEAVY=' + ','.join(heavy))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in proc.stdout
+
+
+# -------------------------------------------------------------------- --journal
+
+@pytest.mark.parametrize("verb", [["status"], ["points"], ["mark", "x"], ["verify"],
+                                  ["restore", "--at", "now", "--to", "out.img"]])
+def test_missing_journal_option_and_env(verb: list[str], tmp_path: Path) -> None:
+    cdp(*verb, cwd=tmp_path).one_line_error(2, "no journal given", "CDP_JOURNAL")
+
+
+@pytest.mark.parametrize("verb", [["status"], ["points"], ["mark", "x"], ["verify"],
+                                  ["restore", "--at", "now", "--to", "out.img"]])
+def test_journal_that_does_not_exist(verb: list[str], tmp_path: Path) -> None:
+    cdp(*verb, "--journal", tmp_path / "nothing", cwd=tmp_path).one_line_error(1, "no journal at")
+    assert not (tmp_path / "out.img").exists()
+
+
+@pytest.mark.parametrize("verb", [["status"], ["points"], ["mark", "x"], ["verify"],
+                                  ["restore", "--at", "now", "--to", "out.img"]])
+def test_directory_that_is_not_a_journal(verb: list[str], tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hello")
+    cdp(*verb, "--journal", other, cwd=tmp_path).one_line_error(1, "not a cdp journal")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_journal_from_environment(journal_dir: Path) -> None:
+    run = cdp("status", "--json", env={"CDP_JOURNAL": str(journal_dir)})
+    assert run.code == 0
+    assert json.loads(run.out)["journal"] == str(journal_dir)
+
+
+# ------------------------------------------------------------------------- init
+
+def test_init_copies_the_baseline(tmp_path: Path, device: tuple[Path, bytes]) -> None:
+    path = tmp_path / "j"
+    run = cdp("init", "--journal", path, "--device", device[0], "--json")
+    assert run.code == 0, run.err
+    doc = json.loads(run.out)
+    assert doc["device_bytes"] == len(device[1]) and doc["block_size"] == 512
+    with Journal.open(path, readonly=True) as journal:
+        assert journal.read(0, len(device[1])) == device[1]
+
+
+def test_init_text_says_what_to_do_next(tmp_path: Path, device: tuple[Path, bytes]) -> None:
+    run = cdp("init", "--journal", tmp_path / "j", "--device", device[0])
+    assert run.code == 0 and "created journal" in run.out and "cdp run" in run.out
+
+
+def test_init_refuses_an_existing_journal(journal_dir: Path, device: tuple[Path, bytes]) -> None:
+    cdp("mark", "keep-me", "--journal", journal_dir)
+    cdp("init", "--journal", journal_dir, "--device", device[0]).one_line_error(1, "already exists")
+    points = json.loads(cdp("points", "--journal", journal_dir, "--json").out)
+    assert [p["name"] for p in points if p["kind"] == "user-mark"] == ["keep-me"]
+
+
+def test_init_missing_device(tmp_path: Path) -> None:
+    cdp("init", "--journal", tmp_path / "j", "--device", tmp_path / "nope.img").one_line_error(
+        1, "nope.img", "No such file")
+    assert not (tmp_path / "j").exists()
+
+
+def test_init_device_of_odd_size(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.img"
+    odd.write_bytes(b"x" * 1000)
+    cdp("init", "--journal", tmp_path / "j", "--device", odd).one_line_error(1, "multiple of 512")
+
+
+def test_init_device_that_is_a_directory(tmp_path: Path) -> None:
+    cdp("init", "--journal", tmp_path / "j", "--device", tmp_path).one_line_error(1, "neither")
+
+
+def test_init_unwritable_journal_path(tmp_path: Path, device: tuple[Path, bytes]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cdp("init", "--journal", blocker / "j", "--device", device[0]).one_line_error(1, "cannot create")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_init_in_a_read_only_directory(tmp_path: Path, device: tuple[Path, bytes]) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        cdp("init", "--journal", ro / "j", "--device", device[0]).one_line_error(1)
+    finally:
+        ro.chmod(0o755)
+
+
+# ------------------------------------------------------------- status / points
+
+def test_status_text_and_json(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 1), records=200, seed=1)
+    run = cdp("status", "--journal", hist.path)
+    assert run.code == 0
+    assert "last seq 200" in run.out and "not running" in run.out
+    doc = json.loads(cdp("status", "--journal", hist.path, "--json").out)
+    assert doc["last_seq"] == 200 and doc["records"] == 200
+    assert doc["service"]["running"] is False
+    assert doc["last"]["ts_ns"] == hist.states[-1][1]
+
+
+def test_status_sees_the_writer_lock(journal_dir: Path) -> None:
+    with Journal.open(journal_dir):  # this test process holds the writer lock, as `cdp run` would
+        doc = json.loads(cdp("status", "--journal", journal_dir, "--json").out)
+    assert doc["service"]["running"] is True and doc["service"]["pid"] == os.getpid()
+
+
+def test_points_lists_flushes_and_marks_exactly(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 2), records=300, seed=2)
+    points = json.loads(cdp("points", "--journal", hist.path, "--json").out)
+    assert points[0]["kind"] == "baseline"
+    assert [(p["seq"], p["ts_ns"]) for p in points if p["kind"] == "flush"] == hist.flushes
+    assert {p["name"]: p["ts_ns"] for p in points if p["kind"] == "mark"} == hist.marks
+    marks = json.loads(cdp("points", "--journal", hist.path, "--json", "--marks").out)
+    assert {p["kind"] for p in marks} == {"mark"}
+    text = cdp("points", "--journal", hist.path)
+    assert text.code == 0 and text.out.splitlines()[0].split() == ["SEQ", "TIME", "KIND", "NAME"]
+    assert len(text.out.splitlines()) == len(points) + 1
+
+
+def test_points_since_until(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 3), records=300, seed=3)
+    lo, hi = hist.flushes[3][1], hist.flushes[-3][1]
+    points = json.loads(cdp("points", "--journal", hist.path, "--json", "--kind", "flush",
+                            "--since", ts_arg(lo), "--until", ts_arg(hi)).out)
+    assert [(p["seq"], p["ts_ns"]) for p in points] == [f for f in hist.flushes if lo <= f[1] <= hi]
+
+
+def test_points_relative_since_works_despite_the_dash(journal_dir: Path) -> None:
+    cdp("mark", "recent", "--journal", journal_dir)
+    points = json.loads(cdp("points", "--journal", journal_dir, "--json", "--since", "-1h").out)
+    assert "recent" in [p["name"] for p in points]
+    assert json.loads(cdp("points", "--journal", journal_dir, "--json", "--until", "-1h").out) == []
+
+
+@pytest.mark.parametrize("bad", ["10:00", "yesterday", "2026-01-01T00:00:00.0000000001Z", "mark:nope"])
+def test_points_bad_time(journal_dir: Path, bad: str) -> None:
+    cdp("points", "--journal", journal_dir, "--since", bad).one_line_error(2, "--since")
+
+
+def test_points_since_after_until(journal_dir: Path) -> None:
+    cdp("points", "--journal", journal_dir, "--since", "-1m", "--until", "-2m").one_line_error(2, "after")
+
+
+# ------------------------------------------------------------------------- mark
+
+def test_mark_then_restore_by_name(tmp_path: Path, journal_dir: Path, device: tuple[Path, bytes]) -> None:
+    run = cdp("mark", "before-upgrade", "--journal", journal_dir, "--json")
+    assert run.code == 0
+    point = json.loads(run.out)
+    assert point["kind"] == "user-mark" and point["name"] == "before-upgrade" and point["seq"] == 0
+    out = tmp_path / "restored.img"
+    run = cdp("restore", "--journal", journal_dir, "--at", "mark:before-upgrade", "--to", out)
+    assert run.code == 0, run.err
+    assert "before-upgrade" in run.out
+    assert out.read_bytes() == device[1]
+
+
+def test_mark_at_a_time(journal_dir: Path) -> None:
+    point = json.loads(cdp("mark", "earlier", "--at", "-0.05s", "--journal", journal_dir, "--json").out)
+    assert point["name"] == "earlier"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "x" * 300])
+def test_mark_bad_name(journal_dir: Path, name: str) -> None:
+    cdp("mark", name, "--journal", journal_dir).one_line_error(1, "mark name")
+
+
+def test_mark_before_the_journal_began(journal_dir: Path) -> None:
+    cdp("mark", "old", "--at", "@1000", "--journal", journal_dir).one_line_error(1, "before the journal began")
+
+
+def test_two_marks_with_one_name_are_ambiguous(tmp_path: Path, journal_dir: Path) -> None:
+    cdp("mark", "twice", "--journal", journal_dir)
+    cdp("mark", "twice", "--journal", journal_dir)
+    cdp("restore", "--journal", journal_dir, "--at", "mark:twice", "--to", tmp_path / "o.img").one_line_error(
+        2, "2 marks are named 'twice'")
+    assert not (tmp_path / "o.img").exists()
+
+
+# ----------------------------------------------------------------------- verify
+
+def test_verify_ok(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 4), records=100, seed=4)
+    run = cdp("verify", "--journal", hist.path)
+    assert run.code == 0 and run.out.startswith("ok: ")
+    doc = json.loads(cdp("verify", "--journal", hist.path, "--json").out)
+    assert doc["ok"] is True and doc["problems"] == []
+
+
+def test_verify_reports_damage_one_problem_per_line(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 5), records=100, seed=5)
+    segment = sorted((hist.path / "segments").glob("*.seg"))[-1]
+    raw = bytearray(segment.read_bytes())
+    for pos in (len(raw) // 3, len(raw) // 2, len(raw) - 100):
+        raw[pos] ^= 0xFF
+    segment.write_bytes(bytes(raw))
+    run = cdp("verify", "--journal", hist.path)
+    assert run.code == 1
+    assert run.out and all("segment" in line for line in run.out.splitlines())
+    assert len(run.err.splitlines()) == 1 and "problem" in run.err
+    doc = json.loads(cdp("verify", "--journal", hist.path, "--json").out)
+    assert doc["ok"] is False and len(doc["problems"]) == len(run.out.splitlines())
+
+
+# ---------------------------------------------------------------------- restore
+
+def test_restore_many_times_matches_the_model(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(512 << 10, 6), records=600, seed=6)
+    seqs = [0, 1, 2, 17, 100, 299, 300, 451, 599, 600]
+    times = [hist.states[s][1] for s in seqs]
+    times += [t - 1 for t in times[1:]] + [t + 1 for t in times]
+    for i, ts in enumerate(times):
+        out = tmp_path / f"r{i}.img"
+        run = cdp("restore", "--journal", hist.path, "--at", ts_arg(ts), "--to", out, "--json")
+        assert run.code == 0, run.err
+        assert out.read_bytes() == hist.at(ts), f"restore at {ts} differs from the model"
+        doc = json.loads(run.out)
+        assert doc["requested"]["ts_ns"] == ts and doc["whole"] is True
+        assert doc["seq"] == max(s for s, t, _ in hist.states if t <= ts)
+
+
+def test_restore_by_seq_and_at_marks_and_flushes(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 8), records=300, seed=8)
+    name, ts = sorted(hist.marks.items())[0]
+    out = tmp_path / "m.img"
+    doc = json.loads(cdp("restore", "--journal", hist.path, "--at", f"mark:{name}", "--to", out, "--json").out)
+    assert doc["kind"] == "mark" and doc["name"] == name and doc["mark"] == name
+    assert out.read_bytes() == hist.at(ts)
+    seq, fts = hist.flushes[2]
+    out = tmp_path / "f.img"
+    run = cdp("restore", "--journal", hist.path, "--seq", str(seq), "--to", out)
+    assert run.code == 0 and f"seq {seq} (flush)" in run.out
+    assert out.read_bytes() == hist.at(fts)
+
+
+def test_restore_output_is_sparse(tmp_path: Path) -> None:
+    image = bytearray(8 << 20)
+    image[4096:8192] = b"\x01" * 4096
+    hist = build_history(tmp_path / "j", bytes(image), records=0, seed=9)
+    out = tmp_path / "sparse.img"
+    assert cdp("restore", "--journal", hist.path, "--at", "now", "--to", out).code == 0
+    assert out.stat().st_size == 8 << 20
+    assert out.stat().st_blocks * 512 < 1 << 20
+    assert out.read_bytes() == bytes(image)
+
+
+def test_restore_refuses_an_existing_file_without_force(tmp_path: Path, journal_dir: Path,
+                                                         device: tuple[Path, bytes]) -> None:
+    out = tmp_path / "precious.img"
+    out.write_bytes(b"precious" * 64)
+    cdp("restore", "--journal", journal_dir, "--at", "now", "--to", out).one_line_error(
+        1, "precious.img exists", "--force")
+    assert out.read_bytes() == b"precious" * 64
+    run = cdp("restore", "--journal", journal_dir, "--at", "now", "--to", out, "--force")
+    assert run.code == 0 and out.read_bytes() == device[1]
+
+
+@pytest.mark.parametrize("bad,code,needle", [
+    ("10:00", 2, "no date"), ("soon", 2, "cannot read"), ("@1.0000000001", 2, "at most 9"),
+    ("@1000", 1, "before the journal began"), ("mark:absent", 2, "no mark named"),
+])
+def test_restore_bad_time(tmp_path: Path, journal_dir: Path, bad: str, code: int, needle: str) -> None:
+    out = tmp_path / "o.img"
+    cdp("restore", "--journal", journal_dir, "--at", bad, "--to", out).one_line_error(code, needle)
+    assert not out.exists()
+
+
+def test_restore_to_bad_targets(tmp_path: Path, journal_dir: Path) -> None:
+    at = ("restore", "--journal", journal_dir, "--at", "now")
+    cdp(*at, "--to", tmp_path).one_line_error(1, "is a directory")
+    cdp(*at, "--to", tmp_path / "no" / "such" / "dir.img").one_line_error(1, "not a directory")
+    cdp(*at, "--to", "/dev/null", "--force").one_line_error(1, "neither a regular file nor a block device")
+    cdp(*at, "--to", "/proc/version", "--force").one_line_error(1, "/proc/version")
+    _journal_intact(journal_dir, 0)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_restore_to_unwritable_directory(tmp_path: Path, journal_dir: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        cdp("restore", "--journal", journal_dir, "--at", "now", "--to", ro / "o.img").one_line_error(1, "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_bad_input_loses_nothing(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 10), records=150, seed=10)
+    for args in (["restore", "--at", "garbage", "--to", tmp_path / "x"], ["mark", ""], ["points", "--since", "x"],
+                 ["init", "--device", tmp_path / "none"], ["restore", "--seq", "9999", "--to", tmp_path / "y"]):
+        run = cdp(*args, "--journal", hist.path)
+        assert run.code != 0 and len(run.err.splitlines()) == 1
+    _journal_intact(hist.path, 150)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert NS  # the module constant is the one the history used
