@@ -68,3 +68,74 @@ def test_points_filters(tmp_path: Path) -> None:
         assert [p.seq for p in newest] == [20, 19, 18]
         assert [p.seq for p in journal.points(reverse=True, end_ns=t + 45, limit=2)] == [4, 3]
         assert journal.activity(t, t + 10**9) == []
+
+
+# --- against the model: dropped writes, an OVERFLOW record, a later resync ---
+
+import random as _random  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MODEL_SIZE = 1 << 16
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**20), n=st.integers(6, 30), data=st.data())
+def test_whole_points_restore_exactly_around_an_overflow(tmp_path_factory, seed, n, data) -> None:
+    rng = _random.Random(seed)
+    tmp = tmp_path_factory.mktemp("ovf")
+    journal = Journal.create(tmp / "j", device_bytes=MODEL_SIZE)
+    t0 = journal.info.created_ns
+    # the true device: every write, with its time
+    events = []
+    for i in range(n):
+        off = rng.randrange(MODEL_SIZE // 512) * 512
+        length = min(rng.randrange(1, 32) * 512, MODEL_SIZE - off)
+        events.append((t0 + (i + 1) * 100, off, rng.randbytes(length)))
+    drop_lo = data.draw(st.integers(1, n - 2))
+    drop_hi = data.draw(st.integers(drop_lo, n - 2))  # events drop_lo..drop_hi were dropped
+    resync_after = data.draw(st.integers(drop_hi + 1, n - 1))  # in journal order, after this event
+    read_at = data.draw(st.integers(resync_after, n - 1))  # the copy saw the device after this event
+
+    def device_at(ts: int) -> bytearray:
+        dev = bytearray(MODEL_SIZE)
+        for ets, off, payload in events:
+            if ets <= ts:
+                dev[off:off + len(payload)] = payload
+        return dev
+
+    dropped = events[drop_lo:drop_hi + 1]
+    lo = min(off for _, off, _ in dropped)
+    hi = max(off + len(p) for _, off, p in dropped)
+    records: list[Record] = []
+
+    def add(rtype, ts, offset=0, length=0, payload=b"") -> None:
+        records.append(Record(len(records) + 1, ts, rtype, 0, offset, length, payload))
+
+    for i, (ts, off, payload) in enumerate(events):
+        if not drop_lo <= i <= drop_hi:
+            add(RecordType.WRITE, ts, off, len(payload), payload)
+        if i == drop_hi:
+            add(RecordType.OVERFLOW, ts, lo, hi - lo, dropped[0][0].to_bytes(8, "little"))
+        if i == resync_after:
+            read_ts = events[read_at][0]
+            copy = device_at(read_ts)[lo:hi]
+            add(RecordType.RESYNC, read_ts, lo, hi - lo, bytes(copy))
+        add(RecordType.FLUSH, ts)
+    journal.append(records)
+    resync_seq = next(r.seq for r in records if r.type == RecordType.RESYNC)
+    for ts in sorted({e[0] for e in events} | {e[0] + 50 for e in events}):
+        seq = journal.resolve(ts)
+        whole = journal.is_whole(seq, ts)
+        if ts < dropped[0][0]:
+            assert whole
+        elif seq < resync_seq or ts < events[read_at][0]:
+            assert not whole, (ts, seq)
+        else:
+            assert whole, (ts, seq)
+        if whole:
+            out = tmp / f"r{ts}.img"
+            journal.restore(out, at_ns=ts)
+            assert out.read_bytes() == bytes(device_at(ts)), (ts, seq)
+    journal.close()
