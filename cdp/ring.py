@@ -252,6 +252,11 @@ class Ring:
         self._released = tail
         self._cursor = tail
         self._next_seq: int | None = None
+        #: seq of the last record the cursor passed (committed, discarded or
+        #: damaged but with a trustworthy seq); 0 before any.
+        self.last_seq = 0
+        #: (seq, ts_ns) of the first record with a trustworthy header read since open.
+        self.first_seen: tuple[int, int] | None = None
         self._poll: select.poll | None = None
         if self.is_device:
             self._poll = select.poll()
@@ -362,6 +367,8 @@ class Ring:
                 pos = end
                 next_seq = None
                 continue
+            if self.first_seen is None:
+                self.first_seen = (seq, ts)
             if next_seq is not None and seq != next_seq:
                 if seq < next_seq:
                     append(Corrupt(pos, end, seq, ts, f"seq goes back from {next_seq - 1} to {seq}"))
@@ -405,6 +412,8 @@ class Ring:
             pos = end
         self._cursor = pos
         self._next_seq = next_seq
+        if next_seq is not None:
+            self.last_seq = next_seq - 1
         return out
 
     def _bad(self, pos: int, end: int, seq: int, ts: int, rtype: int, offset: int, length: int,
