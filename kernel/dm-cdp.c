@@ -1,0 +1,961 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dm-cdp: continuous data protection.  A pass-through target that copies
+ * every write into a ring buffer shared with a userspace drain service.
+ *
+ * Table:  0 <sectors> cdp <device> <name> [ring_mb=N] [ring_kb=N]
+ *                     [policy=block|overflow] [wait_ms=N]
+ *
+ * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
+ *
+ *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
+ *    record at head under c->lock: the header is written with state BUSY,
+ *    seq = ++last_seq, ts_ns = CLOCK_REALTIME clamped so it never goes
+ *    backwards, and head is published with a release store.  A WRITE's
+ *    payload is then copied out of the bio (outside the lock) and both
+ *    CRCs are filled in.  dm core splits bios larger than a quarter of the
+ *    ring (max_io_len), so one bio is always one record.
+ *  - end_io: the record's state becomes COMMITTED, or DISCARDED if the
+ *    device failed the bio; pollers are woken.  Records are reserved in
+ *    seq order and committed in any order: the consumer stops at BUSY.
+ *  - A record never crosses the end of the data area: the rest is first
+ *    reserved as a PAD record, committed at once.
+ *  - A FLUSH record is committed when the flush completes, so every record
+ *    reserved before it is durable: a crash-consistent point.  A MARK
+ *    (ioctl or "dmsetup message <dev> 0 mark NAME") is committed at once.
+ *  - Full ring: policy=block waits (sleeping, never under the lock) up to
+ *    wait_ms for the consumer to move tail, then falls back to overflow;
+ *    policy=overflow drops at once.  A dropped write sets the ring's
+ *    OVERFLOW flag, counts in "dropped" and sets its chunks in a bitmap.
+ *    While in overflow every write is dropped (marking mode).  Once half the
+ *    ring is free, one OVERFLOW record per run of set chunks is emitted,
+ *    all carrying the ts of the first dropped write; when the bitmap is
+ *    empty the flag is cleared and recording resumes.  Every changed byte
+ *    is thus in a WRITE record or inside an OVERFLOW range.
+ *  - dtr (the device is suspended: every bio has completed) emits what it
+ *    can of a pending overflow and sets DETACHED.  The context is
+ *    reference counted: an open or mapped /dev/cdp/<name> keeps the ring
+ *    alive after the target is gone.
+ *
+ * The I/O path allocates nothing (the ring and the bitmap are allocated by
+ * the constructor) and never sleeps under the spinlock.
+ */
+
+#include <linux/device-mapper.h>
+#include <linux/module.h>
+#include <linux/init.h>
+#include <linux/bio.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/poll.h>
+#include <linux/uaccess.h>
+#include <linux/kref.h>
+#include <linux/mutex.h>
+#include <linux/list.h>
+#include <linux/bitmap.h>
+#include <linux/crc32c.h>
+#include <linux/ktime.h>
+#include <linux/delay.h>
+#include <linux/sched.h>
+#include <linux/version.h>
+#include <linux/ctype.h>
+
+#include "cdp_ring_abi.h"
+
+#define DM_MSG_PREFIX "cdp"
+
+#define CDP_NAME_MAX		31
+#define CDP_DEFAULT_RING_MB	16
+#define CDP_MAX_RING_MB		1024
+#define CDP_DEFAULT_WAIT_MS	1000
+#define CDP_MAX_WAIT_MS		60000
+#define CDP_BITMAP_BITS		65536	/* most chunks tracked during overflow */
+#define CDP_MIN_CHUNK		4096
+
+static_assert(sizeof(struct cdp_ring_ctl) == CDP_CONTROL_SIZE);
+static_assert(sizeof(struct cdp_rec_hdr) == CDP_REC_HDR_SIZE);
+static_assert(offsetof(struct cdp_ring_ctl, head) == 64);
+static_assert(offsetof(struct cdp_ring_ctl, tail) == 128);
+static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
+
+/* Every live target, to refuse a second one with the same name. */
+static LIST_HEAD(cdp_targets);
+static DEFINE_MUTEX(cdp_targets_lock);
+
+struct cdp_c {
+	struct kref kref;		/* target + open files */
+	struct list_head list;		/* on cdp_targets while the target lives */
+	struct dm_dev *dev;		/* the protected device */
+	char name[CDP_NAME_MAX + 1];	/* /dev/cdp/<name> */
+	char nodename[CDP_NAME_MAX + 8];/* "cdp/<name>" for devtmpfs */
+	char miscname[CDP_NAME_MAX + 8];/* "cdp-<name>" for sysfs */
+	struct miscdevice misc;		/* the character device */
+	bool misc_registered;		/* misc_register() succeeded */
+
+	void *ring;			/* vmalloc_user(): control page + data area */
+	struct cdp_ring_ctl *ctl;	/* == ring */
+	u8 *data;			/* == ring + CDP_CONTROL_SIZE */
+	u64 data_size;			/* power of two */
+	u64 device_bytes;		/* ti->len in bytes */
+	u32 block_size;			/* logical block size of dev */
+	unsigned int ring_kb;		/* as given in the table, for status */
+	int policy;			/* CDP_POLICY_* */
+	unsigned int wait_ms;		/* policy=block: longest wait */
+
+	spinlock_t lock;		/* everything below up to the counters */
+	u64 head;			/* producer position */
+	u64 tail;			/* last valid tail read from the control page */
+	u64 last_seq;			/* seq of the newest record */
+	u64 last_ts;			/* newest ts_ns handed out (clamp) */
+	bool overflow;			/* marking mode: writes are dropped */
+	u64 overflow_ts;		/* ts of the first write dropped in this window */
+	unsigned long *bitmap;		/* chunks changed while dropping */
+	unsigned int chunk_shift;	/* chunk = 1 << chunk_shift bytes */
+	unsigned long nbits;		/* chunks covering the device */
+	bool detached;			/* the target is gone */
+	u32 flags;			/* shadow of ctl->flags */
+	u64 records;			/* records reserved, PAD excluded */
+	u64 write_bytes;		/* payload bytes of WRITE records */
+	u64 dropped;			/* writes dropped */
+	u64 overflow_records;		/* OVERFLOW records emitted */
+
+	atomic64_t committed;		/* records committed */
+	atomic64_t discarded;		/* records discarded */
+	wait_queue_head_t wq;		/* pollers */
+};
+
+/* Per-bio data: where the bio's record lives, or -1. */
+struct cdp_per_bio {
+	s64 pos;			/* ring position of the record */
+};
+
+static void cdp_free(struct kref *kref)
+{
+	struct cdp_c *c = container_of(kref, struct cdp_c, kref);
+
+	bitmap_free(c->bitmap);
+	vfree(c->ring);
+	kfree(c);
+}
+
+static void cdp_put(struct cdp_c *c)
+{
+	kref_put(&c->kref, cdp_free);
+}
+
+/* ---------------------------------------------------------------- the ring */
+
+static inline u32 cdp_crc(const void *p, size_t len)
+{
+	return ~crc32c(~0U, p, len);
+}
+
+static inline struct cdp_rec_hdr *cdp_hdr_at(struct cdp_c *c, u64 pos)
+{
+	return (struct cdp_rec_hdr *)(c->data + (pos & (c->data_size - 1)));
+}
+
+static inline u64 cdp_rec_len(u32 data_len)
+{
+	return ALIGN((u64)CDP_REC_HDR_SIZE + data_len, CDP_REC_ALIGN);
+}
+
+/* Read tail from the control page; a value outside [old tail, head] is ignored. */
+static void cdp_refresh_tail(struct cdp_c *c)
+{
+	u64 t = le64_to_cpu(smp_load_acquire(&c->ctl->tail));
+
+	if (t >= c->tail && t <= c->head && !(t & (CDP_REC_ALIGN - 1)))
+		c->tail = t;
+}
+
+static inline u64 cdp_free_bytes(struct cdp_c *c)
+{
+	return c->data_size - (c->head - c->tail);
+}
+
+static void cdp_set_flags(struct cdp_c *c, u32 flags)
+{
+	c->flags = flags;
+	WRITE_ONCE(c->ctl->flags, cpu_to_le32(flags));
+}
+
+static void cdp_fill_hdr(struct cdp_rec_hdr *h, u16 type, u16 flags, u32 rec_len,
+			 u32 data_len, u64 seq, u64 ts, u64 offset, u64 length)
+{
+	h->magic = cpu_to_le32(CDP_REC_MAGIC);
+	h->type = cpu_to_le16(type);
+	h->flags = cpu_to_le16(flags);
+	h->rec_len = cpu_to_le32(rec_len);
+	h->data_len = cpu_to_le32(data_len);
+	h->seq = cpu_to_le64(seq);
+	h->ts_ns = cpu_to_le64(ts);
+	h->offset = cpu_to_le64(offset);
+	h->length = cpu_to_le64(length);
+	h->data_crc = 0;
+	h->hdr_crc = 0;
+	h->reserved = 0;
+}
+
+/* Seal the header once the payload is in place: both CRCs. */
+static void cdp_seal(struct cdp_rec_hdr *h, u32 data_crc)
+{
+	h->data_crc = cpu_to_le32(data_crc);
+	h->hdr_crc = cpu_to_le32(cdp_crc(h, CDP_HDR_CRC_SPAN));
+}
+
+static inline void cdp_set_state(struct cdp_rec_hdr *h, u32 state)
+{
+	smp_store_release(&h->state, cpu_to_le32(state));
+}
+
+static inline void cdp_publish_head(struct cdp_c *c)
+{
+	smp_store_release(&c->ctl->head, cpu_to_le64(c->head));
+}
+
+/*
+ * Reserve rec_len bytes (PAD first if the record would cross the end).
+ * Called with c->lock held.  Returns the position, or -1 without room.
+ * The header is written with state BUSY before head moves past it.
+ */
+static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len,
+			      u64 offset, u64 length, u64 ts, u64 *seq_out)
+{
+	u64 rec_len = cdp_rec_len(data_len);
+	u64 off = c->head & (c->data_size - 1);
+	u64 pad = (off + rec_len > c->data_size) ? c->data_size - off : 0;
+	struct cdp_rec_hdr *h;
+	s64 pos;
+
+	if (rec_len + pad > cdp_free_bytes(c))
+		return -1;
+	if (pad) {
+		h = cdp_hdr_at(c, c->head);
+		cdp_fill_hdr(h, CDP_REC_PAD, 0, pad, 0, 0, ts, 0, 0);
+		cdp_seal(h, 0);
+		h->state = cpu_to_le32(CDP_STATE_COMMITTED);
+		c->head += pad;
+	}
+	pos = c->head;
+	h = cdp_hdr_at(c, pos);
+	h->state = cpu_to_le32(CDP_STATE_BUSY);
+	cdp_fill_hdr(h, type, flags, rec_len, data_len, ++c->last_seq, ts, offset, length);
+	c->head += rec_len;
+	c->records++;
+	*seq_out = c->last_seq;
+	/* the BUSY header (and PAD) must be visible before the new head */
+	cdp_publish_head(c);
+	return pos;
+}
+
+static u64 cdp_now_locked(struct cdp_c *c)
+{
+	u64 now = ktime_get_real_ns();
+
+	if (now < c->last_ts)
+		now = c->last_ts;
+	c->last_ts = now;
+	return now;
+}
+
+/* Remember a dropped write's range: called with c->lock held. */
+static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
+{
+	unsigned long first, last;
+
+	if (!c->overflow) {
+		c->overflow = true;
+		c->overflow_ts = ts;
+		cdp_set_flags(c, c->flags | CDP_RING_F_OVERFLOW);
+	}
+	c->dropped++;
+	WRITE_ONCE(c->ctl->dropped, cpu_to_le64(c->dropped));
+	if (!length)
+		return;
+	first = offset >> c->chunk_shift;
+	last = (offset + length - 1) >> c->chunk_shift;
+	if (last >= c->nbits)
+		last = c->nbits - 1;
+	if (first <= last)
+		bitmap_set(c->bitmap, first, last - first + 1);
+}
+
+/*
+ * Leave marking mode if there is room: one OVERFLOW record per run of set
+ * chunks.  min_free is how much must be free to start (half the ring in the
+ * I/O path, so recording does not flap; anything at removal).  Called with
+ * c->lock held.  Returns true when the overflow is fully resolved.
+ */
+static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
+{
+	unsigned long start, end;
+	u64 seq, ts;
+	s64 pos;
+
+	if (!c->overflow)
+		return true;
+	cdp_refresh_tail(c);
+	if (cdp_free_bytes(c) < min_free)
+		return false;
+	ts = cdp_now_locked(c);
+	start = find_first_bit(c->bitmap, c->nbits);
+	while (start < c->nbits) {
+		u64 off, len;
+		__le64 first_ts = cpu_to_le64(c->overflow_ts);
+		struct cdp_rec_hdr *h;
+
+		end = find_next_zero_bit(c->bitmap, c->nbits, start);
+		off = (u64)start << c->chunk_shift;
+		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
+		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD,
+					 off, len, ts, &seq);
+		if (pos < 0)
+			return false;	/* the rest waits for more room */
+		h = cdp_hdr_at(c, pos);
+		memcpy(h + 1, &first_ts, sizeof(first_ts));
+		cdp_seal(h, cdp_crc(&first_ts, sizeof(first_ts)));
+		cdp_set_state(h, CDP_STATE_COMMITTED);
+		c->overflow_records++;
+		bitmap_clear(c->bitmap, start, end - start);
+		start = find_next_bit(c->bitmap, c->nbits, end);
+	}
+	c->overflow = false;
+	cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
+	return true;
+}
+
+static void cdp_wake(struct cdp_c *c)
+{
+	if (wq_has_sleeper(&c->wq))
+		wake_up_interruptible(&c->wq);
+}
+
+/*
+ * Reserve a record for an I/O.  Returns its position, or -1 when the write
+ * was dropped (its range is then in the overflow bitmap) or, for FLUSH,
+ * when there was no room (a lost point, never lost data).
+ */
+static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
+			  u32 data_len, u64 offset, u64 length)
+{
+	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
+	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
+	unsigned long irqflags;
+	u64 seq, ts;
+	s64 pos;
+
+	for (;;) {
+		spin_lock_irqsave(&c->lock, irqflags);
+		ts = cdp_now_locked(c);
+		if (c->detached) {
+			pos = -1;
+			break;
+		}
+		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
+			cdp_refresh_tail(c);
+			pos = cdp_reserve_locked(c, type, flags, data_len, offset, length, ts, &seq);
+			if (pos >= 0) {
+				if (type == CDP_REC_WRITE)
+					c->write_bytes += data_len;
+				break;
+			}
+		} else {
+			may_wait = false;	/* marking mode: drop at once */
+		}
+		if (!may_wait || time_after(jiffies, deadline)) {
+			if (type != CDP_REC_FLUSH)
+				cdp_drop_locked(c, offset, length, ts);
+			break;
+		}
+		spin_unlock_irqrestore(&c->lock, irqflags);
+		/* the consumer moves tail by a plain store: look again soon */
+		cdp_wake(c);
+		schedule_timeout_uninterruptible(1);
+	}
+	spin_unlock_irqrestore(&c->lock, irqflags);
+	return pos;
+}
+
+/* Copy a WRITE bio's payload into its reserved record, and seal it. */
+static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio)
+{
+	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
+	u8 *dst = (u8 *)(h + 1);
+	struct bvec_iter iter;
+	struct bio_vec bv;
+	u32 crc = ~0U;
+	u32 done = 0, len = le32_to_cpu(h->data_len);
+
+	bio_for_each_segment(bv, bio, iter) {
+		void *src = bvec_kmap_local(&bv);
+
+		memcpy(dst + done, src, bv.bv_len);
+		crc = crc32c(crc, src, bv.bv_len);
+		kunmap_local(src);
+		done += bv.bv_len;
+	}
+	if (WARN_ON_ONCE(done != len))
+		memset(dst + done, 0, len - done);
+	if (cdp_rec_len(len) > CDP_REC_HDR_SIZE + len)
+		memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
+	cdp_seal(h, len ? ~crc : 0);
+}
+
+/* Add a MARK record; returns 0, or -ENOSPC/-ENODEV. */
+static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
+{
+	unsigned long irqflags;
+	struct cdp_rec_hdr *h;
+	u8 *dst;
+	s64 pos;
+	int r = 0;
+
+	spin_lock_irqsave(&c->lock, irqflags);
+	if (c->detached) {
+		r = -ENODEV;
+		goto out;
+	}
+	*ts = cdp_now_locked(c);
+	cdp_emit_overflow_locked(c, c->data_size / 2);
+	cdp_refresh_tail(c);
+	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, 0, 0, *ts, seq);
+	if (pos < 0) {
+		r = -ENOSPC;
+		goto out;
+	}
+	h = cdp_hdr_at(c, pos);
+	dst = (u8 *)(h + 1);
+	memcpy(dst, name, len);
+	memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
+	cdp_seal(h, cdp_crc(dst, len));
+	cdp_set_state(h, CDP_STATE_COMMITTED);
+out:
+	spin_unlock_irqrestore(&c->lock, irqflags);
+	if (!r)
+		cdp_wake(c);
+	return r;
+}
+
+/* ------------------------------------------------------ the character device */
+
+static int cdp_open(struct inode *inode, struct file *file)
+{
+	/* misc_open() holds misc_mtx: the target cannot deregister meanwhile */
+	struct cdp_c *c = container_of(file->private_data, struct cdp_c, misc);
+
+	kref_get(&c->kref);
+	file->private_data = c;
+	return 0;
+}
+
+static int cdp_release(struct inode *inode, struct file *file)
+{
+	cdp_put(file->private_data);
+	return 0;
+}
+
+/*
+ * Page 0 (the control page) may be mapped read/write and shared; anything
+ * that reaches into the data area is read only.
+ */
+static int cdp_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct cdp_c *c = file->private_data;
+	u64 total = CDP_CONTROL_SIZE + c->data_size;
+	u64 start = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	u64 len = vma->vm_end - vma->vm_start;
+
+	if (start >= total || len > total - start)
+		return -EINVAL;
+	if (start + len > CDP_CONTROL_SIZE) {
+		if (vma->vm_flags & VM_WRITE)
+			return -EPERM;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+		vm_flags_clear(vma, VM_MAYWRITE);
+#else
+		vma->vm_flags &= ~VM_MAYWRITE;
+#endif
+	}
+	return remap_vmalloc_range(vma, c->ring, vma->vm_pgoff);
+}
+
+static bool cdp_ready(struct cdp_c *c)
+{
+	unsigned long irqflags;
+	bool ready = false;
+
+	spin_lock_irqsave(&c->lock, irqflags);
+	/* the consumer may have made room: resolve a pending overflow */
+	if (!c->detached)
+		cdp_emit_overflow_locked(c, c->data_size / 2);
+	cdp_refresh_tail(c);
+	if (c->tail != c->head) {
+		struct cdp_rec_hdr *h = cdp_hdr_at(c, c->tail);
+
+		ready = le32_to_cpu(smp_load_acquire(&h->state)) != CDP_STATE_BUSY;
+	}
+	spin_unlock_irqrestore(&c->lock, irqflags);
+	return ready;
+}
+
+static __poll_t cdp_poll(struct file *file, poll_table *wait)
+{
+	struct cdp_c *c = file->private_data;
+	__poll_t mask = 0;
+
+	poll_wait(file, &c->wq, wait);
+	if (cdp_ready(c))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(c->detached))
+		mask |= EPOLLHUP;
+	return mask;
+}
+
+static void cdp_fill_info(struct cdp_c *c, struct cdp_ioc_info *info)
+{
+	unsigned long irqflags;
+
+	memset(info, 0, sizeof(*info));
+	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_refresh_tail(c);
+	info->version = CDP_RING_VERSION;
+	info->policy = c->policy;
+	info->device_bytes = c->device_bytes;
+	info->data_size = c->data_size;
+	info->block_size = c->block_size;
+	info->wait_ms = c->wait_ms;
+	info->records = c->records;
+	info->write_bytes = c->write_bytes;
+	info->dropped = c->dropped;
+	info->overflow_records = c->overflow_records;
+	info->head = c->head;
+	info->tail = c->tail;
+	info->last_seq = c->last_seq;
+	info->flags = c->flags;
+	spin_unlock_irqrestore(&c->lock, irqflags);
+	info->committed = atomic64_read(&c->committed);
+	info->discarded = atomic64_read(&c->discarded);
+	strscpy(info->name, c->name, sizeof(info->name));
+}
+
+static long cdp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct cdp_c *c = file->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case CDP_IOC_MARK: {
+		struct cdp_ioc_mark m;
+		int r;
+
+		if (copy_from_user(&m, uarg, sizeof(m)))
+			return -EFAULT;
+		if (!m.name_len || m.name_len > CDP_MAX_MARK_NAME || m.reserved)
+			return -EINVAL;
+		r = cdp_add_mark(c, m.name, m.name_len, &m.seq, &m.ts_ns);
+		if (r)
+			return r;
+		if (copy_to_user(uarg, &m, sizeof(m)))
+			return -EFAULT;
+		return 0;
+	}
+	case CDP_IOC_INFO: {
+		struct cdp_ioc_info info;
+
+		cdp_fill_info(c, &info);
+		if (copy_to_user(uarg, &info, sizeof(info)))
+			return -EFAULT;
+		return 0;
+	}
+	}
+	return -ENOTTY;
+}
+
+static const struct file_operations cdp_fops = {
+	.owner		= THIS_MODULE,
+	.open		= cdp_open,
+	.release	= cdp_release,
+	.mmap		= cdp_mmap,
+	.poll		= cdp_poll,
+	.unlocked_ioctl	= cdp_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.llseek		= noop_llseek,
+};
+
+/* ---------------------------------------------------------------- the target */
+
+static bool cdp_valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > CDP_NAME_MAX || s[0] == '.')
+		return false;
+	for (; *s; s++)
+		if (!isalnum(*s) && *s != '-' && *s != '_' && *s != '.')
+			return false;
+	return true;
+}
+
+static bool cdp_name_taken(const char *name)
+{
+	struct cdp_c *o;
+
+	list_for_each_entry(o, &cdp_targets, list)
+		if (!strcmp(o->name, name))
+			return true;
+	return false;
+}
+
+static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
+{
+	unsigned int v;
+	char dummy;
+
+	if (sscanf(opt, "ring_mb=%u%c", &v, &dummy) == 1) {
+		if (!v || v > CDP_MAX_RING_MB || !is_power_of_2(v)) {
+			ti->error = "ring_mb must be a power of two from 1 to 1024";
+			return -EINVAL;
+		}
+		c->ring_kb = v * 1024;
+	} else if (sscanf(opt, "ring_kb=%u%c", &v, &dummy) == 1) {
+		if (v < CDP_MIN_DATA_SIZE / 1024 || v > CDP_MAX_RING_MB * 1024 || !is_power_of_2(v)) {
+			ti->error = "ring_kb must be a power of two from 64 to 1048576";
+			return -EINVAL;
+		}
+		c->ring_kb = v;
+	} else if (!strcmp(opt, "policy=block")) {
+		c->policy = CDP_POLICY_BLOCK;
+	} else if (!strcmp(opt, "policy=overflow")) {
+		c->policy = CDP_POLICY_OVERFLOW;
+	} else if (sscanf(opt, "wait_ms=%u%c", &v, &dummy) == 1) {
+		if (v > CDP_MAX_WAIT_MS) {
+			ti->error = "wait_ms must be at most 60000";
+			return -EINVAL;
+		}
+		c->wait_ms = v;
+	} else {
+		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Construct: <device> <name> [ring_mb=N] [ring_kb=N] [policy=block|overflow]
+ *            [wait_ms=N]
+ */
+static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+{
+	struct cdp_c *c;
+	unsigned int i;
+	u64 chunk;
+	int r;
+
+	if (argc < 2) {
+		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N]";
+		return -EINVAL;
+	}
+	if (!cdp_valid_name(argv[1])) {
+		ti->error = "Name must be 1-31 of [A-Za-z0-9_.-], not starting with '.'";
+		return -EINVAL;
+	}
+	if (ti->begin) {
+		ti->error = "A cdp target must cover the whole table (start at sector 0)";
+		return -EINVAL;
+	}
+
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c) {
+		ti->error = "Cannot allocate context";
+		return -ENOMEM;
+	}
+	kref_init(&c->kref);
+	INIT_LIST_HEAD(&c->list);
+	spin_lock_init(&c->lock);
+	init_waitqueue_head(&c->wq);
+	atomic64_set(&c->committed, 0);
+	atomic64_set(&c->discarded, 0);
+	strscpy(c->name, argv[1], sizeof(c->name));
+	c->ring_kb = CDP_DEFAULT_RING_MB * 1024;
+	c->policy = CDP_POLICY_BLOCK;
+	c->wait_ms = CDP_DEFAULT_WAIT_MS;
+	for (i = 2; i < argc; i++) {
+		r = cdp_parse_opt(ti, c, argv[i]);
+		if (r)
+			goto bad_opts;
+	}
+
+	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &c->dev);
+	if (r) {
+		ti->error = "Device lookup failed";
+		goto bad_opts;
+	}
+	c->device_bytes = (u64)ti->len << SECTOR_SHIFT;
+	c->block_size = bdev_logical_block_size(c->dev->bdev);
+	c->data_size = (u64)c->ring_kb * 1024;
+
+	/* bitmap of chunks for overflow tracking: a power-of-two chunk size */
+	chunk = CDP_MIN_CHUNK;
+	while (div64_u64(c->device_bytes + chunk - 1, chunk) > CDP_BITMAP_BITS)
+		chunk <<= 1;
+	c->chunk_shift = ilog2(chunk);
+	c->nbits = div64_u64(c->device_bytes + chunk - 1, chunk);
+	c->bitmap = bitmap_zalloc(max_t(unsigned long, c->nbits, 1), GFP_KERNEL);
+	if (!c->bitmap) {
+		ti->error = "Cannot allocate the overflow bitmap";
+		r = -ENOMEM;
+		goto bad_dev;
+	}
+
+	c->ring = vmalloc_user(CDP_CONTROL_SIZE + c->data_size);
+	if (!c->ring) {
+		ti->error = "Cannot allocate the ring (try a smaller ring_mb)";
+		r = -ENOMEM;
+		goto bad_dev;
+	}
+	c->ctl = c->ring;
+	c->data = (u8 *)c->ring + CDP_CONTROL_SIZE;
+	c->ctl->magic = cpu_to_le32(CDP_RING_MAGIC);
+	c->ctl->version = cpu_to_le32(CDP_RING_VERSION);
+	c->ctl->data_size = cpu_to_le64(c->data_size);
+	c->ctl->device_bytes = cpu_to_le64(c->device_bytes);
+	c->ctl->block_size = cpu_to_le32(c->block_size);
+
+	mutex_lock(&cdp_targets_lock);
+	if (cdp_name_taken(c->name)) {
+		mutex_unlock(&cdp_targets_lock);
+		ti->error = "Another cdp target already uses this name";
+		r = -EBUSY;
+		goto bad_dev;
+	}
+	snprintf(c->miscname, sizeof(c->miscname), "cdp-%s", c->name);
+	snprintf(c->nodename, sizeof(c->nodename), "cdp/%s", c->name);
+	c->misc.minor = MISC_DYNAMIC_MINOR;
+	c->misc.name = c->miscname;
+	c->misc.nodename = c->nodename;
+	c->misc.mode = 0600;
+	c->misc.fops = &cdp_fops;
+	r = misc_register(&c->misc);
+	if (r) {
+		mutex_unlock(&cdp_targets_lock);
+		ti->error = "Cannot register the character device";
+		goto bad_dev;
+	}
+	c->misc_registered = true;
+	list_add(&c->list, &cdp_targets);
+	mutex_unlock(&cdp_targets_lock);
+
+	/* one bio is one record: dm core splits at a quarter of the ring */
+	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
+	if (r) {
+		ti->error = "Cannot set max_io_len";
+		goto bad_misc;
+	}
+	ti->num_flush_bios = 1;
+	ti->num_discard_bios = 1;
+	ti->num_write_zeroes_bios = 1;
+	ti->per_io_data_size = sizeof(struct cdp_per_bio);
+	ti->private = c;
+	return 0;
+
+bad_misc:
+	mutex_lock(&cdp_targets_lock);
+	list_del(&c->list);
+	misc_deregister(&c->misc);
+	mutex_unlock(&cdp_targets_lock);
+bad_dev:
+	dm_put_device(ti, c->dev);
+bad_opts:
+	cdp_put(c);
+	return r;
+}
+
+static void cdp_dtr(struct dm_target *ti)
+{
+	struct cdp_c *c = ti->private;
+	unsigned long irqflags;
+
+	/* the device is suspended: every bio has completed */
+	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_emit_overflow_locked(c, 0);
+	c->detached = true;
+	cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
+	spin_unlock_irqrestore(&c->lock, irqflags);
+	wake_up_interruptible_all(&c->wq);
+
+	mutex_lock(&cdp_targets_lock);
+	list_del(&c->list);
+	misc_deregister(&c->misc);
+	mutex_unlock(&cdp_targets_lock);
+	dm_put_device(ti, c->dev);
+	cdp_put(c);	/* open files keep the ring until they close */
+}
+
+static int cdp_map(struct dm_target *ti, struct bio *bio)
+{
+	struct cdp_c *c = ti->private;
+	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
+	u64 offset = (u64)dm_target_offset(ti, bio->bi_iter.bi_sector) << SECTOR_SHIFT;
+	u64 length = bio->bi_iter.bi_size;
+	u16 flags = 0;
+
+	pb->pos = -1;
+	bio_set_dev(bio, c->dev->bdev);
+	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
+
+	if (bio->bi_opf & REQ_FUA)
+		flags |= CDP_RECF_FUA;
+	if (bio->bi_opf & REQ_PREFLUSH)
+		flags |= CDP_RECF_PREFLUSH;
+
+	switch (bio_op(bio)) {
+	case REQ_OP_WRITE:
+		if (!length) {
+			/* an empty flush */
+			if (bio->bi_opf & REQ_PREFLUSH)
+				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0);
+			break;
+		}
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, offset, length);
+		if (pb->pos >= 0)
+			cdp_copy_bio(c, pb->pos, bio);
+		break;
+	case REQ_OP_DISCARD:
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, offset, length);
+		break;
+	case REQ_OP_WRITE_ZEROES:
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, offset, length);
+		break;
+	default:
+		break;
+	}
+	/* records without payload are sealed here; WRITEs by cdp_copy_bio() */
+	if (pb->pos >= 0 && (bio_op(bio) != REQ_OP_WRITE || !length))
+		cdp_seal(cdp_hdr_at(c, pb->pos), 0);
+	return DM_MAPIO_REMAPPED;
+}
+
+static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
+{
+	struct cdp_c *c = ti->private;
+	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
+
+	if (pb->pos >= 0) {
+		bool failed = *error != BLK_STS_OK;
+
+		cdp_set_state(cdp_hdr_at(c, pb->pos),
+			      failed ? CDP_STATE_DISCARDED : CDP_STATE_COMMITTED);
+		atomic64_inc(failed ? &c->discarded : &c->committed);
+		pb->pos = -1;
+		cdp_wake(c);
+	}
+	return DM_ENDIO_DONE;
+}
+
+static void cdp_status(struct dm_target *ti, status_type_t type,
+		       unsigned int status_flags, char *result, unsigned int maxlen)
+{
+	struct cdp_c *c = ti->private;
+	unsigned int sz = 0;
+	unsigned long irqflags;
+	u64 records, bytes, dropped, used, ovf;
+	bool overflow;
+
+	switch (type) {
+	case STATUSTYPE_INFO:
+		spin_lock_irqsave(&c->lock, irqflags);
+		cdp_refresh_tail(c);
+		records = c->records;
+		bytes = c->write_bytes;
+		dropped = c->dropped;
+		used = c->head - c->tail;
+		ovf = c->overflow_records;
+		overflow = c->overflow;
+		spin_unlock_irqrestore(&c->lock, irqflags);
+		DMEMIT("records=%llu bytes=%llu dropped=%llu fill=%llu/%llu overflow=%s overflow_records=%llu committed=%lld discarded=%lld",
+		       records, bytes, dropped, used, c->data_size,
+		       overflow ? "yes" : "no", ovf,
+		       (long long)atomic64_read(&c->committed),
+		       (long long)atomic64_read(&c->discarded));
+		break;
+	case STATUSTYPE_TABLE:
+		DMEMIT("%s %s ", c->dev->name, c->name);
+		if (c->ring_kb % 1024)
+			DMEMIT("ring_kb=%u", c->ring_kb);
+		else
+			DMEMIT("ring_mb=%u", c->ring_kb / 1024);
+		DMEMIT(" policy=%s wait_ms=%u",
+		       c->policy == CDP_POLICY_BLOCK ? "block" : "overflow", c->wait_ms);
+		break;
+	default:
+		if (maxlen)
+			result[0] = '\0';
+		break;
+	}
+}
+
+/* "mark NAME": a MARK record, like the ioctl. */
+static int cdp_message(struct dm_target *ti, unsigned int argc, char **argv,
+		       char *result, unsigned int maxlen)
+{
+	struct cdp_c *c = ti->private;
+	size_t len;
+	u64 seq, ts;
+	int r;
+
+	if (argc != 2 || strcasecmp(argv[0], "mark")) {
+		DMWARN("%s: unsupported message (use: mark NAME)", c->name);
+		return -EINVAL;
+	}
+	len = strlen(argv[1]);
+	if (!len || len > CDP_MAX_MARK_NAME) {
+		DMWARN("%s: a mark name is 1 to 255 bytes", c->name);
+		return -EINVAL;
+	}
+	r = cdp_add_mark(c, argv[1], len, &seq, &ts);
+	if (r)
+		DMWARN("%s: no room in the ring for the mark", c->name);
+	return r;
+}
+
+static int cdp_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn fn,
+			       void *data)
+{
+	struct cdp_c *c = ti->private;
+
+	return fn(ti, c->dev, 0, ti->len, data);
+}
+
+static struct target_type cdp_target = {
+	.name		 = "cdp",
+	.version	 = {1, 0, 0},
+	.module		 = THIS_MODULE,
+	.ctr		 = cdp_ctr,
+	.dtr		 = cdp_dtr,
+	.map		 = cdp_map,
+	.end_io		 = cdp_end_io,
+	.status		 = cdp_status,
+	.message	 = cdp_message,
+	.iterate_devices = cdp_iterate_devices,
+};
+
+static int __init dm_cdp_init(void)
+{
+	return dm_register_target(&cdp_target);
+}
+
+static void __exit dm_cdp_exit(void)
+{
+	dm_unregister_target(&cdp_target);
+}
+
+module_init(dm_cdp_init);
+module_exit(dm_cdp_exit);
+
+MODULE_DESCRIPTION(DM_NAME " continuous data protection: every write into a ring");
+MODULE_AUTHOR("cdp authors");
+MODULE_LICENSE("GPL");
