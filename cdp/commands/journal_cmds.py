@@ -194,7 +194,7 @@ def _status_doc(journal: Any, path: Path) -> dict[str, Any]:
         "created": {"ts_ns": info.created_ns, "time": format_ts(info.created_ns)},
         "first": {"ts_ns": stats.first_ts_ns, "time": format_ts(stats.first_ts_ns)},
         "last": {"ts_ns": stats.last_ts_ns, "time": format_ts(stats.last_ts_ns)},
-        "service": {"running": pid is not None, "pid": pid, **live},
+        "service": {**live, "running": pid is not None, "pid": pid, "state": live.get("state", "never ran")},
     }
     updated = live.get("updated_ns")
     if isinstance(updated, int):
@@ -219,40 +219,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"span      {doc['first']['time']} .. {doc['last']['time']}")
     if svc["running"]:
         state = f"running (pid {svc['pid']})"
+    elif svc.get("state") == "running":
+        state = "not running (it stopped without saying so: killed or crashed; restart 'cdp run')"
     else:
         state = "not running"
     age = svc.get("status_age_seconds")
     if age is not None:
         state += f"; last report {human_seconds(age)} ago"
     print(f"service   {state}")
-    for label, line in _service_lines(svc):
+    for label, line in _service_lines(svc, live=bool(svc["running"])):
         print(f"{label:<9} {line}")
     return 0
 
 
-def _service_lines(svc: dict[str, Any]) -> list[tuple[str, str]]:
-    """Human lines for the figures the service publishes (whatever it chose to publish)."""
+def _service_lines(svc: dict[str, Any], *, live: bool) -> list[tuple[str, str]]:
+    """Human lines for the figures `cdp run` publishes (see cdp.service.publish_status).
+
+    Lag, rates and ring fill mean something only while the service runs; the
+    rest (drops, pending resync, damage) stays true of the journal after it.
+    """
     out: list[tuple[str, str]] = []
-    if "lag_bytes" in svc or "lag_seconds" in svc:
-        out.append(("lag", f"{human_bytes(svc.get('lag_bytes', 0))}, "
-                           f"{human_seconds(float(svc.get('lag_seconds', 0.0)))} behind"))
-    if "ring_fill" in svc:
-        fill = svc["ring_fill"]
-        size = svc.get("ring_bytes")
+    if not live:
+        if isinstance(svc.get("records"), int):
+            out.append(("last run", f"{svc['records']} records ({human_bytes(int(svc.get('bytes', 0)))}) "
+                                    f"from {svc.get('ring') or 'the ring'}"))
+    elif "lag_bytes" in svc or "lag_seconds" in svc:
+        out.append(("lag", f"{human_bytes(int(svc.get('lag_bytes', 0)))} and "
+                           f"{human_seconds(float(svc.get('lag_seconds', 0.0)))} behind the device"))
+    if live and ("rate_records" in svc or "rate_bytes" in svc):
+        out.append(("rates", f"{float(svc.get('rate_records', 0)):.0f} records/s, "
+                             f"{human_bytes(int(svc.get('rate_bytes', 0)))}/s"))
+    if live and "ring_fill" in svc:
+        size = svc.get("ring_size")
         extra = f" of {human_bytes(size)}" if isinstance(size, int) else ""
-        out.append(("ring", f"{float(fill) * 100:.1f}% full{extra}"))
-    rates = [(k, svc[k]) for k in ("records_per_s", "bytes_per_s") if k in svc]
-    if rates:
-        parts = []
-        for key, value in rates:
-            parts.append(f"{human_bytes(value)}/s" if key == "bytes_per_s" else f"{float(value):.0f} records/s")
-        out.append(("rates", ", ".join(parts)))
-    shown = {"lag_bytes", "lag_seconds", "ring_fill", "ring_bytes", "records_per_s", "bytes_per_s",
-             "running", "pid", "updated_ns", "status_age_seconds"}
-    for key in sorted(k for k in svc if k not in shown):
-        value = svc[key]
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out.append((key.replace("_", " ")[:9], str(value)))
+        ring = f"{svc.get('ring', '')}: " if svc.get("ring") else ""
+        out.append(("ring", f"{ring}{float(svc['ring_fill']) * 100:.1f}% full{extra}"))
+    if svc.get("overflow") or svc.get("dropped"):
+        out.append(("dropped", f"{svc.get('dropped', 0)} writes dropped since attach"
+                               + ("; dropping now (ring full)" if svc.get("overflow") else "")))
+    if svc.get("resync_pending_bytes"):
+        out.append(("resync", f"{human_bytes(int(svc['resync_pending_bytes']))} still to copy from the device"))
+    if svc.get("corrupt"):
+        out.append(("damaged", f"{svc['corrupt']} ring records failed their checks (see the service's log)"))
+    if live and svc.get("detached"):
+        out.append(("producer", "detached"))
     return out
 
 
