@@ -1,0 +1,590 @@
+"""The guest side of `make -C kernel check`: tests of dm-cdp inside a qemu VM.
+
+Runs as the guest's only program (chrooted into the Python root filesystem,
+the project's packages on PYTHONPATH). /dev/vda is the scratch disk the
+tests write through the filter; journals and restored images live in /tmp
+(tmpfs). Each test prints one line on the serial console,
+
+    CDPVM: RESULT <test> PASS|FAIL <detail>
+
+and the host (kernel/vm/run.sh, tests/kernel/test_vm.py) asserts them. The
+tests drive the real drain service (cdp.service.drain) in a thread and
+restore from the real journal; nothing is simulated.
+
+Kernel command line: ``cdpvm.tests=a,b`` runs a subset, ``cdpvm.bench=1``
+adds the speed comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from cdp import attach as cdpattach
+from cdp.service import drain
+from journal import Journal
+
+DISK = "/dev/vda"
+SECTOR = 512
+PREFIX = "CDPVM:"
+
+
+def say(*words: object) -> None:
+    print(PREFIX, *words, flush=True)
+
+
+def sh(*args: str, check: bool = True, timeout: float = 300) -> str:
+    """Run a command; its output, or RuntimeError with its stderr on failure."""
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: rc {p.returncode}: {p.stderr.strip()[:300]}")
+    return p.stdout
+
+
+def disk_sectors(path: str = DISK) -> int:
+    return cdpattach.device_bytes(path) // SECTOR
+
+
+def dm_create(name: str, table: str) -> str:
+    sh("dmsetup", "create", name, "--table", table)
+    return f"/dev/mapper/{name}"
+
+
+def dm_remove(name: str) -> None:
+    for _ in range(50):
+        p = subprocess.run(["dmsetup", "remove", name], capture_output=True, text=True)
+        if p.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"dmsetup remove {name}: {p.stderr.strip()}")
+
+
+def dm_status(name: str) -> dict[str, str]:
+    out = sh("dmsetup", "status", name)
+    return dict(re.findall(r"(\w+)=(\S+)", out))
+
+
+def sha_of(path: str, length: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        left = length if length is not None else 1 << 62
+        while left > 0:
+            chunk = f.read(min(1 << 20, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def sha_direct(path: str, length: int) -> str:
+    """sha256 of a block device read with O_DIRECT (what the device holds, not the cache)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 1 << 20)
+    h = hashlib.sha256()
+    try:
+        off = 0
+        while off < length:
+            n = os.preadv(fd, [buf], off)
+            if n <= 0:
+                break
+            n = min(n, length - off)
+            h.update(buf[:n])
+            off += n
+    finally:
+        os.close(fd)
+        buf.close()
+    return h.hexdigest()
+
+
+def zero_disk(mb: int) -> None:
+    sh("dd", "if=/dev/zero", f"of={DISK}", "bs=1M", f"count={mb}", "oflag=direct", "status=none")
+
+
+def dmesg_problems() -> list[str]:
+    out = sh("dmesg", check=False)
+    bad = re.compile(r"(WARNING:|BUG:|Oops|general protection|INFO: task .* blocked|Call Trace|KASAN|refcount_t)")
+    return [line for line in out.splitlines() if bad.search(line)]
+
+
+class Session:
+    """A cdp target over a device plus the drain service in a thread."""
+
+    def __init__(self, name: str, device: str, *, opts: str = "", mb: int | None = None,
+                 journal_dir: str | None = None, live: bool = False) -> None:
+        self.name = name
+        self.device = device
+        self.live = live
+        self.journal_path = journal_dir or f"/tmp/j-{name}"
+        sh("rm", "-rf", self.journal_path)
+        if live:
+            cdpattach.attach_live(name, options=opts.split())
+        else:
+            cdpattach.attach_new(device, name, options=opts.split(), sectors=(mb << 11) if mb else None)
+        self.dev = f"/dev/mapper/{name}"
+        self.ring = f"/dev/cdp/{name}"
+        nbytes = cdpattach.device_bytes(self.dev)
+        # baseline after the filter is in: a write racing the copy is also in the ring
+        Journal.create(self.journal_path, device_bytes=nbytes, source=self.dev).close()
+        self.stop = threading.Event()
+        self.stats = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.stats = drain(self.journal_path, self.ring, device_path=self.dev, until_detached=True,
+                               stop=self.stop, handle_signals=False)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def mark(self, label: str) -> int:
+        seq, _ts = cdpattach.mark(self.ring, label)
+        return seq
+
+    def finish(self, timeout: float = 300) -> None:
+        """Detach the filter and wait until the service has journaled everything."""
+        if self.live:
+            cdpattach.detach(self.name)
+        else:
+            dm_remove(self.name)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.stop.set()
+            self.thread.join(30)
+            raise RuntimeError("the drain service did not finish after DETACHED")
+        if self.error is not None:
+            raise RuntimeError(f"drain failed: {self.error}")
+
+    def journal(self) -> Journal:
+        return Journal.open(self.journal_path, readonly=True)
+
+
+def restore_sha(j: Journal, seq: int, length: int, target: str = "/tmp/restore.img") -> str:
+    if os.path.exists(target):
+        os.unlink(target)
+    j.restore(target, seq=seq)
+    digest = sha_of(target, length)
+    os.unlink(target)
+    return digest
+
+
+def mark_points(j: Journal) -> dict[str, int]:
+    return {p.name: p.seq for p in j.points(kinds=["mark"])}
+
+
+# --------------------------------------------------------------------- tests
+
+def t_module() -> str:
+    """The module alone: records in the ring, the ioctls, status, message, DETACHED."""
+    from cdp.ring import Ring
+    from cdp.ringabi import RING_FLAG_DETACHED, RecType
+    sectors = 16 << 11
+    dm_create("m0", f"0 {sectors} cdp {DISK} m0 ring_mb=4")
+    ring = Ring("/dev/cdp/m0")
+    try:
+        sh("dd", "if=/dev/urandom", "of=/dev/mapper/m0", "bs=4k", "count=16", "oflag=direct", "status=none")
+        sh("dmsetup", "message", "m0", "0", "mark", "first")
+        sh("dd", "if=/dev/urandom", "of=/dev/mapper/m0", "bs=64k", "count=2", "seek=3", "oflag=direct",
+           "conv=fsync", "status=none")
+        cdpattach.mark("/dev/cdp/m0", "second")
+        info = cdpattach.info("/dev/cdp/m0")
+        entries = ring.read()
+        kinds = [e.type for e in entries]
+        writes = [e for e in entries if e.type == RecType.WRITE]
+        assert all(hasattr(e, "payload") for e in entries), f"corrupt records: {entries}"
+        assert len(writes) == 18, f"{len(writes)} WRITE records, expected 18"
+        assert sum(e.length for e in writes) == 16 * 4096 + 2 * 65536
+        seqs = [e.seq for e in entries]
+        assert seqs == list(range(1, len(seqs) + 1)), f"seqs {seqs}"
+        ts = [e.ts_ns for e in entries]
+        assert ts == sorted(ts), "ts_ns decreased"
+        names = [bytes(e.payload).decode() for e in entries if e.type == RecType.MARK]
+        assert names == ["first", "second"], names
+        assert RecType.FLUSH in kinds, "no FLUSH record after conv=fsync"
+        with open("/dev/mapper/m0", "rb") as f:
+            f.seek(3 * 65536)
+            want = f.read(65536)
+        assert bytes(writes[16].payload) == want, "payload differs from the device"
+        assert info.records == len(entries) and info.write_bytes == 16 * 4096 + 2 * 65536, info
+        st = dm_status("m0")
+        assert int(st["records"]) == len(entries) and st["overflow"] == "no", st
+        bad = subprocess.run(["dmsetup", "create", "m1", "--table", f"0 {sectors} cdp {DISK} m0"],
+                             capture_output=True, text=True)
+        assert bad.returncode != 0, "a second target with the same name was accepted"
+        ring.release(entries[-1].end)
+        dm_remove("m0")
+        # the mapping outlives the target: no use-after-free, DETACHED is set
+        assert ring.flags & RING_FLAG_DETACHED, "DETACHED not set after removal"
+        assert ring.read() == [], "records after DETACHED"
+    finally:
+        ring.close()
+        subprocess.run(["dmsetup", "remove", "m0"], capture_output=True)
+    return f"records={len(entries)} writes={len(writes)}"
+
+
+def _aligned(data: bytes) -> mmap.mmap:
+    buf = mmap.mmap(-1, max(len(data), 4096))
+    buf.write(data)
+    return buf
+
+
+def t_raw() -> str:
+    """Random raw writes, O_DIRECT and buffered, with marks: every mark restores byte-identical."""
+    rnd = random.Random(1)
+    mb = 24
+    s = Session("raw", DISK, mb=mb, opts="ring_mb=8")
+    size = mb << 20
+    expected: dict[str, str] = {}
+    dfd = os.open(s.dev, os.O_WRONLY | os.O_DIRECT)
+    bfd = os.open(s.dev, os.O_WRONLY)
+    try:
+        for round_ in range(6):
+            for _ in range(25):
+                n = rnd.choice([512, 4096, 8192, 65536, 131072, 1 << 20]) if rnd.random() < 0.9 else 3 << 20
+                off = rnd.randrange(0, (size - n) // 512) * 512
+                data = rnd.randbytes(n)
+                if rnd.random() < 0.5 and n % 512 == 0:
+                    buf = _aligned(data)
+                    os.pwritev(dfd, [memoryview(buf)[:n]], off)
+                    buf.close()
+                else:
+                    os.pwrite(bfd, data, off)
+            os.fsync(bfd)
+            label = f"r{round_}"
+            s.mark(label)
+            expected[label] = sha_direct(s.dev, size)
+    finally:
+        os.close(dfd)
+        os.close(bfd)
+    s.finish()
+    with s.journal() as j:
+        marks = mark_points(j)
+        bad = [m for m, digest in expected.items() if m not in marks or restore_sha(j, marks[m], size) != digest]
+    assert not bad, f"marks that do not restore identical: {bad}"
+    return f"marks={len(expected)} records={s.stats.records}"
+
+
+def _debugfs_cat(image: str, path: str) -> bytes:
+    p = subprocess.run(["debugfs", "-R", f"cat {path}", image], capture_output=True)
+    return p.stdout
+
+
+def t_ext4() -> str:
+    """ext4 on the filter: every FLUSH point passes e2fsck -fn; marks after sync hold the files."""
+    rnd = random.Random(2)
+    mb = 32
+    s = Session("fs", DISK, mb=mb, opts="ring_mb=16")
+    size = mb << 20
+    sh("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", s.dev)
+    os.makedirs("/tmp/fs", exist_ok=True)
+    sh("mount", "-t", "ext4", s.dev, "/tmp/fs")
+    files: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    try:
+        for round_ in range(4):
+            for i in range(12):
+                name = f"f{round_}_{i}"
+                data = rnd.randbytes(rnd.choice([100, 5000, 70000, 400000]))
+                with open(f"/tmp/fs/{name}", "wb") as f:
+                    f.write(data)
+                current[name] = hashlib.sha256(data).hexdigest()
+            if round_ and current:
+                victim = sorted(current)[rnd.randrange(len(current))]
+                os.unlink(f"/tmp/fs/{victim}")
+                del current[victim]
+            os.sync()
+            label = f"e{round_}"
+            s.mark(label)
+            files[label] = dict(current)
+    finally:
+        sh("umount", "/tmp/fs", check=False)
+    s.finish()
+    checked = 0
+    with s.journal() as j:
+        flushes = [p for p in j.points(kinds=["flush"]) if p.whole]
+        assert flushes, "no FLUSH points in the journal"
+        step = max(1, len(flushes) // 6)
+        picks = flushes[::step][:6] + [flushes[-1]]
+        for p in picks:
+            j.restore("/tmp/fsck.img", seq=p.seq)
+            r = subprocess.run(["e2fsck", "-fn", "/tmp/fsck.img"], capture_output=True, text=True)
+            os.unlink("/tmp/fsck.img")
+            assert r.returncode == 0, f"e2fsck at FLUSH seq {p.seq}: rc {r.returncode}: {r.stdout[-300:]}"
+            checked += 1
+        marks = mark_points(j)
+        for label, want in files.items():
+            j.restore("/tmp/m.img", seq=marks[label])
+            for name, digest in want.items():
+                got = hashlib.sha256(_debugfs_cat("/tmp/m.img", f"/{name}")).hexdigest()
+                assert got == digest, f"{name} differs at mark {label}"
+            os.unlink("/tmp/m.img")
+    return f"flush_points={len(flushes)} fsck_checked={checked} marks={len(files)}"
+
+
+def t_discard() -> str:
+    """blkdiscard and write-zeroes ranges come back as zeros."""
+    mb = 8
+    size = mb << 20
+    sh("dd", "if=/dev/urandom", f"of={DISK}", "bs=1M", f"count={mb}", "oflag=direct", "status=none")
+    s = Session("dz", DISK, mb=mb, opts="ring_mb=4")
+    sh("blkdiscard", "-o", str(1 << 20), "-l", str(1 << 20), s.dev)
+    sh("blkdiscard", "-z", "-o", str(4 << 20), "-l", str(512 << 10), s.dev)
+    s.mark("after")
+    s.finish()
+    with s.journal() as j:
+        kinds = {r.type for r in j.records()}
+        marks = mark_points(j)
+        j.restore("/tmp/dz.img", seq=marks["after"])
+    with open("/tmp/dz.img", "rb") as f:
+        img = f.read()
+    os.unlink("/tmp/dz.img")
+    assert img[1 << 20:2 << 20] == bytes(1 << 20), "discarded range not zero after restore"
+    assert img[4 << 20:(4 << 20) + (512 << 10)] == bytes(512 << 10), "write-zeroes range not zero"
+    with open(DISK, "rb") as f:
+        disk = f.read(size)
+    assert img[:1 << 20] == disk[:1 << 20] and img[2 << 20:4 << 20] == disk[2 << 20:4 << 20], "other bytes differ"
+    return f"record_types={sorted(int(k) for k in kinds)}"
+
+
+def t_overflow() -> str:
+    """A 64 KiB ring with policy=overflow under heavy writes: OVERFLOW, resync, later marks exact."""
+    mb = 16
+    size = mb << 20
+    s = Session("ovf", DISK, mb=mb, opts="ring_kb=64 policy=overflow")
+    sh("dd", "if=/dev/urandom", f"of={s.dev}", "bs=256k", "count=48", "oflag=direct", "status=none")
+    st = dm_status("ovf")
+    # let the service catch up and resync, then a quiet mark must be exact
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        st = dm_status("ovf")
+        if st["overflow"] == "no" and int(st["fill"].split("/")[0]) == 0:
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    s.mark("quiet")
+    want = sha_direct(s.dev, size)
+    sh("dd", "if=/dev/urandom", f"of={s.dev}", "bs=4k", "count=4", "seek=100", "oflag=direct", "status=none")
+    s.mark("later")
+    want2 = sha_direct(s.dev, size)
+    s.finish()
+    with s.journal() as j:
+        pts = j.points()
+        marks = {p.name: p for p in pts if p.kind == "mark"}
+        kinds = {p.kind for p in pts}
+        assert "overflow" in kinds, f"no overflow point (status {st})"
+        assert "resync" in kinds, "no resync point"
+        assert marks["quiet"].whole and marks["later"].whole, "marks after resync are not whole"
+        assert restore_sha(j, marks["quiet"].seq, size) == want, "restore at 'quiet' differs"
+        assert restore_sha(j, marks["later"].seq, size) == want2, "restore at 'later' differs"
+    return f"dropped={st['dropped']} overflow_records={st['overflow_records']}"
+
+
+def t_concurrent() -> str:
+    """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
+    mb = 32
+    size = mb << 20
+    s = Session("cc", DISK, mb=mb, opts="ring_mb=16 wait_ms=5000")
+    written = [0] * 4
+    stop_at = time.time() + 8
+
+    def writer(k: int) -> None:
+        rnd = random.Random(10 + k)
+        fd = os.open(s.dev, os.O_WRONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 65536)
+        buf.write(rnd.randbytes(65536))
+        try:
+            while time.time() < stop_at:
+                n = rnd.choice([4096, 16384, 65536])
+                off = (k * (size // 4)) + rnd.randrange(0, (size // 4 - n) // 4096) * 4096
+                os.pwritev(fd, [memoryview(buf)[:n]], off)
+                written[k] += n
+        finally:
+            os.close(fd)
+            buf.close()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    st = dm_status("cc")
+    s.mark("end")
+    want = sha_direct(s.dev, size)
+    s.finish()
+    total = sum(written)
+    assert int(st["dropped"]) == 0, f"writes dropped: {st}"
+    assert int(st["bytes"]) == total, f"target counted {st['bytes']} bytes, writers wrote {total}"
+    assert int(st["committed"]) + int(st["discarded"]) + 0 <= int(st["records"]), st
+    assert s.stats.bytes == total, f"service journaled {s.stats.bytes} bytes, writers wrote {total}"
+    with s.journal() as j:
+        assert restore_sha(j, mark_points(j)["end"], size) == want, "restore at 'end' differs"
+    problems = dmesg_problems()
+    assert not problems, f"dmesg: {problems[:3]}"
+    return f"bytes={total} records={st['records']}"
+
+
+def t_live() -> str:
+    """Insert the filter live into a mounted dm volume being written, and remove it: nothing missed."""
+    mb = 32
+    size = mb << 20
+    dm_create("vol", f"0 {mb << 11} linear {DISK} 0")
+    sh("mkfs.ext4", "-q", "-F", "-b", "4096", "/dev/mapper/vol")
+    os.makedirs("/tmp/vol", exist_ok=True)
+    sh("mount", "-t", "ext4", "/dev/mapper/vol", "/tmp/vol")
+    stop = threading.Event()
+    count = [0]
+
+    def writer() -> None:
+        rnd = random.Random(5)
+        while not stop.is_set():
+            with open(f"/tmp/vol/w{count[0] % 40}", "wb") as f:
+                f.write(rnd.randbytes(rnd.choice([3000, 50000, 200000])))
+            count[0] += 1
+            if count[0] % 10 == 0:
+                os.sync()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(1)
+        s = Session("vol", "/dev/mapper/vol", opts="ring_mb=16", live=True)
+        before = count[0]
+        time.sleep(4)
+        assert count[0] > before, "the writer stalled across the insertion"
+        stop.set()
+        t.join(60)
+        os.sync()
+        s.mark("synced")
+        want = {f: hashlib.sha256(open(f"/tmp/vol/{f}", "rb").read()).hexdigest() for f in os.listdir("/tmp/vol")
+                if f.startswith("w")}
+        s.finish()   # live removal: the volume stays mounted
+        assert cdpattach.dm_table("vol").split()[2] == "linear", "the original table did not come back"
+        with open("/tmp/vol/after", "wb") as f:
+            f.write(b"still mounted")
+        os.sync()
+    finally:
+        stop.set()
+        t.join(60)
+        sh("umount", "/tmp/vol", check=False)
+        subprocess.run(["dmsetup", "remove", "vol"], capture_output=True)
+    with s.journal() as j:
+        j.restore("/tmp/live.img", seq=mark_points(j)["synced"])
+    r = subprocess.run(["e2fsck", "-fn", "/tmp/live.img"], capture_output=True, text=True)
+    assert r.returncode == 0, f"e2fsck of the restored volume: {r.stdout[-300:]}"
+    for name, digest in want.items():
+        got = hashlib.sha256(_debugfs_cat("/tmp/live.img", f"/{name}")).hexdigest()
+        assert got == digest, f"{name} differs"
+    os.unlink("/tmp/live.img")
+    return f"files={len(want)} writes={count[0]}"
+
+
+def t_bench() -> str:
+    """4 KiB and 64 KiB direct writes through raw, dm-linear, dm-log-writes and dm-cdp, interleaved."""
+    mb = 64
+    sectors = mb << 11
+    seconds = 2.0
+    names = ["raw", "linear", "log-writes", "cdp"]
+    # dm-log-writes needs a log device: the second half of the disk
+    dm_create("blin", f"0 {sectors} linear {DISK} 0")
+    dm_create("blogdev", f"0 {sectors * 2} linear {DISK} {sectors}")
+    dm_create("blog", f"0 {sectors} log-writes {DISK} /dev/mapper/blogdev")
+    dm_create("bcdp", f"0 {sectors} cdp {DISK} bcdp ring_mb=64 policy=overflow")
+    j = "/tmp/j-bench"
+    sh("rm", "-rf", j)
+    Journal.create(j, device_bytes=sectors * 512).close()
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: drain(j, "/dev/cdp/bcdp", until_detached=True, stop=stop,
+                                               handle_signals=False), daemon=True)
+    th.start()
+    paths = {"raw": DISK, "linear": "/dev/mapper/blin", "log-writes": "/dev/mapper/blog", "cdp": "/dev/mapper/bcdp"}
+    results: dict[tuple[str, int], list[float]] = {}
+    for bs in (4096, 65536):
+        buf = mmap.mmap(-1, bs)
+        buf.write(os.urandom(bs))
+        for rep in range(3):
+            for name in names:
+                fd = os.open(paths[name], os.O_WRONLY | os.O_DIRECT)
+                n = 0
+                t0 = time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    os.pwrite(fd, buf, (n * bs) % (32 << 20))
+                    n += 1
+                    if n % 64 == 0:
+                        os.fsync(fd)
+                os.fsync(fd)
+                dt = time.perf_counter() - t0
+                os.close(fd)
+                results.setdefault((name, bs), []).append(n * bs / dt / (1 << 20))
+        buf.close()
+    st = dm_status("bcdp")
+    for n in ("bcdp", "blog", "blogdev", "blin"):
+        dm_remove(n)
+    th.join(120)
+    parts = []
+    for bs in (4096, 65536):
+        med = {n: sorted(results[(n, bs)])[1] for n in names}
+        for n in names:
+            say("BENCH", f"bs={bs}", f"target={n}", f"MBps={med[n]:.2f}",
+                f"vs_linear={med[n] / med['linear']:.2f}")
+        parts.append(f"{bs // 1024}k:cdp/linear={med['cdp'] / med['linear']:.2f},"
+                     f"cdp/logwrites={med['cdp'] / med['log-writes']:.2f}")
+    return " ".join(parts) + f" dropped={st['dropped']}"
+
+
+TESTS: dict[str, Callable[[], str]] = {
+    "module": t_module,
+    "raw": t_raw,
+    "ext4": t_ext4,
+    "discard": t_discard,
+    "overflow": t_overflow,
+    "concurrent": t_concurrent,
+    "live": t_live,
+    "bench": t_bench,
+}
+DEFAULT = ["module", "raw", "ext4", "discard", "overflow", "concurrent", "live"]
+
+
+def main(argv: list[str]) -> int:
+    opts = dict(a.split("=", 1) for a in argv if a.startswith("cdpvm.") and "=" in a)
+    names = opts.get("cdpvm.tests", ",".join(DEFAULT)).split(",")
+    if opts.get("cdpvm.bench") == "1" and "bench" not in names:
+        names.append("bench")
+    say("START", os.uname().release, " ".join(names))
+    failed = 0
+    for name in names:
+        fn = TESTS.get(name)
+        if fn is None:
+            say("RESULT", name, "FAIL", "no such test")
+            failed += 1
+            continue
+        zero_disk(1)
+        t0 = time.monotonic()
+        try:
+            detail = fn()
+            say("RESULT", name, "PASS", f"{time.monotonic() - t0:.1f}s", detail)
+        except BaseException as exc:  # one line per failure, the trace on the console for humans
+            failed += 1
+            traceback.print_exc()
+            msg = " ".join(str(exc).split())[:400]
+            say("RESULT", name, "FAIL", f"{time.monotonic() - t0:.1f}s", f"{type(exc).__name__}: {msg}")
+        for line in dmesg_problems():
+            say("DMESG", line)
+    problems = dmesg_problems()
+    say("RESULT", "dmesg", "PASS" if not problems else "FAIL", f"problems={len(problems)}")
+    say("DONE", "failed" if failed or problems else "ok")
+    return 1 if failed or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

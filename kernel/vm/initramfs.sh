@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build the initramfs for one prepared kernel (kernel.sh ran first): busybox
+# (static), the stock modules the guest needs in modules.dep order, dm-cdp.ko
+# and the init script.  Modules a kernel has built in are skipped.
+#
+#   kernel/vm/initramfs.sh RELEASE      prints the path of initrd.cpio.gz
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+build="$(dirname "$here")/.build"
+rel="${1:?usage: initramfs.sh RELEASE}"
+out="$build/k-$rel"
+root="$out/root"
+[ -e "$root/lib/modules/$rel/modules.dep" ] || { echo "initramfs.sh: run kernel.sh first" >&2; exit 1; }
+bb="$(command -v busybox || true)"
+[ -n "$bb" ] && file -L "$bb" 2>/dev/null | grep -q static || bb=/bin/busybox
+[ -x "$bb" ] || { echo "initramfs.sh: busybox-static is not installed" >&2; exit 1; }
+
+stage="$out/initrd"
+rm -rf "$stage"
+mkdir -p "$stage"/{bin,sbin,proc,sys,dev,newroot,mods}
+cp "$bb" "$stage/bin/busybox"
+for app in sh mount umount insmod mkdir cat echo poweroff sleep chroot dmesg grep ls; do
+    ln -s busybox "$stage/bin/$app"
+done
+
+# The modules wanted, then their dependencies first (modules.dep order).
+want="virtio_blk virtio_pci dm-mod dm-log-writes ext4 crc32c_generic crc32c-intel libcrc32c"
+python3 "$here/moddeps.py" "$root/lib/modules/$rel" $want > "$stage/mods/order.txt"
+while read -r rel_path; do
+    base="$(basename "$rel_path")"
+    case "$base" in
+        *.xz) xz -dc "$root/lib/modules/$rel/$rel_path" > "$stage/mods/${base%.xz}" ;;
+        *.zst) zstd -qdc "$root/lib/modules/$rel/$rel_path" > "$stage/mods/${base%.zst}" ;;
+        *) cp "$root/lib/modules/$rel/$rel_path" "$stage/mods/$base" ;;
+    esac
+done < "$stage/mods/order.txt"
+sed -i -e 's#.*/##' -e 's#\.xz$##' -e 's#\.zst$##' "$stage/mods/order.txt"
+cp "$out/mod/dm-cdp.ko" "$stage/mods/dm-cdp.ko"
+cp "$here/init" "$stage/init"
+chmod +x "$stage/init"
+( cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 ) > "$out/initrd.cpio.gz"
+echo "$out/initrd.cpio.gz"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Prove dm-cdp on one Debian kernel: prepare the kernel and the module
+# (kernel.sh), the initramfs, the Python root filesystem (cached), a disk with
+# the project's packages, then boot qemu (TCG) and run kernel/vm/guest/cdpvm.py.
+# The console goes to kernel/.build/k-<release>/console.log; the result lines
+# ("CDPVM: ...") are printed here too.  Exit status 0 only when the guest
+# printed DONE ok.
+#
+#   kernel/vm/run.sh 6.1|6.12 [cdpvm.tests=a,b] [cdpvm.bench=1]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+kdir="$(dirname "$here")"
+repo="$(dirname "$kdir")"
+build="$kdir/.build"
+series="${1:?usage: run.sh 6.1|6.12 [cdpvm.tests=...]}"; shift
+for tool in qemu-system-x86_64 debootstrap mkfs.ext4 cpio depmod apt-get dpkg; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing (scripts/setup --vm installs it)" >&2; exit 3; }
+done
+py="${CDP_HOST_PYTHON:-}"
+if [ -z "$py" ]; then
+    for cand in "$repo/.venv/bin/python" /work/venv/bin/python python3; do
+        if command -v "$cand" >/dev/null && "$cand" -c 'import crc32c' 2>/dev/null; then py="$cand"; break; fi
+    done
+fi
+[ -n "$py" ] || { echo "run.sh: no host python with crc32c (run scripts/setup)" >&2; exit 3; }
+
+rel="$("$here/kernel.sh" "$series")"
+out="$build/k-$rel"
+initrd="$("$here/initramfs.sh" "$rel")"
+rootfs="$(CDP_HOST_PYTHON="$py" "$here/rootfs.sh")"
+
+# The project's packages, fresh every run (small: seconds to build).
+stage="$out/project"
+rm -rf "$stage"; mkdir -p "$stage"
+tar -C "$repo" --exclude=__pycache__ -cf - cdp journal | tar -C "$stage" -xf -
+cp -r "$here/guest" "$stage/guest"
+rm -f "$out/project.ext4"
+mkfs.ext4 -q -F -d "$stage" "$out/project.ext4" 64M >/dev/null
+
+disk="$out/disk.img"
+rm -f "$disk"; truncate -s 256M "$disk"
+
+mem="${CDP_VM_MEM:-2048}"
+timeout_s="${CDP_VM_TIMEOUT:-900}"
+log="$out/console.log"
+echo "run.sh: booting $rel (log: $log)" >&2
+set +e
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "${CDP_VM_SMP:-2}" \
+    -nodefaults -no-user-config -display none -no-reboot -serial stdio \
+    -kernel "$out/root/boot/vmlinuz-$rel" -initrd "$initrd" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 $*" \
+    -drive file="$disk",if=virtio,format=raw,discard=unmap,cache=unsafe \
+    -drive file="$rootfs",if=virtio,format=raw,readonly=on \
+    -drive file="$out/project.ext4",if=virtio,format=raw,readonly=on \
+    < /dev/null > "$log" 2>&1
+rc=$?
+set -e
+tr -d '\r' < "$log" | grep -a '^CDPVM:' | sed "s/^CDPVM:/CDPVM[$series]:/" || true
+if [ $rc -eq 124 ]; then echo "CDPVM[$series]: RESULT vm FAIL timeout after ${timeout_s}s"; exit 1; fi
+if tr -d '\r' < "$log" | grep -aq '^CDPVM: DONE ok'; then exit 0; fi
+echo "CDPVM[$series]: RESULT vm FAIL the guest did not finish cleanly (see $log)"
+tail -40 "$log" >&2
+exit 1
