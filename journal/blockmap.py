@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import crc32c
 
 from journal.errors import CorruptJournal
-from journal.format import BLOCK, FULL_MASK, KIND_DATA, SECTOR, SECTORS_PER_BLOCK, segment_name
+from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, SECTOR, SECTORS_PER_BLOCK, U64X2, segment_name
 from journal.segments import SegmentReader
 
 ZERO_BLOCK = bytes(BLOCK)
@@ -144,3 +144,24 @@ def compose_block(
         if not need:
             break
     return bytes(out)
+
+
+def versions_back(cur: Any, block: int, seq: int) -> list[Version]:
+    """Versions of ``block`` at or below ``seq``, newest first, until one fills the block."""
+    out: list[Version] = []
+    if cur.set_range(U64X2.pack(block, seq + 1)):
+        ok = cur.prev()
+    else:
+        ok = cur.last()
+    mask = 0
+    while ok:
+        b, vseq = U64X2.unpack(cur.key())
+        if b != block:
+            break
+        v = Version(vseq, *BLOCK_VAL.unpack(cur.value()))
+        out.append(v)
+        mask |= v.mask
+        if mask == FULL_MASK:
+            break
+        ok = cur.prev()
+    return out

@@ -30,7 +30,7 @@ import crc32c
 import lmdb
 import msgpack
 
-from journal.blockmap import Version, ZeroExtents, compose_block
+from journal.blockmap import ZeroExtents, compose_block, versions_back
 from journal.errors import (
     DeviceMismatch,
     JournalBusy,
@@ -436,7 +436,7 @@ class Journal:
             first, last = offset // BLOCK, (offset + length - 1) // BLOCK
             out = bytearray()
             for block in range(first, last + 1):
-                versions = _versions_back(cur, block, seq)
+                versions = versions_back(cur, block, seq)
                 out += compose_block(self._reader, block, versions, zext.sector_seqs(block))
         start = offset - first * BLOCK
         return bytes(out[start:start + length])
@@ -880,27 +880,6 @@ _crc = crc32c.crc32c
 _pack_u64 = U64.pack
 _pack_u64x2 = U64X2.pack
 _pack_seq = SEQ_VAL.pack
-
-
-def _versions_back(cur: lmdb.Cursor, block: int, seq: int) -> list[Version]:
-    """Versions of ``block`` at or below ``seq``, newest first, until one fills the block."""
-    out: list[Version] = []
-    if cur.set_range(U64X2.pack(block, seq + 1)):
-        ok = cur.prev()
-    else:
-        ok = cur.last()
-    mask = 0
-    while ok:
-        b, vseq = U64X2.unpack(cur.key())
-        if b != block:
-            break
-        v = Version(vseq, *BLOCK_VAL.unpack(cur.value()))
-        out.append(v)
-        mask |= v.mask
-        if mask == FULL_MASK:
-            break
-        ok = cur.prev()
-    return out
 
 
 def _nonzero_runs(data: bytes) -> Iterator[tuple[int, int]]:

@@ -12,6 +12,7 @@ long transaction pinning the writer's pages.
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import threading
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import crc32c
 
-from journal.blockmap import Version, ZeroExtents, compose_block
+from journal.blockmap import ZeroExtents, compose_block, versions_back
 from journal.errors import CorruptJournal, JournalError, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2, segment_name
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 _CHUNK_ENTRIES = 65536
 _MAX_RUN = 8 << 20
+_MAX_RUN_BLOCKS = _MAX_RUN // BLOCK
 _ZERO_FILL = bytes(1 << 20)
 
 
@@ -106,36 +108,65 @@ def _is_zero(data: bytes) -> bool:
     return not data or (not data[0] and not data[-1] and data == _ZEROS[:len(data)])
 
 
-class _Run:
-    """Winners that lie back to back in one segment, read with one pread."""
+class _Writer:
+    """Reads, checks and writes the winners on a worker thread.
 
-    def __init__(self) -> None:
-        self.seg = -1
-        self.pos = 0
-        self.block = 0
-        self.versions: list[Version] = []
+    The index walk is Python work and the reads and writes are system calls
+    that release the GIL, so handing the I/O to one thread lets the two
+    overlap. One thread keeps the writes in block order, which the block
+    device's zero fill relies on. An error stops the walk at the next put.
+    """
 
-    def extends(self, block: int, v: Version) -> bool:
-        n = len(self.versions)
-        return (n > 0 and v.seg == self.seg and v.pos0 == self.pos + n * BLOCK
-                and block == self.block + n and n * BLOCK < _MAX_RUN)
+    def __init__(self, journal: Journal, out: _Output) -> None:
+        self._reader = journal._reader
+        self._out = out
+        self._queue: queue.Queue[tuple | None] = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="cdp-restore-writer", daemon=True)
+        self._thread.start()
 
-    def flush(self, journal: Journal, out: _Output) -> None:
-        if not self.versions:
-            return
-        raw = journal._reader.pread(self.seg, self.pos, len(self.versions) * BLOCK)
+    def run(self, seg: int, pos: int, block: int, crcs: list[int], seqs: list[int]) -> None:
+        """Queue blocks ``block..`` that lie back to back at ``pos`` in ``seg``."""
+        self._put(("run", seg, pos, block, crcs, seqs))
+
+    def data(self, block: int, data: bytes) -> None:
+        """Queue one composed block."""
+        self._put(("data", block, data))
+
+    def _put(self, item: tuple) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                if item[0] == "data":
+                    self._out.write(item[1], item[2])
+                else:
+                    self._write_run(*item[1:])
+            except BaseException as exc:  # handed to the walking thread
+                self._error = exc
+
+    def _write_run(self, seg: int, pos: int, block: int, crcs: list[int], seqs: list[int]) -> None:
+        raw = self._reader.pread(seg, pos, len(crcs) * BLOCK)
         data = memoryview(raw)
-        for i, v in enumerate(self.versions):
-            piece = data[i * BLOCK:(i + 1) * BLOCK]
-            if crc32c.crc32c(piece) != v.crc:
+        crc = crc32c.crc32c
+        for i, want in enumerate(crcs):
+            if crc(data[i * BLOCK:(i + 1) * BLOCK]) != want:
                 raise CorruptJournal(
-                    f"block {self.block + i} of record seq {v.seq} (segment {segment_name(v.seg)}, "
-                    f"offset {v.pos0}) fails its CRC-32C; run 'cdp verify'")
-        out.write(self.block, raw)
-        self.versions = []
+                    f"block {block + i} of record seq {seqs[i]} (segment {segment_name(seg)}, "
+                    f"offset {pos + i * BLOCK}) fails its CRC-32C; run 'cdp verify'")
+        self._out.write(block, raw)
 
-    def start(self, block: int, v: Version) -> None:
-        self.seg, self.pos, self.block, self.versions = v.seg, v.pos0, block, [v]
+    def close(self) -> None:
+        """Wait for every queued write; raise what the worker ran into."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def restore_to(
@@ -157,7 +188,11 @@ def restore_to(
     nblocks = (device + BLOCK - 1) // BLOCK
     out = _Output(Path(target), device, overwrite)
     try:
-        _walk(journal, out, seq, zext, nblocks, progress, cancel)
+        writer = _Writer(journal, out)
+        try:
+            _walk(journal, writer, seq, zext, nblocks, progress, cancel)
+        finally:
+            writer.close()
         out.finish()
     except BaseException:
         out.abandon()
@@ -167,39 +202,54 @@ def restore_to(
     return RestoreResult(seq, ts, device, os.fspath(target), whole)
 
 
-def _walk(journal: Journal, out: _Output, seq: int, zext: ZeroExtents, nblocks: int,
+def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblocks: int,
           progress: Progress | None, cancel: threading.Event | None) -> None:
-    """Visit every block that has versions, in block order, and write its winner.
+    """Visit every block that has versions, in block order, and queue its winner.
 
-    The loop is the restore's hot path, so it touches each index entry once
-    with C-level calls (``iternext``, precompiled structs) and builds
-    :class:`Version` objects only for the rare blocks that need composing.
+    This is the restore's hot path: each index entry is touched once through
+    C-level calls (``iternext``, precompiled structs); per block only the
+    newest version at or below ``seq`` is unpacked, and winners that lie back
+    to back in a segment are gathered into one run (one pread, one write).
+    The rare block that needs composing (a partial newest version, or a newer
+    zeroing extent) has its versions fetched again and composed.
     """
     index = journal._index
-    run = _Run()
     unpack_key = U64X2.unpack
     unpack_val = BLOCK_VAL.unpack
-    group: list[tuple[int, bytes]] = []  # (seq, value) of the current block, ascending, <= seq
+    run_seg = run_pos = run_block = -1
+    run_crcs: list[int] = []
+    run_seqs: list[int] = []
+    top_seq = -1
+    top_raw = b""
     group_block = -1
     resume = U64X2.pack(0, 0)
+    sector_seqs = zext.sector_seqs if zext else None
+
+    def flush() -> None:
+        nonlocal run_crcs, run_seqs
+        if run_crcs:
+            writer.run(run_seg, run_pos, run_block, run_crcs, run_seqs)
+            run_crcs, run_seqs = [], []
 
     def settle(block: int) -> None:
-        vseq, raw = group[-1]
-        seg, pos0, mask, kind, crc = unpack_val(raw)
+        nonlocal run_seg, run_pos, run_block
+        seg, pos0, mask, kind, crc = unpack_val(top_raw)
         if mask == FULL_MASK and kind == KIND_DATA:
-            zseqs = zext.sector_seqs(block) if zext else None
-            if zseqs is None or max(zseqs) < vseq:
-                v = Version(vseq, seg, pos0, mask, kind, crc)
-                if run.extends(block, v):
-                    run.versions.append(v)
-                else:
-                    run.flush(journal, out)
-                    run.start(block, v)
+            zseqs = sector_seqs(block) if sector_seqs is not None else None
+            if zseqs is None or max(zseqs) < top_seq:
+                n = len(run_crcs)
+                if not (n and seg == run_seg and pos0 == run_pos + n * BLOCK
+                        and block == run_block + n and n < _MAX_RUN_BLOCKS):
+                    flush()
+                    run_seg, run_pos, run_block = seg, pos0, block
+                run_crcs.append(crc)
+                run_seqs.append(top_seq)
                 return
-        versions = [Version(q, *unpack_val(r)) for q, r in reversed(group)]
-        run.flush(journal, out)
-        out.write(block, compose_block(journal._reader, block, versions,
-                                       zext.sector_seqs(block) if zext else None))
+        flush()
+        with index.read() as txn:
+            versions = versions_back(txn.cursor(db=index.db("blocks")), block, seq)
+        writer.data(block, compose_block(journal._reader, block, versions,
+                                         sector_seqs(block) if sector_seqs is not None else None))
 
     done = False
     while not done:
@@ -213,15 +263,15 @@ def _walk(journal: Journal, out: _Output, seq: int, zext: ZeroExtents, nblocks: 
             for key, raw in entries:
                 block, vseq = unpack_key(key)
                 if block != group_block:
-                    if group:
+                    if top_seq >= 0:
                         settle(group_block)
-                        group = []
+                        top_seq = -1
                     if block >= nblocks:
                         done = True
                         break
                     group_block = block
                 if vseq <= seq:
-                    group.append((vseq, raw))
+                    top_seq, top_raw = vseq, raw
                 n += 1
                 if n >= _CHUNK_ENTRIES:
                     resume = U64X2.pack(block, vseq + 1)
@@ -230,6 +280,6 @@ def _walk(journal: Journal, out: _Output, seq: int, zext: ZeroExtents, nblocks: 
                 done = True
         if progress is not None:
             progress(min(max(group_block, 0), nblocks) * BLOCK, nblocks * BLOCK)
-    if group:
+    if top_seq >= 0:
         settle(group_block)
-    run.flush(journal, out)
+    flush()
