@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,6 +132,8 @@ class _Drainer:
         self._resync_warned = False
         self._resync_pending = 0
         self._status_at = 0.0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cdp-drain-append")
+        self._pending: tuple[Future[int], int, int, int, int] | None = None
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
 
@@ -250,27 +253,50 @@ class _Drainer:
         return {"v": CURSOR_VERSION, "session": self._session or [0, 0], "ring_seq": self._ring_seq,
                 "ring_ts": self._ring_ts, "done": self._done}
 
-    def _commit(self, records: list[Record], force_cursor: bool = False) -> None:
-        """Append a batch with the cursor, then release the ring up to the read cursor."""
+    def _commit(self, records: list[Record], force_cursor: bool = False, wait: bool = True) -> None:
+        """Append a batch with the cursor; release the ring once it is durable.
+
+        With ``wait=False`` the append runs on the appender thread while the
+        caller reads and checks the next batch (the journal's fsync and LMDB
+        commit release the GIL); the previous batch is always made durable
+        and released first, so the journal sees batches in ring order and
+        ``tail`` never passes what is durable.
+        """
         ring = self.ring
         if ring.last_seq > self._ring_seq and self._session is not None:
             self._ring_seq = ring.last_seq  # DISCARDED records consumed seqs too
+        pos = ring.cursor
+        self._flush_pending()
         if records or force_cursor or self._ring_seq != self._cursor_seq:
-            self.j.append(records, cursor=self._cursor())
+            cursor = self._cursor()
             self._cursor_seq = self._ring_seq
-            self.stats.records += len(records)
-            self.stats.batches += 1
-            self.stats.last_journal_seq = self._jseq
-            self.stats.last_ring_seq = self._ring_seq
-        ring.release(ring.cursor)
+            future = self._pool.submit(self.j.append, records, cursor)
+            self._pending = (future, pos, len(records), self._jseq, self._ring_seq)
+            if wait:
+                self._flush_pending()
+        else:
+            ring.release(pos)
+
+    def _flush_pending(self) -> None:
+        """Wait for the batch in flight, then release its ring space."""
+        if self._pending is None:
+            return
+        future, pos, count, jseq, ring_seq = self._pending
+        self._pending = None
+        future.result()
+        self.ring.release(pos)
+        self.stats.records += count
+        self.stats.batches += 1
+        self.stats.last_journal_seq = jseq
+        self.stats.last_ring_seq = ring_seq
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
 
     def drain_once(self) -> int:
-        """Journal what the ring holds now (one batch); returns entries read."""
+        """Read and check what the ring holds now (one batch) and start journaling it."""
         entries = self.ring.read(self.batch_records, self.batch_bytes)
         if entries or self.ring.cursor != self.ring.released:
-            self._commit(self._convert(entries))
-            if self.on_progress is not None:
-                self.on_progress(self.stats)
+            self._commit(self._convert(entries), wait=False)
         return len(entries)
 
     # ---------------------------------------------------------------- resync
@@ -291,6 +317,7 @@ class _Drainer:
         """Copy up to one batch of open overflow ranges from the device; True if work remains."""
         if not self._resync_wanted:
             return False
+        self._flush_pending()
         windows = [w for w in self.j.overflow_windows() if w.resync_seq is None]
         ranges = _merge([(w.resynced_to, w.offset + w.length) for w in windows])
         self._resync_pending = sum(b - a for a, b in ranges)
@@ -338,6 +365,7 @@ class _Drainer:
         if not force and now - self._status_at < STATUS_INTERVAL:
             return
         self._status_at = now
+        self._flush_pending()
         ring = self.ring
         t0, r0, b0 = self._rate_mark
         if now - t0 >= 0.5:
@@ -388,6 +416,7 @@ class _Drainer:
                 self.publish_status()
                 if n:
                     continue
+                self._flush_pending()
                 detached = ring.detached  # read DETACHED before head: nothing follows it
                 if detached and not ring.pending():
                     self.stats.detached = True
@@ -402,6 +431,10 @@ class _Drainer:
             else:
                 self.stats.stopped_by = self.stats.stopped_by or "stop"
         finally:
+            try:
+                self._flush_pending()
+            finally:
+                self._pool.shutdown()
             self.stats.ended_ns = time.time_ns()
             self.stats.last_journal_seq = self._jseq
             self.stats.last_ring_seq = self._ring_seq
