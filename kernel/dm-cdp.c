@@ -9,12 +9,14 @@
  * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
  *
  *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
- *    record at head under c->lock: the header is written with state BUSY,
- *    seq = ++last_seq, ts_ns = CLOCK_REALTIME clamped so it never goes
- *    backwards, and head is published with a release store.  A WRITE's
- *    payload is then copied out of the bio (outside the lock) and both
- *    CRCs are filled in.  dm core splits bios larger than a quarter of the
- *    ring (max_io_len), so one bio is always one record.
+ *    record at head under c->lock: the complete header (both CRCs: a
+ *    WRITE's data CRC is computed from the bio before the reservation) is
+ *    written with state BUSY, seq = ++last_seq, ts_ns = CLOCK_REALTIME
+ *    clamped so it never goes backwards, and head is published with a
+ *    release store.  A WRITE's payload is then copied out of the bio,
+ *    outside the lock.  A consumer may thus check a BUSY header.  dm core
+ *    splits bios larger than a quarter of the ring (max_io_len), so one bio
+ *    is always one record.
  *  - end_io: the record's state becomes COMMITTED, or DISCARDED if the
  *    device failed the bio; pollers are woken.  Records are reserved in
  *    seq order and committed in any order: the consumer stops at BUSY.
@@ -223,7 +225,7 @@ static inline void cdp_publish_head(struct cdp_c *c)
  * The header is written with state BUSY before head moves past it.
  */
 static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len,
-			      u64 offset, u64 length, u64 ts, u64 *seq_out)
+			      u32 data_crc, u64 offset, u64 length, u64 ts, u64 *seq_out)
 {
 	u64 rec_len = cdp_rec_len(data_len);
 	u64 off = c->head & (c->data_size - 1);
@@ -235,6 +237,7 @@ static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len
 		return -1;
 	if (pad) {
 		h = cdp_hdr_at(c, c->head);
+		h->state = cpu_to_le32(CDP_STATE_BUSY);
 		cdp_fill_hdr(h, CDP_REC_PAD, 0, pad, 0, 0, ts, 0, 0);
 		cdp_seal(h, 0);
 		h->state = cpu_to_le32(CDP_STATE_COMMITTED);
@@ -244,6 +247,7 @@ static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len
 	h = cdp_hdr_at(c, pos);
 	h->state = cpu_to_le32(CDP_STATE_BUSY);
 	cdp_fill_hdr(h, type, flags, rec_len, data_len, ++c->last_seq, ts, offset, length);
+	cdp_seal(h, data_crc);
 	c->head += rec_len;
 	c->records++;
 	*seq_out = c->last_seq;
@@ -293,7 +297,9 @@ static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
 static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
 {
 	unsigned long start, end;
+	__le64 first_ts;
 	u64 seq, ts;
+	u32 crc;
 	s64 pos;
 
 	if (!c->overflow)
@@ -302,22 +308,24 @@ static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
 	if (cdp_free_bytes(c) < min_free)
 		return false;
 	ts = cdp_now_locked(c);
+	first_ts = cpu_to_le64(c->overflow_ts);
+	crc = cdp_crc(&first_ts, sizeof(first_ts));
 	start = find_first_bit(c->bitmap, c->nbits);
 	while (start < c->nbits) {
-		u64 off, len;
-		__le64 first_ts = cpu_to_le64(c->overflow_ts);
 		struct cdp_rec_hdr *h;
+		u64 off, len;
 
 		end = find_next_zero_bit(c->bitmap, c->nbits, start);
 		off = (u64)start << c->chunk_shift;
 		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
-		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD,
+		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD, crc,
 					 off, len, ts, &seq);
 		if (pos < 0)
 			return false;	/* the rest waits for more room */
 		h = cdp_hdr_at(c, pos);
 		memcpy(h + 1, &first_ts, sizeof(first_ts));
-		cdp_seal(h, cdp_crc(&first_ts, sizeof(first_ts)));
+		memset((u8 *)(h + 1) + sizeof(first_ts), 0,
+		       cdp_rec_len(CDP_OVERFLOW_PAYLOAD) - CDP_REC_HDR_SIZE - sizeof(first_ts));
 		cdp_set_state(h, CDP_STATE_COMMITTED);
 		c->overflow_records++;
 		bitmap_clear(c->bitmap, start, end - start);
@@ -340,7 +348,7 @@ static void cdp_wake(struct cdp_c *c)
  * when there was no room (a lost point, never lost data).
  */
 static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
-			  u32 data_len, u64 offset, u64 length)
+			  u32 data_len, u32 data_crc, u64 offset, u64 length)
 {
 	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
@@ -357,7 +365,8 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 		}
 		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
 			cdp_refresh_tail(c);
-			pos = cdp_reserve_locked(c, type, flags, data_len, offset, length, ts, &seq);
+			pos = cdp_reserve_locked(c, type, flags, data_len, data_crc, offset, length,
+						 ts, &seq);
 			if (pos >= 0) {
 				if (type == CDP_REC_WRITE)
 					c->write_bytes += data_len;
@@ -380,29 +389,41 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 	return pos;
 }
 
-/* Copy a WRITE bio's payload into its reserved record, and seal it. */
-static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio)
+/* CRC-32C of a bio's data, before it is reserved (the header is complete at BUSY). */
+static u32 cdp_bio_crc(struct bio *bio)
 {
-	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
-	u8 *dst = (u8 *)(h + 1);
 	struct bvec_iter iter;
 	struct bio_vec bv;
 	u32 crc = ~0U;
-	u32 done = 0, len = le32_to_cpu(h->data_len);
 
 	bio_for_each_segment(bv, bio, iter) {
 		void *src = bvec_kmap_local(&bv);
 
-		memcpy(dst + done, src, bv.bv_len);
 		crc = crc32c(crc, src, bv.bv_len);
 		kunmap_local(src);
+	}
+	return ~crc;
+}
+
+/* Copy a WRITE bio's payload into its reserved record. */
+static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio)
+{
+	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
+	u8 *dst = (u8 *)(h + 1);
+	u32 len = le32_to_cpu(h->data_len);
+	u64 pad = cdp_rec_len(len) - CDP_REC_HDR_SIZE - len;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+	u32 done = 0;
+
+	bio_for_each_segment(bv, bio, iter) {
+		if (WARN_ON_ONCE(done + bv.bv_len > len))
+			break;
+		memcpy_from_bvec(dst + done, &bv);
 		done += bv.bv_len;
 	}
-	if (WARN_ON_ONCE(done != len))
-		memset(dst + done, 0, len - done);
-	if (cdp_rec_len(len) > CDP_REC_HDR_SIZE + len)
-		memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
-	cdp_seal(h, len ? ~crc : 0);
+	if (pad)
+		memset(dst + len, 0, pad);
 }
 
 /* Add a MARK record; returns 0, or -ENOSPC/-ENODEV. */
@@ -422,7 +443,7 @@ static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 
 	*ts = cdp_now_locked(c);
 	cdp_emit_overflow_locked(c, c->data_size / 2);
 	cdp_refresh_tail(c);
-	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, 0, 0, *ts, seq);
+	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, cdp_crc(name, len), 0, 0, *ts, seq);
 	if (pos < 0) {
 		r = -ENOSPC;
 		goto out;
@@ -431,7 +452,6 @@ static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 
 	dst = (u8 *)(h + 1);
 	memcpy(dst, name, len);
 	memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
-	cdp_seal(h, cdp_crc(dst, len));
 	cdp_set_state(h, CDP_STATE_COMMITTED);
 out:
 	spin_unlock_irqrestore(&c->lock, irqflags);
@@ -817,25 +837,23 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 		if (!length) {
 			/* an empty flush */
 			if (bio->bi_opf & REQ_PREFLUSH)
-				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0);
+				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0, 0);
 			break;
 		}
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, cdp_bio_crc(bio),
+					 offset, length);
 		if (pb->pos >= 0)
 			cdp_copy_bio(c, pb->pos, bio);
 		break;
 	case REQ_OP_DISCARD:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, 0, offset, length);
 		break;
 	case REQ_OP_WRITE_ZEROES:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, 0, offset, length);
 		break;
 	default:
 		break;
 	}
-	/* records without payload are sealed here; WRITEs by cdp_copy_bio() */
-	if (pb->pos >= 0 && (bio_op(bio) != REQ_OP_WRITE || !length))
-		cdp_seal(cdp_hdr_at(c, pb->pos), 0);
 	return DM_MAPIO_REMAPPED;
 }
 
