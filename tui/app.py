@@ -1,0 +1,79 @@
+"""`cdp tui`: the Textual app for browsing rewind points and restoring.
+
+The app opens the journal read-only in a worker (opening never blocks the
+first frame), then shows :class:`~tui.screens.main.MainScreen`, or
+:class:`~tui.screens.error.ErrorScreen` with the one-line reason when the
+path holds no readable journal. It owns the journal and closes it on exit;
+screens borrow it and read it only from workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import App
+from textual.message import Message
+
+from journal import Journal
+from tui.model import describe_error
+
+
+class CdpApp(App[int]):
+    """Browse a journal's rewind points over time; restore one to a path."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cdp"
+    # the command palette has nothing to offer beyond the keys; ? lists those
+    ENABLE_COMMAND_PALETTE = False
+
+    @dataclass
+    class Opened(Message):
+        journal: Journal
+
+    @dataclass
+    class OpenFailed(Message):
+        text: str
+
+    def __init__(self, journal_path: str | os.PathLike[str], *, clock: Callable[[], int] = time.time_ns,
+                 status_interval: float = 1.0) -> None:
+        """``clock`` and ``status_interval`` exist so tests can fix what the status bar shows."""
+        super().__init__()
+        self.journal_path = os.fspath(journal_path)
+        self.clock = clock
+        self.status_interval = status_interval
+        self.journal: Journal | None = None
+
+    def on_mount(self) -> None:
+        self.sub_title = self.journal_path
+        self.open_journal()
+
+    @work(thread=True, exclusive=True, group="open")
+    def open_journal(self) -> None:
+        try:
+            journal = Journal.open(self.journal_path, readonly=True)
+        except Exception as exc:
+            self.post_message(self.OpenFailed(describe_error(exc)))
+            return
+        self.post_message(self.Opened(journal))
+
+    @on(Opened)
+    def _opened(self, message: Opened) -> None:
+        from tui.screens.main import MainScreen
+
+        self.journal = message.journal
+        self.push_screen(MainScreen(message.journal))
+
+    @on(OpenFailed)
+    def _open_failed(self, message: OpenFailed) -> None:
+        from tui.screens.error import ErrorScreen
+
+        self.push_screen(ErrorScreen(self.journal_path, message.text))
+
+    def on_unmount(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None

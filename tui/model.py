@@ -1,0 +1,440 @@
+"""What the TUI asks the journal, as plain functions that run in worker threads.
+
+Nothing here touches a widget: every function takes an open
+:class:`journal.Journal`, does bounded work (one page of points, one window
+of activity, one block) and returns a frozen dataclass the UI thread renders.
+Keeping the queries here lets them be tested and benchmarked without a
+screen, and keeps the screens thin.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from journal import Journal, Point, RecordType
+from journal.errors import JournalError
+
+NS = 1_000_000_000
+BLOCK = 4096
+MARK_KINDS = frozenset({"mark", "user-mark"})
+#: Point kinds in the order the timeline prefers to draw them when several
+#: fall in one column: the rarer and more telling kind wins.
+KIND_RANK = {"overflow": 5, "resync": 4, "user-mark": 3, "mark": 3, "baseline": 2, "flush": 1}
+#: Zoomed in below this many records the timeline counts records itself,
+#: finer than the journal's per-second activity table.
+FINE_RECORDS = 200_000
+#: A point detail compares at most this many written blocks byte for byte.
+COMPARE_BLOCKS = 4096
+#: After this long without a status update the service is taken as stopped.
+STALE_NS = 5 * NS
+
+_CHANGE_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES, RecordType.RESYNC})
+
+
+def point_key(p: Point) -> tuple[int, int, str, str]:
+    """Total order of points, newest last; ties on (ts, seq) broken by kind and name."""
+    return (p.ts_ns, p.seq, p.kind, p.name)
+
+
+# --------------------------------------------------------------------- points
+
+
+@dataclass(frozen=True, slots=True)
+class PointsPage:
+    """A run of points, newest first, older than the page before it."""
+
+    points: list[Point]
+    #: True when no older point is left.
+    done: bool
+
+
+def points_page(j: Journal, kinds: Iterable[str] | None, before: Point | None, limit: int) -> PointsPage:
+    """Up to ``limit`` points older than ``before`` (newest first); ``before=None`` starts at the newest.
+
+    Paging by time alone could repeat or skip points that share a
+    timestamp, so the query reaches back to ``before``'s own time and drops
+    what is not strictly older; if more points than asked share that time,
+    the query grows until it sees past them.
+    """
+    kinds = None if kinds is None else frozenset(kinds)
+    want = limit + 8  # room for `before` itself and a cut group, so one query usually does
+    while True:
+        end = None if before is None else before.ts_ns
+        got = j.points(kinds=kinds, end_ns=end, reverse=True, limit=want + 1)
+        exhausted = len(got) <= want
+        if not exhausted:
+            # the limit may have cut a group sharing (ts, seq): leave the whole group to the next page
+            cut = (got[-1].ts_ns, got[-1].seq)
+            got = [p for p in got if (p.ts_ns, p.seq) != cut]
+        got.sort(key=point_key, reverse=True)
+        if before is not None:
+            edge = point_key(before)
+            older = [p for p in got if point_key(p) < edge]
+        else:
+            older = got
+        if len(older) >= limit or exhausted:
+            return PointsPage(older[:limit], exhausted and len(older) <= limit)
+        want *= 2
+
+
+def points_until(j: Journal, kinds: Iterable[str] | None, before: Point | None, ts_ns: int) -> PointsPage:
+    """Every point older than ``before`` down to the newest one at or before ``ts_ns``.
+
+    This is what `g` loads to reach an old time in a list that pages in
+    from the newest end: one query, however far back the time is.
+    """
+    kinds = None if kinds is None else frozenset(kinds)
+    anchor = j.points(kinds=kinds, end_ns=ts_ns, reverse=True, limit=1)
+    end = None if before is None else before.ts_ns
+    if not anchor:
+        got = j.points(kinds=kinds, end_ns=end, reverse=True)
+        done = True
+    else:
+        got = j.points(kinds=kinds, start_ns=anchor[0].ts_ns, end_ns=end, reverse=True)
+        done = False
+    if before is not None:
+        edge = point_key(before)
+        got = [p for p in got if point_key(p) < edge]
+    if anchor:
+        got = [p for p in got if point_key(p) >= point_key(anchor[0])]
+    return PointsPage(sorted(got, key=point_key, reverse=True), done)
+
+
+def point_at(j: Journal, kinds: Iterable[str] | None, ts_ns: int) -> Point | None:
+    """The newest point at or before ``ts_ns`` (of the given kinds)."""
+    got = j.points(kinds=None if kinds is None else frozenset(kinds), end_ns=ts_ns, reverse=True, limit=1)
+    return got[0] if got else None
+
+
+def mark_time(j: Journal, name: str) -> int | None:
+    """The time of the newest mark called ``name``: the ``mark:NAME`` lookup for TIME."""
+    found = [p for p in j.points(kinds=MARK_KINDS) if p.name == name]
+    return found[-1].ts_ns if found else None
+
+
+# ------------------------------------------------------------------- timeline
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineData:
+    """Bytes written per column and the points drawn under them, for one view."""
+
+    start_ns: int
+    end_ns: int
+    buckets: list[int]
+    #: column -> kind of the most telling point in that column
+    marks: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def span_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+def journal_span(j: Journal) -> tuple[int, int]:
+    """(first, last) time with anything in the journal, at least one second apart."""
+    first = j.info.created_ns
+    last = max(j.last_ts_ns, first)
+    return first, max(last, first + NS)
+
+
+def timeline(j: Journal, start_ns: int, end_ns: int, columns: int, point_limit: int = 20_000) -> TimelineData:
+    """Write activity from ``start_ns`` to ``end_ns`` in ``columns`` buckets.
+
+    Coarse views read the journal's per-second activity table (a few
+    thousand rows at most for any view a screen can show); a view finer than
+    a second per column counts the records themselves when there are few
+    enough, so a burst inside one second still shows its shape.
+    """
+    columns = max(1, columns)
+    span = max(1, end_ns - start_ns)
+    buckets = [0] * columns
+
+    def put(ts: int, nbytes: int) -> None:
+        col = (ts - start_ns) * columns // span
+        if 0 <= col < columns:
+            buckets[col] += nbytes
+
+    fine = span // columns < NS and _fine_ok(j, start_ns, end_ns)
+    if fine:
+        first = j.resolve(max(start_ns, j.info.created_ns)) + 1
+        last = j.resolve(end_ns)
+        for r in j.records(first, last):
+            if r.type in _CHANGE_TYPES:
+                put(r.ts_ns, r.length)
+    else:
+        for second, _count, nbytes in j.activity(start_ns, end_ns):
+            # a second wider than a column spreads evenly over the columns it covers
+            lo = max(second, start_ns)
+            hi = min(second + NS, end_ns)
+            if hi <= lo:
+                continue
+            c0 = (lo - start_ns) * columns // span
+            c1 = max(c0 + 1, -(-(hi - start_ns) * columns // span))
+            share = nbytes * (hi - lo) // NS
+            per = share // (c1 - c0)
+            for c in range(c0, min(c1, columns)):
+                buckets[c] += per
+    marks: dict[int, str] = {}
+    for p in j.points(start_ns=start_ns, end_ns=end_ns, limit=point_limit):
+        col = (p.ts_ns - start_ns) * columns // span
+        if 0 <= col < columns and KIND_RANK.get(p.kind, 0) >= KIND_RANK.get(marks.get(col, ""), 0):
+            marks[col] = p.kind
+    return TimelineData(start_ns, end_ns, buckets, marks)
+
+
+def _fine_ok(j: Journal, start_ns: int, end_ns: int) -> bool:
+    if end_ns < j.info.created_ns:
+        return False
+    lo = j.resolve(max(start_ns, j.info.created_ns))
+    hi = j.resolve(end_ns)
+    return hi - lo <= FINE_RECORDS
+
+
+# --------------------------------------------------------------------- detail
+
+
+@dataclass(frozen=True, slots=True)
+class PointDetail:
+    """What happened between the previous point and this one."""
+
+    point: Point
+    previous: Point | None
+    records: int
+    writes: int
+    write_bytes: int
+    zeroed_bytes: int
+    #: every 4 KiB block a record touched, in block order
+    touched: list[int]
+    #: touched blocks whose content differs (compared up to COMPARE_BLOCKS)
+    changed: list[int]
+    compared: int
+
+
+class Cancelled(Exception):
+    """The worker computing a detail was superseded."""
+
+
+def previous_point(j: Journal, point: Point) -> Point | None:
+    """The point just before ``point`` among all kinds (what it is compared to)."""
+    page = points_page(j, None, point, 1)
+    return page.points[0] if page.points else None
+
+
+def point_detail(j: Journal, point: Point, cancelled: Callable[[], bool] = lambda: False) -> PointDetail:
+    """Count the records since the previous point and find the blocks they changed."""
+    prev = previous_point(j, point)
+    prev_seq = prev.seq if prev is not None else 0
+    touched: set[int] = set()
+    records = writes = write_bytes = zeroed = 0
+    device = j.info.device_bytes
+    if point.seq > prev_seq:
+        for n, r in enumerate(j.records(prev_seq + 1, point.seq)):
+            if n % 4096 == 0 and cancelled():
+                raise Cancelled
+            records += 1
+            if r.type not in _CHANGE_TYPES:
+                continue
+            if r.type == RecordType.WRITE:
+                writes += 1
+                write_bytes += r.length
+            elif r.type != RecordType.RESYNC:
+                zeroed += r.length
+            end = min(r.offset + r.length, device)
+            touched.update(range(r.offset // BLOCK, (end - 1) // BLOCK + 1))
+    blocks = sorted(touched)
+    changed = []
+    for n, block in enumerate(blocks[:COMPARE_BLOCKS]):
+        if n % 256 == 0 and cancelled():
+            raise Cancelled
+        before, after = block_pair(j, block, point.seq, prev_seq)
+        if before != after:
+            changed.append(block)
+    return PointDetail(point, prev, records, writes, write_bytes, zeroed, blocks, changed,
+                       min(len(blocks), COMPARE_BLOCKS))
+
+
+def block_pair(j: Journal, block: int, seq: int, prev_seq: int) -> tuple[bytes, bytes]:
+    """(before, after): one 4 KiB block at the previous point and at this one."""
+    offset = block * BLOCK
+    length = min(BLOCK, j.info.device_bytes - offset)
+    return j.read(offset, length, seq=prev_seq), j.read(offset, length, seq=seq)
+
+
+# --------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """One refresh of the status bar."""
+
+    device: str
+    disk_bytes: int
+    records: int
+    data_bytes: int
+    last_seq: int
+    lag_bytes: int | None
+    lag_ns: int | None
+    rate_bps: float | None
+    ring_fill: float | None
+    #: open overflow windows: points after their start are not whole
+    overflow: bool
+    running: bool
+    #: why the service counts as stopped ('' when running)
+    stopped_why: str
+
+
+def read_status(j: Journal, now_ns: int, pid_alive: Callable[[int], bool] | None = None) -> StatusSnapshot:
+    """Journal counters plus the service's last published status.
+
+    ``cdp run`` publishes a dict with ``j.set_status`` about once a second
+    (see ``cdp.service.publish_status``): ``pid``, ``state`` ('running' or
+    'stopped'), ``updated_ns``, ``device``, ``lag_bytes``, ``lag_seconds``,
+    ``rate_bytes``, ``ring_fill`` (0..1) and ``overflow`` (the ring is
+    dropping now). The service counts as stopped when it never published,
+    said it stopped, has not published for :data:`STALE_NS`, or its pid is
+    gone (killed without a word).
+    """
+    alive = pid_alive or _pid_alive
+    stats = j.stats()
+    status = j.status() or {}
+    windows = [w for w in j.overflow_windows() if w.resync_seq is None]
+    updated = _num(status, "updated_ns")
+    pid = _num(status, "pid")
+    if not status:
+        running, why = False, "it has not run on this journal"
+    elif status.get("state", "running") != "running":
+        running, why = False, f"it is {status.get('state')}"
+    elif updated is not None and now_ns - int(updated) > STALE_NS:
+        running, why = False, f"no report for {(now_ns - int(updated)) // NS} s"
+    elif pid is not None and not alive(int(pid)):
+        running, why = False, f"pid {int(pid)} is gone"
+    else:
+        running, why = True, ""
+    lag_s = _num(status, "lag_seconds")
+    lag_bytes = _num(status, "lag_bytes")
+    rate = _num(status, "rate_bytes")
+    fill = _num(status, "ring_fill")
+    # the journal's own open windows always count; the ring's flag only while the service is alive
+    overflow = bool(windows) or (running and bool(status.get("overflow")))
+    device = str(status.get("device") or j.info.source or "(no device recorded)")
+    return StatusSnapshot(
+        device, stats.disk_bytes, stats.records, stats.data_bytes, stats.last_seq,
+        None if lag_bytes is None else int(lag_bytes), None if lag_s is None else int(lag_s * NS),
+        None if rate is None else float(rate), None if fill is None else float(fill),
+        overflow, running, why)
+
+
+def _num(d: dict, *keys: str) -> float | None:
+    for key in keys:
+        value = d.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -------------------------------------------------------------------- restore
+
+
+def check_target(path: str) -> tuple[bool, str]:
+    """(exists, problem) for a restore target, before anything is written.
+
+    ``problem`` is a one-line reason the restore cannot go there ('' if it
+    can): a directory, a mounted block device, a missing parent directory.
+    The journal itself refuses to overwrite unless told, so the modal asks
+    the user first when ``exists`` is True.
+    """
+    if not path:
+        return False, "type a path to restore to"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return False, f"{parent} is not a directory"
+        if not os.access(parent, os.W_OK):
+            return False, f"cannot write in {parent}"
+        return False, ""
+    except OSError as exc:
+        return False, f"cannot use {path}: {exc.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return True, f"{path} is a directory; give a file or block device path"
+    if stat.S_ISBLK(st.st_mode):
+        mount = mounted_at(path)
+        if mount:
+            return True, f"{path} is mounted on {mount}; unmount it first"
+    elif not stat.S_ISREG(st.st_mode):
+        return True, f"{path} is neither a regular file nor a block device"
+    if not os.access(path, os.W_OK):
+        return True, f"cannot write {path}: permission denied"
+    return True, ""
+
+
+def mounted_at(device: str) -> str:
+    """Where a block device is mounted ('' if nowhere), from /proc/self/mounts."""
+    try:
+        rdev = os.stat(device).st_rdev
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith("/"):
+            continue
+        try:
+            if os.stat(parts[0]).st_rdev == rdev:
+                return parts[1]
+        except OSError:
+            continue
+    return ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One printable line for any error a worker meets."""
+    if isinstance(exc, JournalError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------- time
+
+
+def parse_user_time(j: Journal, text: str, now_ns: int) -> int:
+    """A TIME typed by the user (the CLI's grammar, ``mark:NAME`` looked up here).
+
+    Raises ValueError with a one-line message for anything unreadable.
+    """
+    try:
+        from cdp.timespec import parse_time
+    except ImportError:  # the CLI's parser not installed: ISO 8601 still works
+        return _parse_iso_only(text)
+    return parse_time(text, now_ns=now_ns, marks=lambda name: mark_time(j, name))
+
+
+def _parse_iso_only(text: str) -> int:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"cannot read TIME {text!r}; expected ISO 8601") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return int(moment.timestamp()) * NS + moment.microsecond * 1000

@@ -1,0 +1,191 @@
+"""Point detail: what changed since the previous point, down to the byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from journal import Journal, Point
+from tui import model
+from tui.format import fmt_bytes, fmt_count, fmt_duration, fmt_ts, fmt_ts_full
+from tui.model import BLOCK, PointDetail
+from tui.widgets.hexview import HexView
+
+
+class DetailScreen(Screen):
+    """Counts since the previous point, then one block at a time: this point against the previous."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("n", "block(1)", "Next block"),
+        Binding("p", "block(-1)", "Prev block"),
+        Binding("a", "toggle_all", "Changed/written"),
+        Binding("r", "restore", "Restore"),
+        Binding("question_mark", "help", "Keys", key_display="?"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    @dataclass
+    class DetailLoaded(Message):
+        detail: PointDetail
+
+    @dataclass
+    class BlockLoaded(Message):
+        block: int
+        before: bytes
+        after: bytes
+
+    @dataclass
+    class Failed(Message):
+        text: str
+
+    def __init__(self, journal: Journal, point: Point) -> None:
+        super().__init__()
+        self.journal = journal
+        self.point = point
+        self.detail: PointDetail | None = None
+        self.block_index = 0
+        #: step through every written block, not only the changed ones
+        self.all_blocks = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), id="detail-summary")
+        with VerticalScroll(id="hex-scroll"):
+            yield HexView(Text("reading the records since the previous point…", style="dim"), id="hex")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#hex-scroll").border_title = "block"
+        self.load_detail()
+
+    def _header(self) -> Text:
+        p = self.point
+        text = Text()
+        text.append(f"{p.kind}", style="bold")
+        if p.name:
+            text.append(f" {p.name!r}", style="bold yellow")
+        text.append(f"  seq {p.seq}  {fmt_ts_full(p.ts_ns)}")
+        if not p.whole:
+            text.append("  NOT WHOLE (inside an overflow window)", style="bold red")
+        return text
+
+    @property
+    def blocks(self) -> list[int]:
+        d = self.detail
+        if d is None:
+            return []
+        return d.touched if self.all_blocks else d.changed
+
+    # --------------------------------------------------------------- workers
+
+    @work(thread=True, exclusive=True, group="detail")
+    def load_detail(self) -> None:
+        worker = get_current_worker()
+        try:
+            detail = model.point_detail(self.journal, self.point, lambda: worker.is_cancelled)
+        except model.Cancelled:
+            return
+        except Exception as exc:
+            self.post_message(self.Failed(model.describe_error(exc)))
+            return
+        self.post_message(self.DetailLoaded(detail))
+
+    @work(thread=True, exclusive=True, group="block")
+    def load_block(self, block: int) -> None:
+        worker = get_current_worker()
+        prev_seq = self.detail.previous.seq if self.detail and self.detail.previous else 0
+        try:
+            before, after = model.block_pair(self.journal, block, self.point.seq, prev_seq)
+        except Exception as exc:
+            self.post_message(self.Failed(model.describe_error(exc)))
+            return
+        if not worker.is_cancelled:
+            self.post_message(self.BlockLoaded(block, before, after))
+
+    # -------------------------------------------------------------- handlers
+
+    @on(DetailLoaded)
+    def _detail_loaded(self, message: DetailLoaded) -> None:
+        d = self.detail = message.detail
+        text = self._header()
+        text.append("\n")
+        if d.previous is None:
+            text.append("the first point: nothing before it to compare with")
+        else:
+            prev = d.previous
+            text.append(f"since the previous point ({prev.kind}{' ' + repr(prev.name) if prev.name else ''}, "
+                        f"seq {prev.seq}, {fmt_ts(prev.ts_ns)}, {fmt_duration(max(0, self.point.ts_ns - prev.ts_ns))} earlier):\n")
+            text.append(f"  {fmt_count(d.writes)} writes, {fmt_bytes(d.write_bytes)} written")
+            if d.zeroed_bytes:
+                text.append(f", {fmt_bytes(d.zeroed_bytes)} discarded or zeroed")
+            text.append(f"; {fmt_count(d.records)} records in all\n")
+            text.append(f"  {fmt_count(len(d.touched))} blocks of 4 KiB written, ")
+            text.append(f"{fmt_count(len(d.changed))} changed", style="bold")
+            if d.compared < len(d.touched):
+                text.append(f" among the first {fmt_count(d.compared)} compared")
+        self.query_one("#detail-summary", Static).update(text)
+        self.block_index = 0
+        self._show_block()
+
+    def _show_block(self) -> None:
+        blocks = self.blocks
+        scroll = self.query_one("#hex-scroll")
+        if not blocks:
+            what = "written" if self.all_blocks else "changed"
+            scroll.border_title = "block"
+            self.query_one(HexView).update(Text(f"no block {what} since the previous point", style="dim"))
+            return
+        self.block_index %= len(blocks)
+        block = blocks[self.block_index]
+        scroll.border_title = (f"block {block} (bytes {block * BLOCK:#x}..) — "
+                               f"{self.block_index + 1} of {len(blocks)} "
+                               f"{'written' if self.all_blocks else 'changed'}")
+        self.load_block(block)
+
+    @on(BlockLoaded)
+    def _block_loaded(self, message: BlockLoaded) -> None:
+        blocks = self.blocks
+        if not blocks or blocks[self.block_index % len(blocks)] != message.block:
+            return
+        self.query_one(HexView).show_block(message.before, message.after, message.block * BLOCK)
+        scroll = self.query_one("#hex-scroll", VerticalScroll)
+        first = next((i for i in range(len(message.after)) if message.before[i:i + 1] != message.after[i:i + 1]), 0)
+        scroll.scroll_to(y=max(0, first // 16 - 2), animate=False)
+        scroll.border_subtitle = "bytes that differ from the previous point are lit; 'was' rows show the old bytes"
+
+    @on(Failed)
+    def _failed(self, message: Failed) -> None:
+        self.query_one(HexView).update(Text(message.text, style="bold red"))
+        self.app.notify(message.text, title="point detail", severity="error", timeout=8)
+
+    # --------------------------------------------------------------- actions
+
+    def action_block(self, step: int) -> None:
+        if self.blocks:
+            self.block_index = (self.block_index + step) % len(self.blocks)
+            self._show_block()
+
+    def action_toggle_all(self) -> None:
+        self.all_blocks = not self.all_blocks
+        self.block_index = 0
+        if self.detail is not None:
+            self._show_block()
+
+    def action_restore(self) -> None:
+        from tui.screens.restore import RestoreScreen
+
+        self.app.push_screen(RestoreScreen(self.journal, self.point))
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen(self.BINDINGS, "Point detail"))
