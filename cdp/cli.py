@@ -30,6 +30,7 @@ from cdp.errors import CdpError
 #: Exit status of a bug (an exception no one expected): sysexits' EX_SOFTWARE.
 EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 DESCRIPTION = """\
 Continuous data protection for Linux block devices: every write to a protected
@@ -68,16 +69,38 @@ class CdpArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _command_modules() -> list[object]:
-    """Import every public module of :mod:`cdp.commands`, in their ``ORDER``."""
+def _command_modules() -> list[tuple[str, object]]:
+    """Import every public module of :mod:`cdp.commands`, in their ``ORDER``.
+
+    A module that fails to import is returned as the exception, so one
+    broken verb reports itself instead of taking every other verb down.
+    """
     import cdp.commands
 
-    modules = []
+    modules: list[tuple[int, str, object]] = []
     for info in pkgutil.iter_modules(cdp.commands.__path__):
         if info.name.startswith("_"):
             continue
-        modules.append(importlib.import_module(f"cdp.commands.{info.name}"))
-    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
+        try:
+            module: object = importlib.import_module(f"cdp.commands.{info.name}")
+        except Exception as exc:  # noqa: BLE001 - reported when the verb is used
+            module = exc
+        modules.append((getattr(module, "ORDER", 50), info.name, module))
+    return [(name, module) for _order, name, module in sorted(modules, key=lambda m: (m[0], m[1]))]
+
+
+def _broken_verb(subparsers: argparse._SubParsersAction, name: str, exc: BaseException) -> None:
+    """A stand-in for a verb whose module did not load: using it says why."""
+    if name in subparsers.choices:
+        return
+    reason = f"{type(exc).__name__}: {one_line(exc)}"
+    p = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(_args: argparse.Namespace) -> int:
+        raise CdpError(f"this command failed to load ({reason}); set CDP_DEBUG=1 for details", exit_code=EXIT_BUG)
+
+    p.set_defaults(func=fail)
 
 
 def build_parser() -> CdpArgumentParser:
@@ -86,8 +109,18 @@ def build_parser() -> CdpArgumentParser:
     parser.add_argument("--version", action="version", version=f"cdp {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                        parser_class=CdpArgumentParser)
-    for module in _command_modules():
-        module.register(subparsers)  # type: ignore[attr-defined]
+    for name, module in _command_modules():
+        if isinstance(module, BaseException):
+            if os.environ.get("CDP_DEBUG"):
+                raise module
+            _broken_verb(subparsers, name, module)
+            continue
+        try:
+            module.register(subparsers)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - as for a failed import
+            if os.environ.get("CDP_DEBUG"):
+                raise
+            _broken_verb(subparsers, name, exc)
     return parser
 
 
@@ -149,6 +182,25 @@ def _join_time_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so cleanups run as for Ctrl-C."""
+
+
+def _terminate_like_interrupt() -> None:
+    """Make SIGTERM unwind like Ctrl-C: a half-written restore target is removed.
+
+    Verbs with a clean stop of their own (`cdp run`) install their own handler.
+    """
+    import signal
+    import threading
+
+    def raise_terminated(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
 def _subparser(parser: argparse.ArgumentParser, verb: str | None) -> argparse.ArgumentParser | None:
     """The parser of one verb, to report its errors under its name."""
     for action in parser._actions:
@@ -169,8 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     verb = args.command
+    _terminate_like_interrupt()
     try:
         return int(args.func(args))
+    except Terminated:
+        sys.stderr.write(f"cdp: {verb}: terminated\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         sys.stderr.write(f"cdp: {verb}: interrupted\n")
         return EXIT_INTERRUPTED

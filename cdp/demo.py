@@ -236,6 +236,17 @@ class Demo:
         self.say("  cdp status ; cdp verify")
         self.say(f"(everything is in {_quote(self.dir)}; remove it with: rm -r {_quote(self.dir)})")
 
+    def remove_files(self, *, remove_dir: bool) -> None:
+        """Remove what the demo made (the directory too if the demo created it)."""
+        for path in (self.image, self.ring, self.log, self.dir / "restore-check.img"):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.journal, ignore_errors=True)
+        if remove_dir:
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
     def stop_service(self) -> None:
         """Ask a still-running service to stop (SIGTERM is a clean stop)."""
         if self.drain is not None and self.drain.poll() is None:
@@ -261,6 +272,7 @@ def run_demo(workdir: Path | None, *, seconds: float, keep: bool, out: TextIO = 
     The journal and the device image stay afterwards so the printed commands
     work; the ring file and the service log go unless ``keep``.
     """
+    created = workdir is None or not workdir.exists()
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="cdp-demo-"))
     else:
@@ -290,7 +302,7 @@ def run_demo(workdir: Path | None, *, seconds: float, keep: bool, out: TextIO = 
     except KeyboardInterrupt:
         demo.stop_service()
         if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+            demo.remove_files(remove_dir=created)
         raise
     except Exception as exc:
         # Keep everything for a look; the message still fits one line.

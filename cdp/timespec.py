@@ -200,13 +200,6 @@ def format_ts(ts_ns: int) -> str:
     return f"{local.strftime('%Y-%m-%dT%H:%M:%S')}.{ns:09d}{_fmt_offset(local)}"
 
 
-def format_short(ts_ns: int) -> str:
-    """Local time to the millisecond without the zone: for tables people read."""
-    secs, ns = divmod(ts_ns, NS)
-    local = datetime.fromtimestamp(secs, timezone.utc).astimezone()
-    return f"{local.strftime('%Y-%m-%d %H:%M:%S')}.{ns // 1_000_000:03d}"
-
-
 def _fmt_offset(aware: datetime) -> str:
     off = aware.utcoffset() or timedelta(0)
     total = off // _SECOND

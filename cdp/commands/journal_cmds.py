@@ -334,8 +334,11 @@ def _register_mark(subparsers: argparse._SubParsersAction) -> None:
         "mark", help="name a moment, to restore to it later by name",
         description="Record a named rewind point at the present moment (or at --at TIME).\n"
                     "Restore to it with 'cdp restore --at mark:NAME'. Safe while 'cdp run'\n"
-                    "is draining. The mark lands on the last write journaled at or before its\n"
-                    "time; writes still in the ring at that moment belong to later points.",
+                    "is draining. A mark names a moment: restoring it gives every write made up\n"
+                    "to then, including writes the service had not journaled yet when the mark\n"
+                    "was made. (A mark sent through the device, as the kernel filter or the\n"
+                    "simulator does, is instead ordered exactly among the writes.)\n\n"
+                    + TIME_HELP,
         epilog="examples:\n"
                "  cdp mark before-upgrade\n"
                "  cdp mark nightly-check --at 2026-03-01T02:00:00Z")
@@ -356,7 +359,7 @@ def cmd_mark(args: argparse.Namespace) -> int:
     if args.json:
         print_json(point_json(point))
     else:
-        print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (after seq {point.seq})"
+        print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (journal now at seq {point.seq})"
               + ("" if point.whole else "; the device is not whole there (writes were dropped)"))
     return 0
 

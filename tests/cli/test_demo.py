@@ -48,3 +48,29 @@ def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
 def test_demo_bad_seconds(tmp_path: Path) -> None:
     cdp("demo", "--dir", tmp_path / "d", "--seconds", "0").one_line_error(2, "--seconds")
     cdp("demo", "--dir", tmp_path / "d", "--seconds", "soon").one_line_error(2, "--seconds")
+
+
+def test_demo_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.cli.conftest import CDP
+
+    where = tmp_path / "demo"
+    proc = subprocess.Popen([os.fspath(CDP), "demo", "--dir", os.fspath(where), "--seconds", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (where / "cdp-run.log").exists():  # the service has started
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert err == "cdp: demo: terminated\n"
+    assert "Traceback" not in out
+    assert not where.exists(), "the demo's files should be gone"
+    pid = int(re.search(r"\(pid (\d+)\)", out).group(1))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the service it started is gone too
