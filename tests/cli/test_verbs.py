@@ -369,3 +369,40 @@ def test_bad_input_loses_nothing(tmp_path: Path) -> None:
     _journal_intact(hist.path, 150)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert NS  # the module constant is the one the history used
+
+
+def _run_on_a_terminal(*args: str | os.PathLike[str]) -> tuple[int, str]:
+    """Run `cdp ARGS` with stdout and stderr on a pseudo-terminal; return (status, output)."""
+    import pty
+    import subprocess
+
+    from tests.cli.conftest import CDP
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([os.fspath(CDP), *map(os.fspath, args)], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(30), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    image = tmp_path / "big.img"
+    with open(image, "wb") as fh:
+        for _ in range(96):
+            fh.write(os.urandom(1 << 20))
+    code, output = _run_on_a_terminal("init", "--journal", tmp_path / "j", "--device", image)
+    assert code == 0 and "Traceback" not in output
+    assert "baseline of" in output and "MiB" in output and "created journal" in output
+    piped = cdp("init", "--journal", tmp_path / "j2", "--device", image)
+    assert piped.err == "" and "baseline of" not in piped.out
