@@ -853,7 +853,8 @@ class RingWriter:
         step = self.max_payload
         pieces = [(offset + k, view[k:k + step]) for k in range(0, size, step)] if rtype == _WRITE else [(offset, view)]
         ts = self.now()
-        deadline = time.monotonic() + wait_s
+        # already dropping: do not stall the device again, drop until room returns
+        deadline = time.monotonic() + (0.0 if self._first_drop_ts is not None else wait_s)
         slots: list[Slot] = []
         for i, (off, piece) in enumerate(pieces):
             plen = piece.nbytes if rtype == _WRITE else length

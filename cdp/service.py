@@ -58,6 +58,9 @@ RESYNC_CHUNK = 4 << 20
 #: How often the live status record is published.
 STATUS_INTERVAL = 1.0
 CURSOR_VERSION = 1
+#: Fault injection for tests: SIGKILL this process after N batches are durable
+#: but before their ring space is released (the worst moment for duplicates).
+CRASH_ENV = "CDP_DRAIN_CRASH_BEFORE_RELEASE"
 _U64 = struct.Struct("<Q")
 _MAX_PROBLEMS = 100
 
@@ -134,6 +137,8 @@ class _Drainer:
         self._status_at = 0.0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cdp-drain-append")
         self._pending: tuple[Future[int], int, int, int, int] | None = None
+        crash = os.environ.get(CRASH_ENV, "")
+        self._crash_countdown: int | None = int(crash) if crash.isdigit() else None
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
 
@@ -284,6 +289,10 @@ class _Drainer:
         future, pos, count, jseq, ring_seq = self._pending
         self._pending = None
         future.result()
+        if self._crash_countdown is not None:
+            self._crash_countdown -= 1
+            if self._crash_countdown <= 0:  # fault injection: die with the batch durable, tail not moved
+                os.kill(os.getpid(), signal.SIGKILL)
         self.ring.release(pos)
         self.stats.records += count
         self.stats.batches += 1

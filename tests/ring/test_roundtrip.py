@@ -140,13 +140,24 @@ def test_overflow_policy_remembers_ranges(ring_pair) -> None:
 
 def test_block_policy_waits_for_room(ring_pair) -> None:
     writer, ring = ring_pair()
-    n = 0
-    while write(writer, 0, pattern(n, 8192)):
-        n += 1
+    while writer.free() >= 2 * 8256:
+        write(writer, 0, pattern(1, 8192))
+    assert not writer.overflow
     import threading
     threading.Timer(0.05, lambda: (ring.read(), ring.release(ring.cursor))).start()
     slots = writer.submit(RecType.WRITE, offset=0, length=8192, data=pattern(0, 8192), wait_s=5)
-    assert slots and not writer.overflow
+    slots += writer.submit(RecType.WRITE, offset=0, length=8192, data=pattern(0, 8192), wait_s=5)
+    assert len(slots) == 2 and not writer.overflow and ring.dropped == 0
+
+
+def test_no_second_wait_once_dropping(ring_pair) -> None:
+    writer, ring = ring_pair()
+    while write(writer, 0, pattern(1, 8192)):
+        pass
+    import time
+    start = time.monotonic()
+    assert writer.submit(RecType.WRITE, offset=0, length=8192, data=pattern(0, 8192), wait_s=5) == []
+    assert time.monotonic() - start < 1 and ring.dropped == 2
 
 
 def test_close_sets_detached_and_flushes_overflow(ring_pair) -> None:

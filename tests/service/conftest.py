@@ -45,9 +45,12 @@ def sim_process(s: Setup, *args: str) -> subprocess.Popen:
                              "--log", str(s.log), *args], env=env(), stdout=subprocess.PIPE, text=True)
 
 
-def drain_process(s: Setup, *args: str) -> subprocess.Popen:
+def drain_process(s: Setup, *args: str, crash_after: int | None = None) -> subprocess.Popen:
+    e = env()
+    if crash_after is not None:
+        e["CDP_DRAIN_CRASH_BEFORE_RELEASE"] = str(crash_after)
     return subprocess.Popen([sys.executable, "-m", "cdp.service", "--journal", str(s.journal),
-                             "--ring", str(s.ring), *args], env=env(), stdout=subprocess.PIPE,
+                             "--ring", str(s.ring), *args], env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -64,3 +64,33 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path, seed: in
     assert sim_stats["dropped"] == 0
     with check_journal(s) as j:
         assert j.last_seq == sim_stats["records"]
+
+
+def test_killed_between_journal_commit_and_release(tmp_path: Path) -> None:
+    """The worst moment: the batch is durable, the ring's tail not yet moved."""
+    s = make_setup(tmp_path, ring_size=4 << 20)
+    sim = sim_process(s, "--seconds", "3", "--seed", "5", "--rate-mb", "40", "--wait-ms", "60000")
+    crashes = 0
+    while sim.poll() is None:
+        drainer = drain_process(s, "--until-detached", crash_after=random.randint(1, 4))
+        drainer.wait(timeout=60)
+        crashes += drainer.returncode == -signal.SIGKILL
+    final = drain_process(s, "--until-detached")
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert crashes >= 2
+    assert json.loads(sim.stdout.read())["dropped"] == 0
+    check_journal(s).close()
+
+
+def test_restart_skips_what_the_killed_drain_journaled(tmp_path: Path) -> None:
+    s = make_setup(tmp_path, ring_size=64 << 20)
+    sim = sim_process(s, "--ops", "300", "--seed", "6")
+    assert sim.wait(timeout=60) == 0
+    drainer = drain_process(s, crash_after=1)
+    assert drainer.wait(timeout=60) == -signal.SIGKILL
+    final = drain_process(s, "--until-detached")
+    out, err = final.communicate(timeout=60)
+    assert final.returncode == 0, err
+    assert json.loads(out)["duplicates_skipped"] > 0
+    check_journal(s).close()
