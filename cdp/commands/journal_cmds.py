@@ -341,18 +341,24 @@ def _register_mark(subparsers: argparse._SubParsersAction) -> None:
                     + TIME_HELP,
         epilog="examples:\n"
                "  cdp mark before-upgrade\n"
-               "  cdp mark nightly-check --at 2026-03-01T02:00:00Z")
+               "  cdp mark nightly-check --at 2026-03-01T02:00:00Z\n"
+               "  cdp mark after-migration --ring /dev/cdp/sdb     # through the attached filter")
     add_journal_option(p)
     p.add_argument("name", metavar="NAME", help="the mark's name (UTF-8, at most 255 bytes, no newline)")
     p.add_argument("--at", metavar="TIME", help="put the mark at TIME instead of now")
+    p.add_argument("--ring", metavar="DEVICE",
+                   help="send the mark through the attached filter's ring device (/dev/cdp/NAME): "
+                        "it is then ordered exactly among the writes; no --journal needed")
     add_json_option(p)
     p.set_defaults(func=cmd_mark)
 
 
 def cmd_mark(args: argparse.Namespace) -> int:
-    """Add a user mark by time."""
+    """Add a user mark by time, or a MARK record through the filter's ring device."""
     from cdp.timespec import format_ts
 
+    if args.ring is not None:
+        return _mark_through_ring(args)
     with open_journal(args) as journal:
         ts = parse_time_arg(args.at, journal, option="--at") if args.at else None
         point = journal.add_mark(args.name, ts)
@@ -361,6 +367,29 @@ def cmd_mark(args: argparse.Namespace) -> int:
     else:
         print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (journal now at seq {point.seq})"
               + ("" if point.whole else "; the device is not whole there (writes were dropped)"))
+    return 0
+
+
+def _mark_through_ring(args: argparse.Namespace) -> int:
+    """MARK via the kernel's ioctl: the filter stamps it between two writes."""
+    from cdp import attach
+    from cdp.timespec import format_ts
+
+    if args.at is not None:
+        raise UsageError("--at cannot be used with --ring: the filter stamps the mark itself")
+    ring = args.ring if "/" in args.ring else attach.ring_path(args.ring)
+    try:
+        mode = os.stat(ring).st_mode
+    except OSError as exc:
+        raise CdpError(f"cannot use ring {ring}: {exc.strerror} (is the filter attached?)") from None
+    if not stat.S_ISCHR(mode):
+        raise CdpError(f"{ring} is not a filter's ring device; a ring file's marks come from its producer")
+    seq, ts = attach.mark(ring, args.name)
+    if args.json:
+        print_json({"ring": ring, "ring_seq": seq, "ts_ns": ts, "time": format_ts(ts), "name": args.name})
+    else:
+        print(f"marked {args.name!r} at {format_ts(ts)} through {ring} (ring seq {seq}); "
+              "it is a rewind point once 'cdp run' has journaled it")
     return 0
 
 

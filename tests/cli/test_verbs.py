@@ -406,3 +406,11 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "baseline of" in output and "MiB" in output and "created journal" in output
     piped = cdp("init", "--journal", tmp_path / "j2", "--device", image)
     assert piped.err == "" and "baseline of" not in piped.out
+
+
+def test_mark_through_a_ring_needs_the_filter_device(tmp_path: Path) -> None:
+    ring_file = tmp_path / "ring"
+    ring_file.write_bytes(bytes(8192))
+    cdp("mark", "x", "--ring", ring_file).one_line_error(1, "not a filter's ring device")
+    cdp("mark", "x", "--ring", "no-such-target").one_line_error(1, "/dev/cdp/no-such-target", "attached")
+    cdp("mark", "x", "--ring", ring_file, "--at", "now").one_line_error(2, "--at cannot be used with --ring")
