@@ -357,12 +357,11 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 	s64 pos;
 
 	for (;;) {
+		pos = -1;
 		spin_lock_irqsave(&c->lock, irqflags);
 		ts = cdp_now_locked(c);
-		if (c->detached) {
-			pos = -1;
+		if (c->detached)
 			break;
-		}
 		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
 			cdp_refresh_tail(c);
 			pos = cdp_reserve_locked(c, type, flags, data_len, data_crc, offset, length,
