@@ -664,10 +664,15 @@ class RingWriter:
     # ---------------------------------------------------------------- helpers
 
     def now(self) -> int:
-        """The clock for the next record: CLOCK_REALTIME, clamped never to go back."""
+        """The clock for the next request: CLOCK_REALTIME, clamped to move forward.
+
+        The ABI only asks that it never decreases; stepping at least 1 ns per
+        request also keeps a MARK strictly before the writes that follow it,
+        so restoring "at the mark" never includes them.
+        """
         ts = time.time_ns()
-        if ts < self._last_ts:
-            ts = self._last_ts
+        if ts <= self._last_ts:
+            ts = self._last_ts + 1
         self._last_ts = ts
         return ts
 

@@ -181,3 +181,28 @@ def test_service_imports_no_ui() -> None:
             "sys.meta_path.insert(0, Block())\n"
             "import cdp.service, cdp.sim\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_restore_at_a_mark_gives_the_device_as_it_was(tmp_path: Path) -> None:
+    s = make_setup(tmp_path, size=8 << 20)
+    device = SimDevice(s.image, RingWriter.attach(s.ring))
+    workload = Workload(21, s.size, max_write=128 << 10)
+    snapshots = {}
+    stop = threading.Event()
+    drainer = threading.Thread(target=drain, args=(s.journal, s.ring),
+                               kwargs=dict(until_detached=True, stop=stop))
+    drainer.start()
+    for name in ("one", "two", "three"):
+        run(device, workload, ops=150)
+        device.mark(name)
+        snapshots[name] = s.image.read_bytes()
+    run(device, workload, ops=100)
+    device.close()
+    drainer.join(timeout=60)
+    assert not drainer.is_alive()
+    with Journal.open(s.journal, readonly=True) as j:
+        marks = {p.name: p for p in j.points(kinds={"mark"})}
+        for name, image in snapshots.items():
+            out = tmp_path / f"{name}.img"
+            j.restore(out, at_ns=marks[name].ts_ns)
+            assert out.read_bytes() == image, name

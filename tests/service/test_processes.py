@@ -23,7 +23,10 @@ def test_producer_and_drain_processes(tmp_path: Path) -> None:
     assert drainer.returncode == 0, err
     stats = json.loads(out)
     assert stats["records"] == sim_stats["records"] > 100 and stats["stopped_by"] == "detached"
-    check_journal(s).close()
+    with check_journal(s) as j:
+        result = j.restore(tmp_path / "restored.img")
+        assert result.whole and result.seq == j.last_seq
+        assert (tmp_path / "restored.img").read_bytes() == s.image.read_bytes()
 
 
 def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
