@@ -212,11 +212,12 @@ class _Drainer:
                 jseq = self._jseq
                 skip = self._skip_upto
                 whole_device = bool(records)
+        floor, ring_seq, ring_ts, dups = self._floor_ts, self._ring_seq, self._ring_ts, 0
         for e in entries:
             if e.__class__ is Entry:
                 _pos, _end, seq, ts, rtype, flags, offset, length, payload = e
                 if seq <= skip:
-                    self.stats.duplicates_skipped += 1
+                    dups += 1
                     continue
                 if rtype == _MARK:
                     try:
@@ -224,20 +225,21 @@ class _Drainer:
                     except UnicodeDecodeError:
                         self.stats.corrupt += 1
                         self._problem(f"ring seq {seq}: mark name is not UTF-8; mark dropped")
-                        self._ring_seq, self._ring_ts = seq, ts
+                        ring_seq, ring_ts = seq, ts
                         continue
                 elif rtype == _OVERFLOW:
                     self._resync_wanted = True
                     self.stats.overflows += 1
                 else:
-                    self._floor_ts = ts
+                    floor = ts
                 jseq += 1
                 append(Record(jseq, ts, rtype, flags, offset, length, payload))
                 nbytes += len(payload)
-                self._ring_seq, self._ring_ts = seq, ts
+                ring_seq, ring_ts = seq, ts
             else:
+                # rare: hand the running state to the helpers, then take it back
                 self.stats.corrupt += 1
-                self._jseq = jseq
+                self._jseq, self._floor_ts, self._ring_seq, self._ring_ts = jseq, floor, ring_seq, ring_ts
                 where = f"ring position {e.pos}" + ("" if e.seq is None else f" seq {e.seq}")
                 if e.range_known or not whole_device:
                     first_ts = e.ts_ns if e.range_known else None
@@ -246,11 +248,12 @@ class _Drainer:
                 else:
                     self._problem(f"{where}: {e.reason}")
                 jseq = self._jseq
-                if e.seq is not None and e.seq > self._ring_seq:
-                    self._ring_seq = e.seq
+                if e.seq is not None and e.seq > ring_seq:
+                    ring_seq = e.seq
                     if e.ts_ns is not None:
-                        self._ring_ts = max(self._ring_ts, e.ts_ns)
-        self._jseq = jseq
+                        ring_ts = max(ring_ts, e.ts_ns)
+        self._jseq, self._floor_ts, self._ring_seq, self._ring_ts = jseq, floor, ring_seq, ring_ts
+        self.stats.duplicates_skipped += dups
         self.stats.bytes += nbytes
         return records
 
