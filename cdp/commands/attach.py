@@ -1,0 +1,111 @@
+"""`cdp attach` and `cdp detach`: put the dm-cdp filter on a device and take it off.
+
+The mechanics (dmsetup tables, live insertion under a device-mapper volume)
+are in :mod:`cdp.attach`; these handlers add the journal: attach inserts the
+filter first and copies the baseline second, so a write that races the copy
+is also in the ring and is applied after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cdp.commands._common import add_journal_option, human_bytes, journal_path
+from cdp.errors import CdpError, UsageError
+
+ORDER = 30
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `cdp attach` and `cdp detach`."""
+    p = subparsers.add_parser(
+        "attach", help="put the dm-cdp filter on a block device and start its journal",
+        description="Put the dm-cdp kernel filter on DEVICE and create the journal with the\n"
+                    "device's present content as the baseline. A plain device gets a new\n"
+                    "/dev/mapper/NAME to write through; a device-mapper device (an LVM volume)\n"
+                    "gets the filter inserted live under its own name (its table moves to\n"
+                    "NAME-real), so mounted filesystems keep running. Then run the drain service:\n"
+                    "--run here, or 'systemctl start cdp@NAME' (kernel/systemd/cdp@.service).\n"
+                    "Needs root and the dm-cdp module (make -C kernel install, or dkms).",
+        epilog="examples:\n"
+               "  cdp attach /dev/sdb --name sdb --journal /var/lib/cdp/sdb\n"
+               "  cdp attach /dev/vg0/data --journal /var/lib/cdp/data --run   # live, under vg0-data")
+    p.add_argument("device", metavar="DEVICE", help="the block device to protect")
+    p.add_argument("--name", "-n", metavar="NAME", default=None,
+                   help="dm and ring name (default: the dm name of a dm DEVICE, else its basename)")
+    add_journal_option(p)
+    p.add_argument("--ring-mb", type=int, default=16, metavar="N", help="ring size in MiB, a power of two (16)")
+    p.add_argument("--policy", choices=("block", "overflow"), default="block",
+                   help="full ring: wait up to --wait-ms then drop (block), or drop at once (overflow)")
+    p.add_argument("--wait-ms", type=int, default=1000, metavar="MS", help="longest wait for room (1000)")
+    p.add_argument("--run", action="store_true", help="drain in the foreground until detached")
+    p.set_defaults(func=cmd_attach)
+
+    d = subparsers.add_parser(
+        "detach", help="take the dm-cdp filter off a device",
+        description="Remove /dev/mapper/NAME (a device cdp attach created), or, for a live\n"
+                    "insertion, load the volume's original table back and remove NAME-real.\n"
+                    "The drain service sees the ring detach, journals what is left and exits.",
+        epilog="example:\n  cdp detach sdb")
+    d.add_argument("name", metavar="NAME")
+    d.set_defaults(func=cmd_detach)
+
+
+def _options(args: argparse.Namespace) -> list[str]:
+    if args.ring_mb < 1 or args.ring_mb > 1024 or args.ring_mb & (args.ring_mb - 1):
+        raise UsageError("--ring-mb must be a power of two from 1 to 1024")
+    if not 0 <= args.wait_ms <= 60000:
+        raise UsageError("--wait-ms must be between 0 and 60000")
+    return [f"ring_mb={args.ring_mb}", f"policy={args.policy}", f"wait_ms={args.wait_ms}"]
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Filter first, baseline second, then (with --run) drain until detached."""
+    from cdp import attach
+
+    jpath = journal_path(args)
+    if jpath.exists():
+        raise CdpError(f"{jpath} already exists; give a new --journal directory")
+    options = _options(args)
+    dm_name = attach.dm_name_of(args.device)
+    if dm_name is not None:
+        if args.name not in (None, dm_name):
+            raise UsageError(f"{args.device} is the dm device {dm_name}: a live insertion keeps that name")
+        name = dm_name
+        path = attach.attach_live(name, options=options)
+        how = f"inserted live under {path} (original table now in {name}-real)"
+    else:
+        name = args.name or os.path.basename(args.device.rstrip("/"))
+        path = attach.attach_new(args.device, name, options=options)
+        how = f"created {path}: write through it"
+    try:
+        from journal import Journal
+        from journal.errors import JournalError
+        nbytes = attach.device_bytes(path)
+        block = attach.info(name).block_size or 512
+        try:
+            Journal.create(jpath, device_bytes=nbytes, block_size=block, source=path).close()
+        except JournalError as exc:
+            raise CdpError(str(exc)) from None
+    except BaseException:
+        attach.detach(name)
+        raise
+    print(f"cdp: attach: {how}; journal {jpath} holds the baseline ({human_bytes(nbytes)})", file=sys.stderr)
+    run = f"cdp run --journal {jpath} --ring {attach.ring_path(name)} --device {path} --until-detached"
+    if not args.run:
+        print(f"cdp: attach: now start the drain service: systemctl start cdp@{name}  (or: {run})",
+              file=sys.stderr)
+        return 0
+    from cdp.commands.run import cmd_run
+    ns = argparse.Namespace(journal=str(jpath), ring=attach.ring_path(name), device=path, until_detached=True)
+    return cmd_run(ns)
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from cdp import attach
+
+    attach.detach(args.name)
+    print(f"cdp: detach: {args.name} is no longer filtered", file=sys.stderr)
+    return 0
