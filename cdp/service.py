@@ -405,6 +405,9 @@ class _Drainer:
 
     def finish_detached(self) -> None:
         """The producer is gone and everything is read: close the session in the cursor."""
+        if self._session is None and self._prior is not None and self._prior.get("done"):
+            self._done = True  # a restart on a ring already finished: nothing new happened
+            return
         if self.ring.overflow and not (self._prior is not None and self._prior.get("done")
                                        and self._session == self._prior.get("session")):
             # the producer left while still dropping, before it could say which ranges

@@ -206,3 +206,49 @@ def test_restore_at_a_mark_gives_the_device_as_it_was(tmp_path: Path) -> None:
             out = tmp_path / f"{name}.img"
             j.restore(out, at_ns=marks[name].ts_ns)
             assert out.read_bytes() == image, name
+
+
+def test_producer_detached_while_dropping(tmp_path: Path) -> None:
+    s = make_setup(tmp_path, size=8 << 20, ring_size=1 << 16)
+    device = SimDevice(s.image, RingWriter.attach(s.ring), policy="overflow")
+    while device.write(0, b"z" * 8192):
+        pass
+    assert device.write(1 << 20, b"y" * 8192) == 0  # dropped too
+    while (slot := device.writer.reserve(RecType.FLUSH)) is not None:  # fill every last byte
+        slot.commit()
+    device.writer.close(wait_s=0)  # no room to say which ranges: OVERFLOW stays set
+    device.close()
+    with Ring(s.ring) as ring:
+        assert ring.overflow and ring.detached
+    stats = drain(s.journal, s.ring, until_detached=True)
+    assert stats.overflows == 1 and stats.resync_bytes == s.size
+    assert "detached while dropping" in stats.problems[0]
+    with check_journal(s, exact_log=False) as j:
+        assert [(w.offset, w.length) for w in j.overflow_windows()] == [(0, s.size)]
+    again = drain(s.journal, s.ring, until_detached=True)  # nothing new, no second resync
+    assert again.records == 0 and again.overflows == 0
+
+
+def test_status_is_published_while_running(tmp_path: Path) -> None:
+    s = make_setup(tmp_path)
+    stop = threading.Event()
+    drainer = threading.Thread(target=drain, args=(s.journal, s.ring), kwargs=dict(stop=stop))
+    drainer.start()
+    device = SimDevice(s.image, RingWriter.attach(s.ring))
+    seen = []
+    with Journal.open(s.journal, readonly=True) as j:
+        for _ in range(5):
+            run(device, Workload(4, s.size), seconds=0.5, rate_mb=20)
+            status = j.status()
+            if status is not None:
+                seen.append(status)
+        stop.set()
+        drainer.join(timeout=30)
+        final = j.status()
+    device.close()
+    running = [st for st in seen if st["state"] == "running"]
+    assert len({st["updated_ns"] for st in running}) >= 2
+    assert all(st["pid"] == __import__("os").getpid() and st["ring"] == str(s.ring) for st in running)
+    assert any(st["records"] > 0 and st["rate_bytes"] > 0 for st in running)
+    assert all(0 <= st["ring_fill"] <= 1 and st["lag_bytes"] >= 0 and st["lag_seconds"] >= 0 for st in running)
+    assert final["state"] == "stopped"
