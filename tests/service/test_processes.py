@@ -97,3 +97,33 @@ def test_restart_skips_what_the_killed_drain_journaled(tmp_path: Path) -> None:
     assert final.returncode == 0, err
     assert json.loads(out)["duplicates_skipped"] > 0
     check_journal(s).close()
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no-journal", "not a cdp journal"),
+    ("no-ring", "cannot open ring"),
+    ("other-device", "protects a device of"),
+    ("busy", "being written by another process"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, breakage: str, message: str) -> None:
+    import shutil
+
+    from cdp.ring import RingWriter
+
+    s = make_setup(tmp_path, size=1 << 20)
+    holder = None
+    if breakage == "no-journal":
+        shutil.rmtree(s.journal)
+        s.journal.mkdir()
+    elif breakage == "no-ring":
+        s.ring.unlink()
+    elif breakage == "other-device":
+        RingWriter.create_file(s.ring, 1 << 16, 2 << 20)
+    elif breakage == "busy":
+        holder = Journal.open(s.journal)
+    proc = drain_process(s, "--until-detached")
+    out, err = proc.communicate(timeout=60)
+    if holder is not None:
+        holder.close()
+    assert proc.returncode == 1 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
