@@ -98,7 +98,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if at_ns is not None:
             asked = f"mark {mark!r} ({format_ts(at_ns)})" if mark else format_ts(at_ns)
             line += f" is the last record at or before {asked}"
-        print(line)
+        print(line + (" [whole]" if result.whole else " [partial: writes were dropped then]"))
         print(f"restored it to {target}: {human_bytes(result.bytes_written)} in {human_seconds(elapsed)}")
     if not result.whole:
         print("cdp: restore: warning: writes were dropped around that time; the result is not exact",

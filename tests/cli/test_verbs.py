@@ -414,3 +414,29 @@ def test_mark_through_a_ring_needs_the_filter_device(tmp_path: Path) -> None:
     cdp("mark", "x", "--ring", ring_file).one_line_error(1, "not a filter's ring device")
     cdp("mark", "x", "--ring", "no-such-target").one_line_error(1, "/dev/cdp/no-such-target", "attached")
     cdp("mark", "x", "--ring", ring_file, "--at", "now").one_line_error(2, "--at cannot be used with --ring")
+
+
+def test_restore_inside_an_overflow_window_needs_allow_partial(tmp_path: Path) -> None:
+    import struct
+
+    from journal import Record, RecordType
+
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 11), records=50, seed=11)
+    last_ts = hist.states[-1][1]
+    with Journal.open(hist.path) as journal:  # writes were dropped from last_ts + 10 on, never resynced
+        journal.append([Record(51, last_ts + 20, RecordType.OVERFLOW, 0, 0, 64 << 10,
+                               struct.pack("<Q", last_ts + 10))])
+    before, inside = ts_arg(last_ts + 5), ts_arg(last_ts + 30)
+    ok = cdp("restore", "--journal", hist.path, "--at", before, "--to", tmp_path / "a.img")
+    assert ok.code == 0 and "[whole]" in ok.out
+    assert (tmp_path / "a.img").read_bytes() == hist.at(last_ts)
+    cdp("restore", "--journal", hist.path, "--at", inside, "--to", tmp_path / "b.img").one_line_error(
+        1, "not whole")
+    assert not (tmp_path / "b.img").exists()
+    run = cdp("restore", "--journal", hist.path, "--at", inside, "--to", tmp_path / "b.img",
+              "--allow-partial", "--json")
+    assert run.code == 0 and json.loads(run.out)["whole"] is False
+    assert "warning" in run.err and len(run.err.splitlines()) == 1
+    points = json.loads(cdp("points", "--journal", hist.path, "--json", "--kind", "overflow").out)
+    assert [(p["seq"], p["whole"]) for p in points] == [(51, False)]
+    assert "(partial)" in cdp("points", "--journal", hist.path, "--kind", "overflow").out
