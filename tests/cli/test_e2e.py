@@ -117,6 +117,16 @@ def test_workload_and_run_in_two_processes_restore_like_the_model(tmp_path: Path
     count = 1500
     drain = setup.start_run("--until-detached")
     work = setup.start_workload(count)
+    deadline = time.monotonic() + 20
+    while True:  # `cdp status` sees the live service and its figures
+        doc = json.loads(cdp("status", "--journal", setup.journal, "--json").out)["service"]
+        if doc["running"] and doc.get("state") == "running":
+            break
+        assert time.monotonic() < deadline, f"status never showed the service running: {doc}"
+        time.sleep(0.05)
+    assert doc["pid"] == drain.pid and {"lag_bytes", "lag_seconds", "ring_fill"} <= set(doc)
+    text = cdp("status", "--journal", setup.journal).out
+    assert f"running (pid {drain.pid})" in text and "behind the device" in text
     code, _out, err = _finish(work)
     assert code == 0, err
     code, _out, err = _finish(drain)
