@@ -25,7 +25,7 @@ MARK_KINDS = frozenset({"mark", "user-mark"})
 KIND_RANK = {"overflow": 5, "resync": 4, "user-mark": 3, "mark": 3, "baseline": 2, "flush": 1}
 #: Zoomed in below this many records the timeline counts records itself,
 #: finer than the journal's per-second activity table.
-FINE_RECORDS = 200_000
+FINE_RECORDS = 5_000
 #: A point detail compares at most this many written blocks byte for byte.
 COMPARE_BLOCKS = 4096
 #: After this long without a status update the service is taken as stopped.

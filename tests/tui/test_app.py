@@ -21,7 +21,7 @@ from tui.screens.mark import MarkScreen
 from tui.screens.restore import RestoreScreen
 from tui.screens.verify import VerifyScreen
 from tui.widgets.hexview import HexView
-from tui.widgets.points_table import PointsTable
+from tui.widgets.points_list import PointsList
 from tui.widgets.timeline import Timeline
 
 SIZE = (110, 40)
@@ -63,7 +63,7 @@ async def test_lists_every_point_newest_first(journal_dir: Path) -> None:
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        table = screen.query_one(PointsTable)
+        table = screen.query_one(PointsList)
         expected = all_points(journal_dir)
         assert table.points == expected
         assert table.row_count == len(expected)
@@ -150,7 +150,7 @@ async def test_filter_marks_only_and_back(journal_dir: Path) -> None:
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        table = screen.query_one(PointsTable)
+        table = screen.query_one(PointsList)
         await pilot.press("f")
         await settle(pilot)
         assert [p.name for p in table.points] == ["after-upgrade", "before-upgrade", "checkpoint"]
@@ -166,7 +166,7 @@ async def test_points_load_lazily_as_the_cursor_nears_the_end(tmp_path: Path) ->
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        table = screen.query_one(PointsTable)
+        table = screen.query_one(PointsList)
         assert len(table.points) == 500 and not table.done
         while not table.done:
             await pilot.press("end")
@@ -183,7 +183,7 @@ async def test_goto_iso_time_selects_the_point_at_or_before(journal_dir: Path) -
         assert isinstance(app.screen, GotoScreen)
         await pilot.press(*"2026-03-01T12:00:03.400Z", "enter")
         await settle(pilot)
-        selected = screen.query_one(PointsTable).selected
+        selected = screen.query_one(PointsList).selected
         assert selected is not None
         assert selected.kind == "mark" and selected.name == "before-upgrade"
 
@@ -200,7 +200,7 @@ async def test_goto_mark_name_and_bad_time(journal_dir: Path) -> None:
         await pilot.press("escape")
         await pilot.press("g", *"mark:checkpoint", "enter")
         await settle(pilot)
-        assert screen.query_one(PointsTable).selected.name == "checkpoint"
+        assert screen.query_one(PointsList).selected.name == "checkpoint"
 
 
 async def test_goto_reaches_a_point_not_loaded_yet(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ async def test_goto_reaches_a_point_not_loaded_yet(tmp_path: Path) -> None:
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        table = screen.query_one(PointsTable)
+        table = screen.query_one(PointsList)
         assert target not in table.points
         await pilot.press("g", *f"@{target.ts_ns // 10**9}.{target.ts_ns % 10**9:09d}", "enter")
         await settle(pilot)
@@ -232,7 +232,7 @@ async def test_detail_counts_changes_and_shows_a_changed_block(journal_dir: Path
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        screen.query_one(PointsTable).move_cursor(row=row)
+        screen.query_one(PointsList).move_cursor(row)
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, DetailScreen)
@@ -247,7 +247,7 @@ async def test_detail_counts_changes_and_shows_a_changed_block(journal_dir: Path
         # the hex view shows the first changed block: its bytes at this point, the old ones as 'was'
         assert before != after
         assert f"block {first} " in text
-        hexed = str(app.screen.query_one(HexView).render())
+        hexed = app.screen.query_one(HexView).text()
         assert " ".join(f"{b:02x}" for b in after[:8]) in hexed
         await pilot.press("n")
         await settle(pilot)
@@ -277,7 +277,7 @@ async def test_mark_adds_a_user_mark_at_now(journal_dir: Path) -> None:
         await pilot.press(*"before-rm", "enter", "enter")
         await settle(pilot)
         assert isinstance(app.screen, MainScreen)
-        top = screen.query_one(PointsTable).points[0]
+        top = screen.query_one(PointsList).points[0]
         assert (top.kind, top.name, top.ts_ns) == ("user-mark", "before-rm", NOW_NS)
     with Journal.open(journal_dir, readonly=True) as j:
         assert any(p.name == "before-rm" and p.ts_ns == NOW_NS for p in j.points(kinds={"user-mark"}))
@@ -299,7 +299,7 @@ async def test_mark_at_a_typed_time_and_errors(journal_dir: Path) -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, MainScreen)
-        assert app.screen.query_one(PointsTable).selected.name == "x"
+        assert app.screen.query_one(PointsList).selected.name == "x"
 
 
 async def test_restore_writes_the_device_as_of_the_point(journal_dir: Path, tmp_path: Path) -> None:
@@ -309,7 +309,7 @@ async def test_restore_writes_the_device_as_of_the_point(journal_dir: Path, tmp_
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
-        screen.query_one(PointsTable).move_cursor(row=row)
+        screen.query_one(PointsList).move_cursor(row)
         await pilot.press("r")
         assert isinstance(app.screen, RestoreScreen)
         await pilot.press(*str(target), "enter")
@@ -449,7 +449,7 @@ async def test_zoom_and_pan_move_the_window(journal_dir: Path) -> None:
         await pilot.press("plus")
         await settle(pilot)
         assert timeline.data.span_ns == full // 2
-        selected = screen.query_one(PointsTable).selected.ts_ns
+        selected = screen.query_one(PointsList).selected.ts_ns
         assert timeline.data.start_ns <= selected <= timeline.data.end_ns
         start_before = timeline.data.start_ns
         await pilot.press("left_square_bracket")
@@ -504,7 +504,7 @@ async def test_new_records_appear_while_open(journal_dir: Path) -> None:
                       Record(seq + 2, ts + 2 * MS, RecordType.MARK, 0, 0, 0, b"live")])
         screen.refresh_status()
         await settle(pilot)
-        assert screen.query_one(PointsTable).points[0].name == "live"
+        assert screen.query_one(PointsList).points[0].name == "live"
 
 
 async def test_help_lists_the_keys(journal_dir: Path) -> None:

@@ -15,7 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from tests.tui.helpers import make_app, settle
-from tui.widgets.points_table import PointsTable
+from tui.widgets.points_list import PointsList
 
 TERMINAL = (100, 34)
 
@@ -34,7 +34,7 @@ def test_restore_dialog_asks_before_overwriting(snap_compare, journal_dir: Path,
 
     async def confirm(pilot: Pilot) -> None:
         await settle(pilot)
-        pilot.app.screen.query_one(PointsTable).move_cursor(row=6)
+        pilot.app.screen.query_one(PointsList).move_cursor(6)
         await pilot.press("r")
         field = pilot.app.screen.query_one(Input)
         field.cursor_blink = False
@@ -48,7 +48,7 @@ def test_restore_dialog_asks_before_overwriting(snap_compare, journal_dir: Path,
 def test_detail_view(snap_compare, journal_dir: Path) -> None:
     async def detail(pilot: Pilot) -> None:
         await settle(pilot)
-        pilot.app.screen.query_one(PointsTable).move_cursor(row=1)
+        pilot.app.screen.query_one(PointsList).move_cursor(1)
         await pilot.press("enter")
         await settle(pilot)
 

@@ -8,7 +8,6 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -56,15 +55,18 @@ class DetailScreen(Screen):
         self.block_index = 0
         #: step through every written block, not only the changed ones
         self.all_blocks = False
+        #: the block the hex view shows (None until one is loaded)
+        self.shown_block: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._header(), id="detail-summary")
-        with VerticalScroll(id="hex-scroll"):
-            yield HexView(Text("reading the records since the previous point…", style="dim"), id="hex")
+        yield HexView(id="hex")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#hex-scroll").border_title = "block"
+        hexview = self.query_one(HexView)
+        hexview.border_title = "block"
+        hexview.show_message("reading the records since the previous point…")
         self.load_detail()
 
     def _header(self) -> Text:
@@ -138,11 +140,11 @@ class DetailScreen(Screen):
 
     def _show_block(self) -> None:
         blocks = self.blocks
-        scroll = self.query_one("#hex-scroll")
+        scroll = self.query_one(HexView)
         if not blocks:
             what = "written" if self.all_blocks else "changed"
             scroll.border_title = "block"
-            self.query_one(HexView).update(Text(f"no block {what} since the previous point", style="dim"))
+            scroll.show_message(f"no block {what} since the previous point")
             return
         self.block_index %= len(blocks)
         block = blocks[self.block_index]
@@ -156,15 +158,14 @@ class DetailScreen(Screen):
         blocks = self.blocks
         if not blocks or blocks[self.block_index % len(blocks)] != message.block:
             return
-        self.query_one(HexView).show_block(message.before, message.after, message.block * BLOCK)
-        scroll = self.query_one("#hex-scroll", VerticalScroll)
-        first = next((i for i in range(len(message.after)) if message.before[i:i + 1] != message.after[i:i + 1]), 0)
-        scroll.scroll_to(y=max(0, first // 16 - 2), animate=False)
-        scroll.border_subtitle = "bytes that differ from the previous point are lit; 'was' rows show the old bytes"
+        hexview = self.query_one(HexView)
+        hexview.show_block(message.before, message.after, message.block * BLOCK)
+        hexview.border_subtitle = "bytes that differ from the previous point are lit; 'was' rows show the old bytes"
+        self.shown_block = message.block
 
     @on(Failed)
     def _failed(self, message: Failed) -> None:
-        self.query_one(HexView).update(Text(message.text, style="bold red"))
+        self.query_one(HexView).show_message(message.text, "bold red")
         self.app.notify(message.text, title="point detail", severity="error", timeout=8)
 
     # --------------------------------------------------------------- actions

@@ -16,7 +16,7 @@ from journal import Journal, Point
 from tui import model
 from tui.format import fmt_ts
 from tui.model import MARK_KINDS, PointsPage, StatusSnapshot, TimelineData
-from tui.widgets.points_table import PointsTable
+from tui.widgets.points_list import PointsList
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.timeline import Timeline
 
@@ -29,7 +29,8 @@ class MainScreen(Screen):
     """Browse points over time and act on the selected one."""
 
     BINDINGS = [
-        Binding("enter", "detail", "Detail"),
+        # shown in the footer by the list, which has the focus and handles enter itself
+        Binding("enter", "detail", "Detail", show=False),
         Binding("r", "restore", "Restore"),
         Binding("m", "mark", "Mark"),
         Binding("g", "goto", "Go to time"),
@@ -48,6 +49,8 @@ class MainScreen(Screen):
     @dataclass
     class PointsLoaded(Message):
         generation: int
+        #: the page continues after this point (None: from the newest)
+        before: Point | None
         page: PointsPage
         #: select the newest row at or before this time once the page is in
         select_ns: int | None = None
@@ -82,19 +85,19 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Timeline(id="timeline")
-        yield PointsTable(id="points")
+        yield PointsList(id="points")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(PointsTable).focus()
+        self.query_one(PointsList).focus()
         self._set_titles()
         self.reload_points()
         self.refresh_status()
         self.set_interval(self.app.status_interval, self.refresh_status)
 
     @property
-    def table(self) -> PointsTable:
-        return self.query_one(PointsTable)
+    def table(self) -> PointsList:
+        return self.query_one(PointsList)
 
     @property
     def kinds(self) -> frozenset[str] | None:
@@ -139,20 +142,20 @@ class MainScreen(Screen):
             self.post_message(self.Failed("reading points", model.describe_error(exc)))
             return
         if not worker.is_cancelled:
-            self.post_message(self.PointsLoaded(generation, page, select_ns))
+            self.post_message(self.PointsLoaded(generation, before, page, select_ns))
 
     @on(PointsLoaded)
     def _points_loaded(self, message: PointsLoaded) -> None:
-        if message.generation != self.generation:
-            return
         table = self.table
+        if message.generation != self.generation or message.before != (table.points[-1] if table.points else None):
+            return  # a stale page: the list was reset or already grew past it
         first = not table.points
         table.add_points(message.page.points, message.page.done)
         table.loading = False
         if message.select_ns is not None:
             row = table.index_at_or_before(message.select_ns)
             if row is not None:
-                table.move_cursor(row=row, animate=False, scroll=True)
+                table.move_cursor(row)
                 self._follow_selection()
         elif first:
             self._follow_selection()
@@ -160,16 +163,16 @@ class MainScreen(Screen):
             self.table.border_subtitle = "no marks yet: m adds one" if self.marks_only else "no points"
         table.maybe_need_more()
 
-    @on(PointsTable.NeedMore)
+    @on(PointsList.NeedMore)
     def _need_more(self) -> None:
         table = self.table
         self.load_points(self.generation, table.points[-1] if table.points else None, None)
 
-    @on(PointsTable.RowHighlighted)
+    @on(PointsList.Highlighted)
     def _highlighted(self) -> None:
         self._follow_selection()
 
-    @on(PointsTable.RowSelected)
+    @on(PointsList.Selected)
     def _selected(self) -> None:
         self.action_detail()
 
@@ -306,7 +309,7 @@ class MainScreen(Screen):
                 return
             row = self.table.index_at_or_before(ts_ns)
             if row is not None and (row < len(self.table.points) - 1 or self.table.done):
-                self.table.move_cursor(row=row, animate=False, scroll=True)
+                self.table.move_cursor(row)
                 self._follow_selection()
             elif self.table.done or not self.table.points:
                 self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
