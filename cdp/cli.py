@@ -41,7 +41,7 @@ EPILOG = """\
 getting started:
   cdp demo                                   a simulated device, end to end, in seconds
   cdp init --journal /var/lib/cdp/sdb --device /dev/sdb
-  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp-sdb
+  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp/sdb
   cdp points --journal /var/lib/cdp/sdb --since -1h
   cdp restore --journal /var/lib/cdp/sdb --at -5m --to /tmp/sdb-5-minutes-ago.img
 
@@ -235,9 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
-        if isinstance(exc, SystemExit):
-            raise
+    except Exception as exc:  # noqa: BLE001 - the one place errors become messages
         if isinstance(exc, _user_error_types()):
             sys.stderr.write(f"cdp: {verb}: {one_line(exc)}\n")
             return getattr(exc, "exit_code", 1)

@@ -292,8 +292,9 @@ def run_demo(workdir: Path | None, *, seconds: float, keep: bool, out: TextIO = 
         demo.init_journal()
         demo.start_service()
         stats = demo.workload()
-        demo.say(f"   done: {stats['writes']} writes ({stats['bytes'] / (1 << 20):.0f} MiB), {stats['flushes']} flushes, "
-                 f"{stats['discards']} discards, {len(MARKS)} marks; {stats['records']} ring records, "
+        demo.say(f"   done: {stats['writes']} writes ({stats['bytes'] / (1 << 20):.0f} MiB), "
+                 f"{stats['flushes']} flushes, {stats['discards']} discards, {len(MARKS)} marks; "
+                 f"{stats['records']} ring records, "
                  f"{stats['dropped']} dropped")
         demo.wait_service()
         demo.check_restores()

@@ -37,10 +37,12 @@ def progress_bar(description: str, *, enabled: bool | None = None) -> Iterator[P
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        Progress as RichProgress,
         TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as RichProgress,
     )
 
     bar = RichProgress(

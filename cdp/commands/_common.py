@@ -52,11 +52,17 @@ def journal_path(args: argparse.Namespace) -> Path:
     return Path(given)
 
 
-def open_journal(args: argparse.Namespace, *, readonly: bool = True) -> Journal:
-    """Open the journal named by the arguments, with a clear error if there is none."""
+def existing_journal_path(args: argparse.Namespace) -> Path:
+    """:func:`journal_path`, with a clear error (and the fix) when nothing is there."""
     path = journal_path(args)
     if not path.exists():
         raise CdpError(f"no journal at {path} (create one with 'cdp init --journal {path} --device PATH')")
+    return path
+
+
+def open_journal(args: argparse.Namespace, *, readonly: bool = True) -> Journal:
+    """Open the journal named by the arguments, with a clear error if there is none."""
+    path = existing_journal_path(args)
     from journal import Journal
 
     return Journal.open(path, readonly=readonly)

@@ -15,8 +15,7 @@ import threading
 import time
 from typing import Any
 
-from cdp.commands._common import add_journal_option, human_bytes, human_seconds, journal_path
-from cdp.errors import CdpError
+from cdp.commands._common import add_journal_option, existing_journal_path, human_bytes, human_seconds
 
 ORDER = 20
 
@@ -34,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "copied back from the device (--device) to close the overflow window.\n"
                     "Progress is published for 'cdp status' and the TUI.",
         epilog="examples:\n"
-               "  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp-sdb --device /dev/sdb\n"
+               "  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp/sdb --device /dev/sdb\n"
                "  cdp run --journal ./j --ring ./ring --until-detached    # a simulated device")
     add_journal_option(p)
     p.add_argument("--ring", "-r", metavar="PATH", required=True,
@@ -51,9 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Drain until stopped; SIGTERM/SIGINT set the stop event, a second one aborts."""
     from cdp import service
 
-    path = journal_path(args)
-    if not path.exists():
-        raise CdpError(f"no journal at {path} (create one with 'cdp init --journal {path} --device PATH')")
+    path = existing_journal_path(args)
     stop = threading.Event()
     signals: list[int] = []
 
