@@ -440,3 +440,14 @@ def test_restore_inside_an_overflow_window_needs_allow_partial(tmp_path: Path) -
     points = json.loads(cdp("points", "--journal", hist.path, "--json", "--kind", "overflow").out)
     assert [(p["seq"], p["whole"]) for p in points] == [(51, False)]
     assert "(partial)" in cdp("points", "--journal", hist.path, "--kind", "overflow").out
+
+
+@pytest.mark.skipif(not Path("/usr/share/zoneinfo/Europe/Berlin").exists(), reason="no tzdata")
+def test_ambiguous_local_time_is_refused_not_guessed(tmp_path: Path, journal_dir: Path) -> None:
+    env = {"TZ": "Europe/Berlin"}
+    out = tmp_path / "o.img"
+    line = cdp("restore", "--journal", journal_dir, "--at", "2026-10-25T02:30", "--to", out,
+               env=env).one_line_error(2, "happens twice", "+02:00", "+01:00")
+    assert "--at" in line and not out.exists()
+    cdp("points", "--journal", journal_dir, "--until", "2026-03-29 02:30", env=env).one_line_error(
+        2, "does not exist")
