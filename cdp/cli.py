@@ -21,8 +21,11 @@ import importlib
 import os
 import pkgutil
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 from cdp.errors import CdpError
@@ -186,19 +189,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so cleanups run as for Ctrl-C."""
 
 
-def _terminate_like_interrupt() -> None:
-    """Make SIGTERM unwind like Ctrl-C: a half-written restore target is removed.
+@contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C while a verb runs: a half-written restore target is removed.
 
-    Verbs with a clean stop of their own (`cdp run`) install their own handler.
+    Verbs with a clean stop of their own (`cdp run`) install their own handler
+    inside this one. The previous handler comes back afterwards, so ``main``
+    can be called in-process (tests) without changing the caller's signals.
     """
-    import signal
-    import threading
-
     def raise_terminated(_signum: int, _frame: object) -> None:
         raise Terminated
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_terminated)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _subparser(parser: argparse.ArgumentParser, verb: str | None) -> argparse.ArgumentParser | None:
@@ -221,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     verb = args.command
-    _terminate_like_interrupt()
     try:
-        return int(args.func(args))
+        with _terminate_like_interrupt():
+            return int(args.func(args))
     except Terminated:
         sys.stderr.write(f"cdp: {verb}: terminated\n")
         return EXIT_TERMINATED

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cdp import cli
 
@@ -44,3 +46,20 @@ def test_os_errors_read_as_path_and_reason() -> None:
     assert cli.one_line(FileNotFoundError(2, "No such file or directory", "/x")) == "/x: No such file or directory"
     assert cli.one_line(ValueError("two\nlines")) == "two lines"
     assert cli.one_line(RuntimeError()) == "RuntimeError"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=30),
+                      st.from_regex(r"-?[0-9@:TZ.+\- mark]{0,24}", fullmatch=True)))
+def test_any_since_value_is_a_result_or_one_line(text: str, journal_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = cli.main(["points", "--journal", str(journal_dir), "--json", "--since", text])
+    except SystemExit as exc:  # argparse's own errors, already one line
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if code == 0:
+        assert isinstance(json.loads(out), list) and err == ""
+    else:
+        assert code in (1, 2) and out == "" and err.count("\n") == 1 and err.startswith("cdp: ")
