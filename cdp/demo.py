@@ -224,16 +224,18 @@ class Demo:
         from cdp.timespec import format_ts
 
         j = _quote(self.journal)
+        cdp = cdp_command()
+        width = len(cdp) + 20
         self.say()
         self.say("Try it yourself:")
         self.say(f"  export CDP_JOURNAL={j}")
-        self.say("  cdp points --marks                   # the named points")
-        self.say("  cdp tui                              # browse points and changes, restore from there")
-        self.say(f"  cdp restore --at mark:before-upgrade --to {_quote(self.dir / 'before-upgrade.img')}")
+        self.say(f"  {cdp + ' points --marks':<{width}}# the named points")
+        self.say(f"  {cdp + ' tui':<{width}}# browse points and changes, restore from there")
+        self.say(f"  {cdp} restore --at mark:before-upgrade --to {_quote(self.dir / 'before-upgrade.img')}")
         if self.flush_example is not None:
             at = format_ts(self.flush_example.ts_ns)
-            self.say(f"  cdp restore --at {at} --to {_quote(self.dir / 'at-a-flush.img')}")
-        self.say("  cdp status ; cdp verify")
+            self.say(f"  {cdp} restore --at {at} --to {_quote(self.dir / 'at-a-flush.img')}")
+        self.say(f"  {cdp} status ; {cdp} verify")
         self.say(f"(everything is in {_quote(self.dir)}; remove it with: rm -r {_quote(self.dir)})")
 
     def remove_files(self, *, remove_dir: bool) -> None:
@@ -256,6 +258,20 @@ class Demo:
             except subprocess.TimeoutExpired:
                 self.drain.kill()
                 self.drain.wait()
+
+
+def cdp_command() -> str:
+    """How the user can type `cdp` here: plain ``cdp`` if that is on PATH, else the path they used."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "cdp"
+    if os.path.basename(argv0) == "cdp":
+        found = shutil.which("cdp")
+        try:
+            if found and os.path.samefile(found, argv0):
+                return "cdp"
+        except OSError:
+            pass
+        return _quote(argv0)
+    return f"{_quote(sys.executable)} -m cdp"  # run as `python -m cdp`
 
 
 def _quote(path: Path | str) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import cdp
+from tests.cli.conftest import CDP, cdp
 
 
 @pytest.mark.slow
@@ -26,13 +27,18 @@ def test_demo_runs_checks_and_prints_working_commands(tmp_path: Path) -> None:
     assert not (where / "ring").exists() and (where / "journal").is_dir()
     # Every command the demo suggests runs as printed.
     env = {"CDP_JOURNAL": str(where / "journal")}
-    commands = [line.split("#")[0].strip() for line in run.out.splitlines() if line.startswith("  cdp ")]
-    assert any(c.startswith("cdp restore --at mark:") for c in commands)
+    lines = run.out.split("Try it yourself:\n")[1].split("\n(everything")[0].splitlines()
+    assert lines[0] == f"  export CDP_JOURNAL={where / 'journal'}"
+    # The test runs the script by its full path, not on PATH: that is the path printed.
+    prefix = f"  {CDP} " if shutil.which("cdp") != str(CDP) else "  cdp "
+    commands = [line.split("#")[0].strip() for line in lines[1:]]
+    assert all(line.startswith(prefix) for line in lines[1:]), lines
+    assert any(" restore --at mark:before-upgrade " in c for c in commands)
     for command in commands:
-        if command.startswith("cdp tui"):
-            continue
         for part in command.split(" ; "):
             argv = shlex.split(part)[1:]
+            if argv[0] == "tui":
+                continue
             result = cdp(*argv, env=env)
             assert result.code == 0, f"{part}: {result.err}"
     marks = re.findall(r"mark:(\S+)", run.out)
