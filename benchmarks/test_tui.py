@@ -42,11 +42,8 @@ CHARS = {"plus": "+", "minus": "-", "left_square_bracket": "[", "right_square_br
          "enter": "\r", "escape": "\x1b"}
 
 
-@pytest.fixture(scope="session")
-def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A million records (writes of 512 B or 4 KiB, a flush every 100, a mark every 5000) over ~17 minutes."""
-    records = scaled(1_000_000, 20_000)
-    path = tmp_path_factory.mktemp("tui-million") / "j"
+def build_million(path: Path, records: int) -> Path:
+    """``records`` records (writes of 512 B or 4 KiB, a flush every 100, a mark every 5000), 1 ms apart."""
     device = 1 << 30
     rng = random.Random(11)
     payload = rng.randbytes(8192)
@@ -56,7 +53,7 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
         batch: list[Record] = []
         while seq < records:
             seq += 1
-            ts = ts0 + seq * 1_000_000  # 1 ms apart
+            ts = ts0 + seq * 1_000_000
             if seq % FLUSH_EVERY == 0:
                 batch.append(Record(seq, ts, RecordType.FLUSH))
             elif seq % 5_000 == 0:
@@ -71,6 +68,12 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if batch:
             j.append(batch)
     return path
+
+
+@pytest.fixture(scope="session")
+def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A million-record journal (CDP_BENCH_SCALE shrinks it), built once per session."""
+    return build_million(tmp_path_factory.mktemp("tui-million") / "j", scaled(1_000_000, 20_000))
 
 
 def _ready(app: CdpApp) -> bool:
@@ -163,8 +166,8 @@ def test_key_to_repaint_million_records(benchmark, million: Path) -> None:
     benchmark.pedantic(lambda: asyncio.run(session()), rounds=1, iterations=1)
     every = sorted(t for ts in latencies.values() for t in ts)
     p95 = every[int(len(every) * 0.95) - 1]
-    parts = ", ".join(f"{k} {statistics.median(v) * 1000:.0f}" for k, v in latencies.items())
+    parts = ", ".join(f"{k} {statistics.median(v) * 1000:.0f}/{max(v) * 1000:.0f}" for k, v in latencies.items())
     figure(f"tui: key to repaint on {scaled(1_000_000, 20_000):,} records: p95 {p95 * 1000:.0f} ms, "
            f"max {every[-1] * 1000:.0f} ms over {len(every)} keys (target < {KEY_TARGET_S * 1000:.0f} ms); "
-           f"median ms per key: {parts}")
+           f"median/max ms per key: {parts}")
     assert p95 < KEY_TARGET_S

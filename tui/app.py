@@ -20,6 +20,8 @@ from textual.message import Message
 
 from journal import Journal
 from tui.model import describe_error
+from tui.screens.error import ErrorScreen
+from tui.screens.main import MainScreen
 
 
 class CdpApp(App[int]):
@@ -62,15 +64,11 @@ class CdpApp(App[int]):
 
     @on(Opened)
     def _opened(self, message: Opened) -> None:
-        from tui.screens.main import MainScreen
-
         self.journal = message.journal
         self.push_screen(MainScreen(message.journal))
 
     @on(OpenFailed)
     def _open_failed(self, message: OpenFailed) -> None:
-        from tui.screens.error import ErrorScreen
-
         self.push_screen(ErrorScreen(self.journal_path, message.text))
 
     def on_unmount(self) -> None:

@@ -14,6 +14,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from cdp.timespec import parse_time
 from journal import Journal, Point, RecordType
 from journal.errors import JournalError
 
@@ -417,24 +418,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 def parse_user_time(j: Journal, text: str, now_ns: int) -> int:
-    """A TIME typed by the user (the CLI's grammar, ``mark:NAME`` looked up here).
+    """A TIME typed by the user, in the CLI's grammar; ``mark:NAME`` is looked up here.
 
     Raises ValueError with a one-line message for anything unreadable.
     """
-    try:
-        from cdp.timespec import parse_time
-    except ImportError:  # the CLI's parser not installed: ISO 8601 still works
-        return _parse_iso_only(text)
     return parse_time(text, now_ns=now_ns, marks=lambda name: mark_time(j, name))
-
-
-def _parse_iso_only(text: str) -> int:
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"cannot read TIME {text!r}; expected ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return int(moment.timestamp()) * NS + moment.microsecond * 1000

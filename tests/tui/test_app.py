@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 from journal import Journal, Record, RecordType
 from tests.tui.helpers import NOW_NS, make_app, screen_text, settle, until
@@ -115,6 +115,24 @@ async def test_stale_status_means_not_running(journal_dir: Path) -> None:
         assert "service not running (no report for 60 s)" in screen_text(app)
 
 
+async def test_service_that_said_it_stopped_or_was_killed(journal_dir: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    with Journal.open(journal_dir) as j:
+        j.set_status({"pid": dead_pid, "state": "running", "updated_ns": NOW_NS - 100 * MS})
+    app = make_app(journal_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert f"service not running (pid {dead_pid} is gone)" in screen_text(app)
+    with Journal.open(journal_dir) as j:
+        j.set_status({"pid": os.getpid(), "state": "stopped", "updated_ns": NOW_NS - 100 * MS})
+    app = make_app(journal_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert "service not running (it is stopped)" in screen_text(app)
+
+
 async def test_no_journal_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     app = make_app(tmp_path / "nothing-here")
     async with app.run_test(size=SIZE) as pilot:
@@ -189,7 +207,6 @@ async def test_goto_iso_time_selects_the_point_at_or_before(journal_dir: Path) -
 
 
 async def test_goto_mark_name_and_bad_time(journal_dir: Path) -> None:
-    pytest.importorskip("cdp.timespec")
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)

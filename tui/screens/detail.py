@@ -17,6 +17,8 @@ from journal import Journal, Point
 from tui import model
 from tui.format import fmt_bytes, fmt_count, fmt_duration, fmt_ts, fmt_ts_full
 from tui.model import BLOCK, PointDetail
+from tui.screens.help import HelpScreen
+from tui.screens.restore import RestoreScreen
 from tui.widgets.hexview import HexView
 
 
@@ -182,11 +184,7 @@ class DetailScreen(Screen):
             self._show_block()
 
     def action_restore(self) -> None:
-        from tui.screens.restore import RestoreScreen
-
         self.app.push_screen(RestoreScreen(self.journal, self.point))
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
-
         self.app.push_screen(HelpScreen(self.BINDINGS, "Point detail"))

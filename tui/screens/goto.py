@@ -13,13 +13,10 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from cdp.timespec import TIME_HELP
 from journal import Journal
 from tui import model
 
-try:
-    from cdp.timespec import TIME_HELP
-except ImportError:  # the CLI's parser not installed: only ISO 8601 is read
-    TIME_HELP = "TIME is an ISO 8601 date and time, e.g. 2026-03-01T14:05:09"
 
 
 class GotoScreen(ModalScreen[int | None]):

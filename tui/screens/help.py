@@ -10,10 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-try:
-    from cdp.timespec import TIME_HELP
-except ImportError:
-    TIME_HELP = "TIME is an ISO 8601 date and time, e.g. 2026-03-01T14:05:09"
+from cdp.timespec import TIME_HELP
+
 
 
 def _keys_table(bindings: list[BindingType]) -> Table:

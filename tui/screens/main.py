@@ -16,6 +16,12 @@ from journal import Journal, Point
 from tui import model
 from tui.format import fmt_ts
 from tui.model import MARK_KINDS, PointsPage, StatusSnapshot, TimelineData
+from tui.screens.detail import DetailScreen
+from tui.screens.goto import GotoScreen
+from tui.screens.help import HelpScreen
+from tui.screens.mark import MarkScreen
+from tui.screens.restore import RestoreScreen
+from tui.screens.verify import VerifyScreen
 from tui.widgets.points_list import PointsList
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.timeline import Timeline
@@ -279,20 +285,14 @@ class MainScreen(Screen):
         return point
 
     def action_detail(self) -> None:
-        from tui.screens.detail import DetailScreen
-
         if (point := self._require_point()) is not None:
             self.app.push_screen(DetailScreen(self.journal, point))
 
     def action_restore(self) -> None:
-        from tui.screens.restore import RestoreScreen
-
         if (point := self._require_point()) is not None:
             self.app.push_screen(RestoreScreen(self.journal, point))
 
     def action_mark(self) -> None:
-        from tui.screens.mark import MarkScreen
-
         def added(point: Point | None) -> None:
             if point is not None:
                 self.app.notify(f"mark {point.name!r} at {fmt_ts(point.ts_ns)} (seq {point.seq})", title="marked")
@@ -302,8 +302,6 @@ class MainScreen(Screen):
         self.app.push_screen(MarkScreen(self.journal, self.app.clock), added)
 
     def action_goto(self) -> None:
-        from tui.screens.goto import GotoScreen
-
         def chosen(ts_ns: int | None) -> None:
             if ts_ns is None:
                 return
@@ -327,12 +325,8 @@ class MainScreen(Screen):
         self.reload_points(select_ns=point.ts_ns if point is not None else None)
 
     def action_verify(self) -> None:
-        from tui.screens.verify import VerifyScreen
-
         self.app.push_screen(VerifyScreen(self.journal))
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
-
         self.app.push_screen(HelpScreen(self.BINDINGS, "Main screen"))
 
