@@ -451,3 +451,11 @@ def test_ambiguous_local_time_is_refused_not_guessed(tmp_path: Path, journal_dir
     assert "--at" in line and not out.exists()
     cdp("points", "--journal", journal_dir, "--until", "2026-03-29 02:30", env=env).one_line_error(
         2, "does not exist")
+
+
+def test_points_newest_first_and_limit(tmp_path: Path) -> None:
+    hist = build_history(tmp_path / "j", random_image(256 << 10, 12), records=200, seed=12)
+    every = json.loads(cdp("points", "--journal", hist.path, "--json").out)
+    newest = json.loads(cdp("points", "--journal", hist.path, "--json", "--newest-first", "--limit", "3").out)
+    assert newest == every[::-1][:3]
+    cdp("points", "--journal", hist.path, "--limit", "0").one_line_error(2, "--limit")
