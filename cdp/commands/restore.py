@@ -74,6 +74,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("--seq must be 0 or more")
     with open_journal(args) as journal:
         at_ns = parse_time_arg(args.at, journal, option="--at") if args.at is not None else None
+        if _inside(target, journal.path):
+            raise CdpError(f"{target} is inside the journal {journal.path}; restoring there would destroy it")
         overwrite = check_target(target, force=args.force)
         started = time.monotonic()
         try:
@@ -104,6 +106,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("cdp: restore: warning: writes were dropped around that time; the result is not exact",
               file=sys.stderr)
     return 0
+
+
+def _inside(target: Path, directory: Path) -> bool:
+    """Whether ``target`` is ``directory`` or lies under it (symlinks resolved)."""
+    try:
+        target.resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _mark_name(at: str | None) -> str | None:

@@ -346,6 +346,9 @@ def test_restore_to_bad_targets(tmp_path: Path, journal_dir: Path) -> None:
     cdp(*at, "--to", tmp_path / "no" / "such" / "dir.img").one_line_error(1, "not a directory")
     cdp(*at, "--to", "/dev/null", "--force").one_line_error(1, "neither a regular file nor a block device")
     cdp(*at, "--to", "/proc/version", "--force").one_line_error(1, "/proc/version")
+    segment = sorted((journal_dir / "segments").glob("*.seg"))[0]
+    cdp(*at, "--to", segment, "--force").one_line_error(1, "inside the journal")
+    cdp(*at, "--to", journal_dir / "new.img", "--force").one_line_error(1, "inside the journal")
     _journal_intact(journal_dir, 0)
 
 
