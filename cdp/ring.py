@@ -176,6 +176,7 @@ class Ring:
         _check_host()
         self.path = os.fspath(path)
         self._fd = -1
+        self._lock_fd = -1
         self._maps: list[mmap.mmap] = []
         try:
             self._open()
@@ -190,16 +191,28 @@ class Ring:
         except OSError as exc:
             raise RingError(f"cannot open ring {path}: {exc.strerror}") from None
         self._fd = fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RingError(f"ring {path} is being drained by another process") from None
-            raise RingError(f"cannot lock ring {path}: {exc.strerror}") from None
         st = os.fstat(fd)
         self.is_device = stat.S_ISCHR(st.st_mode)
         if not self.is_device and not stat.S_ISREG(st.st_mode):
             raise RingError(f"{path} is neither a ring file nor a ring character device")
+        # One consumer at a time. A file is locked through a descriptor of its own:
+        # mmap keeps a dup of the mapping's descriptor, which would hold the lock for
+        # as long as any payload view lives, even after close().
+        lock_fd = fd
+        if not self.is_device:
+            try:
+                lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise RingError(f"cannot open ring {path}: {exc.strerror}") from None
+            self._lock_fd = lock_fd
+            if os.fstat(lock_fd).st_ino != st.st_ino:
+                raise RingError(f"ring {path} was replaced while opening it; try again")
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RingError(f"ring {path} is being drained by another process") from None
+            raise RingError(f"cannot lock ring {path}: {exc.strerror}") from None
         if not self.is_device and st.st_size < CONTROL_SIZE:
             raise RingError(f"{path} is too small to be a ring ({st.st_size} bytes)")
         try:
@@ -509,9 +522,11 @@ class Ring:
             except BufferError:
                 pass  # a caller still holds a payload view; the GC unmaps it later
         self._maps = []
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for name in ("_fd", "_lock_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
     def __enter__(self) -> Ring:
         return self

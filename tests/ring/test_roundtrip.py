@@ -290,3 +290,14 @@ def test_attach_refuses_a_used_ring(ring_pair) -> None:
     write(writer, 0, pattern(0, 512))
     with pytest.raises(RingError, match="already used"):
         RingWriter.attach(ring.path)
+
+
+def test_lock_is_released_even_while_payload_views_live(ring_pair) -> None:
+    writer, ring = ring_pair()
+    write(writer, 0, pattern(0, 512))
+    kept = ring.read()
+    path = ring.path
+    ring.close()
+    with Ring(path) as again:  # a view into the old mapping must not keep the ring locked
+        assert again.read()[0].seq == 1
+    assert bytes(kept[0].payload) == pattern(0, 512)
