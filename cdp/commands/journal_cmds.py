@@ -84,6 +84,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Create the journal; remove what was made if the baseline copy fails."""
     from cdp.progress import progress_bar
     from journal import Journal, device_size
+    from journal.format import MARKER
 
     path = journal_path(args)
     device = args.device
@@ -98,13 +99,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of 512 bytes")
     block_size = args.block_size or logical_block_size(device)
     existed = path.exists()
+    if existed and (not path.is_dir() or any(path.iterdir())):
+        what = "a journal already" if (path / MARKER).exists() else "not an empty directory"
+        raise CdpError(f"{path} exists and is {what}; give a new path")
     started = time.monotonic()
     try:
         with progress_bar(f"baseline of {device}") as progress:
             journal = Journal.create(path, device_bytes=size, block_size=block_size,
                                      source=device, progress=progress)
     except BaseException:
-        if path.is_dir() and not (path / "cdp-journal").exists():
+        # Only what this run made is removed: the path was absent or empty before.
+        if path.is_dir() and not (path / MARKER).exists():
             _remove_partial(path, keep_dir=existed)
         raise
     with journal:

@@ -122,9 +122,23 @@ def test_init_text_says_what_to_do_next(tmp_path: Path, device: tuple[Path, byte
 
 def test_init_refuses_an_existing_journal(journal_dir: Path, device: tuple[Path, bytes]) -> None:
     cdp("mark", "keep-me", "--journal", journal_dir)
-    cdp("init", "--journal", journal_dir, "--device", device[0]).one_line_error(1, "already exists")
+    cdp("init", "--journal", journal_dir, "--device", device[0]).one_line_error(1, "is a journal already")
     points = json.loads(cdp("points", "--journal", journal_dir, "--json").out)
     assert [p["name"] for p in points if p["kind"] == "user-mark"] == ["keep-me"]
+
+
+def test_init_never_touches_a_non_empty_directory(tmp_path: Path, device: tuple[Path, bytes]) -> None:
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "letter.txt").write_text("keep me")
+    (precious / "sub").mkdir()
+    cdp("init", "--journal", precious, "--device", device[0]).one_line_error(1, "not an empty directory")
+    assert sorted(p.name for p in precious.iterdir()) == ["letter.txt", "sub"]
+    assert (precious / "letter.txt").read_text() == "keep me"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cdp("init", "--journal", a_file, "--device", device[0]).one_line_error(1, "not an empty directory")
+    assert a_file.read_text() == "x"
 
 
 def test_init_missing_device(tmp_path: Path) -> None:
