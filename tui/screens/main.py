@@ -27,6 +27,7 @@ from tui.widgets.status_bar import StatusBar
 from tui.widgets.timeline import Timeline
 
 PAGE = 500
+SUBTITLE = "f: marks/all   g: go to time   enter: detail"
 #: the narrowest window the timeline zooms to
 MIN_SPAN_NS = 10_000_000
 
@@ -111,7 +112,7 @@ class MainScreen(Screen):
 
     def _set_titles(self) -> None:
         self.table.border_title = "rewind points: " + ("marks only" if self.marks_only else "all")
-        self.table.border_subtitle = "f: marks/all   g: go to time   enter: detail"
+        self.table.border_subtitle = SUBTITLE
         self.query_one(Timeline).border_title = "write activity"
 
     @staticmethod
@@ -166,7 +167,9 @@ class MainScreen(Screen):
         elif first:
             self._follow_selection()
         if not table.points:
-            self.table.border_subtitle = "no marks yet: m adds one" if self.marks_only else "no points"
+            table.border_subtitle = "no marks yet: m adds one" if self.marks_only else "no points"
+        else:
+            table.border_subtitle = SUBTITLE
         table.maybe_need_more()
 
     @on(PointsList.NeedMore)
@@ -305,15 +308,16 @@ class MainScreen(Screen):
         def chosen(ts_ns: int | None) -> None:
             if ts_ns is None:
                 return
-            row = self.table.index_at_or_before(ts_ns)
-            if row is not None and (row < len(self.table.points) - 1 or self.table.done):
-                self.table.move_cursor(row)
-                self._follow_selection()
-            elif self.table.done or not self.table.points:
+            table = self.table
+            # rows are newest first and unloaded rows are all older, so a loaded hit is the answer
+            row = table.index_at_or_before(ts_ns)
+            if row is not None:
+                table.move_cursor(row)
+            elif table.done or not table.points:
                 self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
             else:
-                self.table.loading = True
-                self.load_points(self.generation, self.table.points[-1], ts_ns)
+                table.loading = True
+                self.load_points(self.generation, table.points[-1], ts_ns)
 
         self.app.push_screen(GotoScreen(self.journal, self.app.clock), chosen)
 

@@ -60,6 +60,8 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
         self.cancel_event = threading.Event()
         self.default_target = default_target
         self.result: RestoreResult | None = None
+        #: the path the user was asked to confirm (a changed path is asked about again)
+        self._confirm_target: str | None = None
 
     def compose(self) -> ComposeResult:
         p = self.point
@@ -113,7 +115,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
             self._say(f"{'; '.join(why)}. Press Enter or Restore again to go on, escape to stop.", "bold yellow")
             self.query_one("#go", Button).label = "Overwrite" if exists else "Restore anyway"
             return
-        if self.state == "confirm" and target != getattr(self, "_confirm_target", None):
+        if self.state == "confirm" and target != self._confirm_target:
             # the path changed after the question: ask again about the new one
             self.state = "edit"
             self._go()
