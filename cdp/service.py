@@ -170,7 +170,8 @@ class _Drainer:
                 lost = "a new ring session began before the previous one was drained to its end"
         self._session = [seq or 0, ts or 0]
         if lost:
-            return self._overflow_for(None, None, ts, lost)
+            # the lost writes came after the last record journaled, before this one
+            return self._overflow_for(None, None, None, lost)
         return []
 
     # -------------------------------------------------------------- batching
