@@ -476,3 +476,30 @@ def test_points_newest_first_and_limit(tmp_path: Path) -> None:
     newest = json.loads(cdp("points", "--journal", hist.path, "--json", "--newest-first", "--limit", "3").out)
     assert newest == every[::-1][:3]
     cdp("points", "--journal", hist.path, "--limit", "0").one_line_error(2, "--limit")
+
+
+def test_init_interrupted_leaves_nothing_behind(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli.conftest import CDP
+
+    big = tmp_path / "big.img"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 30)  # sparse: reading it takes far longer than this test waits
+    target = tmp_path / "j"
+    proc = subprocess.Popen([os.fspath(CDP), "init", "--journal", os.fspath(target), "--device", os.fspath(big)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (target / "segments").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err == "cdp: init: terminated\n" and out == ""
+    assert not target.exists()
+    small = tmp_path / "small.img"
+    small.write_bytes(random_image(64 << 10, 13))
+    assert cdp("init", "--journal", target, "--device", small).code == 0  # the path is free again
