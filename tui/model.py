@@ -81,6 +81,18 @@ def points_page(j: Journal, kinds: Iterable[str] | None, before: Point | None, l
         want *= 2
 
 
+def points_newer(j: Journal, kinds: Iterable[str] | None, after: Point, limit: int) -> PointsPage | None:
+    """Points newer than ``after`` (newest first), for a list that follows a running service.
+
+    None when there are more than ``limit``: the caller starts the list
+    again rather than insert a flood of rows.
+    """
+    got = j.points(kinds=None if kinds is None else frozenset(kinds), start_ns=after.ts_ns)
+    edge = point_key(after)
+    newer = sorted((p for p in got if point_key(p) > edge), key=point_key, reverse=True)
+    return None if len(newer) > limit else PointsPage(newer, False)
+
+
 def points_until(j: Journal, kinds: Iterable[str] | None, before: Point | None, ts_ns: int) -> PointsPage:
     """Every point older than ``before`` down to the newest one at or before ``ts_ns``.
 

@@ -519,9 +519,21 @@ async def test_new_records_appear_while_open(journal_dir: Path) -> None:
             seq, ts = j.last_seq, j.last_ts_ns
             j.append([Record(seq + 1, ts + MS, RecordType.WRITE, 0, 0, 4096, b"\1" * 4096),
                       Record(seq + 2, ts + 2 * MS, RecordType.MARK, 0, 0, 0, b"live")])
+        table = screen.query_one(PointsList)
+        table.move_cursor(2)
+        kept = table.selected
         screen.refresh_status()
         await settle(pilot)
-        assert screen.query_one(PointsList).points[0].name == "live"
+        assert table.points[0].name == "live"
+        assert table.points[1:] == all_points(journal_dir)[1:]
+        assert table.selected == kept  # away from the top, the selection stays put
+        table.move_cursor(0)
+        with Journal.open(journal_dir) as j:
+            seq, ts = j.last_seq, j.last_ts_ns
+            j.append([Record(seq + 1, ts + MS, RecordType.FLUSH)])
+        screen.refresh_status()
+        await settle(pilot)
+        assert table.selected == table.points[0] and table.selected.seq == seq + 1  # at the top, it follows
 
 
 async def test_help_lists_the_keys(journal_dir: Path) -> None:

@@ -63,6 +63,13 @@ class MainScreen(Screen):
         select_ns: int | None = None
 
     @dataclass
+    class NewerLoaded(Message):
+        generation: int
+        after: Point
+        #: None: too many to insert, start the list again
+        page: PointsPage | None
+
+    @dataclass
     class TimelineLoaded(Message):
         data: TimelineData
 
@@ -272,8 +279,31 @@ class MainScreen(Screen):
         if self.view_end >= old_last:
             self.view_end = max(self.view_end, self._padded(span)[1])
             self.reload_timeline()
-        if self.table.cursor_row <= 0:
+        table = self.table
+        if not table.points:
             self.reload_points()
+        elif not table.loading:
+            self.load_newer(self.generation, table.points[0])
+
+    @work(thread=True, exclusive=True, group="newer")
+    def load_newer(self, generation: int, after: Point) -> None:
+        try:
+            page = model.points_newer(self.journal, self.kinds, after, PAGE)
+        except Exception as exc:
+            self.post_message(self.Failed("reading points", model.describe_error(exc)))
+            return
+        self.post_message(self.NewerLoaded(generation, after, page))
+
+    @on(NewerLoaded)
+    def _newer_loaded(self, message: NewerLoaded) -> None:
+        table = self.table
+        if message.generation != self.generation or not table.points or table.points[0] != message.after:
+            return
+        if message.page is None:
+            self.reload_points()
+            return
+        # at the top, the user is watching the newest end: follow it; elsewhere, stay on the point
+        table.prepend_points(message.page.points, follow=table.cursor_row == 0)
 
     @on(Failed)
     def _failed(self, message: Failed) -> None:

@@ -110,6 +110,20 @@ class PointsList(ScrollView, can_focus=True):
         if was_empty and self.points:
             self.post_message(self.Highlighted(self.selected))
 
+    def prepend_points(self, points: list[Point], follow: bool) -> None:
+        """Insert newer points on top; ``follow`` moves the cursor to the newest, else it stays put."""
+        if not points:
+            return
+        self.points[:0] = points
+        self._rows.clear()
+        self._resize_virtual()
+        if follow:
+            self.post_message(self.Highlighted(self.selected))
+        else:
+            self.set_reactive(PointsList.cursor_row, self.cursor_row + len(points))
+            self.scroll_to(y=self.scroll_offset.y + len(points), animate=False)
+        self.refresh()
+
     def _resize_virtual(self) -> None:
         self.virtual_size = Size(len(HEADER) + 40, len(self.points) + 1)
 
