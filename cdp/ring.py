@@ -368,8 +368,10 @@ class Ring:
                 if state == _BUSY:
                     append(self._bad(pos, end, seq, ts, rtype, offset, length,
                                      "record left BUSY by a producer that detached"))
-                    if rtype != _PAD:
+                    if rtype != _PAD and seq:
                         next_seq = seq + 1
+                        if self.first_seen is None:
+                            self.first_seen = (seq, ts)
                     pos = end
                     continue
             if rtype == _PAD:
