@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import pytest
+from textual import events
 
 from benchmarks.conftest import figure, scaled
 from journal import Journal, Record, RecordType
-from textual import events
-
 from tui.app import CdpApp
 from tui.screens.detail import DetailScreen
 from tui.screens.main import MainScreen
@@ -145,20 +144,20 @@ def test_key_to_repaint_million_records(benchmark, million: Path) -> None:
             timeline = screen.query_one(Timeline)
             for _ in range(40):
                 row = table.cursor_row
-                await press(pilot, "down", lambda: table.cursor_row == row + 1)
+                await press(pilot, "down", lambda row=row: table.cursor_row == row + 1)
             for _ in range(15):
                 # paging down runs into the end of what is loaded: the next page comes in a worker
                 row = table.cursor_row
-                await press(pilot, "pagedown", lambda: (table.cursor_row > row or table.done)
+                await press(pilot, "pagedown", lambda row=row: (table.cursor_row > row or table.done)
                             and not table.loading)
             for key in ("plus", "plus", "plus", "left_square_bracket", "right_square_bracket", "minus",
                         "minus", "minus") * 3:
                 before = timeline.data
-                await press(pilot, key, lambda: timeline.data is not before)
+                await press(pilot, key, lambda before=before: timeline.data is not before)
             for _ in range(3):
                 for _ in range(2):
                     marks = screen.marks_only
-                    await press(pilot, "f", lambda: screen.marks_only != marks and not table.loading)
+                    await press(pilot, "f", lambda marks=marks: screen.marks_only != marks and not table.loading)
                 await press(pilot, "enter", lambda: isinstance(app.screen, DetailScreen)
                             and app.screen.shown_block is not None)
                 await press(pilot, "escape", lambda: app.screen is screen)

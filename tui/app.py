@@ -57,7 +57,7 @@ class CdpApp(App[int]):
     def open_journal(self) -> None:
         try:
             journal = Journal.open(self.journal_path, readonly=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.OpenFailed(describe_error(exc)))
             return
         self.post_message(self.Opened(journal))

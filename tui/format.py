@@ -8,14 +8,14 @@ full nanosecond ISO form the CLI accepts back.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 NS = 1_000_000_000
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
-def fmt_bytes(n: int | float) -> str:
+def fmt_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'; exact below 1 KiB."""
     value = float(n)
     for unit in _UNITS:
@@ -43,7 +43,7 @@ def fmt_ts(ts_ns: int) -> str:
 def fmt_ts_full(ts_ns: int) -> str:
     """ISO 8601 with nine fractional digits and the zone offset (parses back exactly)."""
     secs, ns = divmod(ts_ns, NS)
-    local = datetime.fromtimestamp(secs, timezone.utc).astimezone()
+    local = datetime.fromtimestamp(secs, UTC).astimezone()
     offset = local.strftime("%z")
     return f"{local.strftime('%Y-%m-%dT%H:%M:%S')}.{ns:09d}{offset[:3]}:{offset[3:]}"
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from journal import Journal, Record, RecordType
 from tests.tui.helpers import NOW_NS, make_app, screen_text, settle, until
 from tests.tui.journals import BASE_NS, MS, build, build_many_entries
@@ -115,10 +117,15 @@ async def test_stale_status_means_not_running(journal_dir: Path) -> None:
         assert "service not running (no report for 60 s)" in screen_text(app)
 
 
-async def test_service_that_said_it_stopped_or_was_killed(journal_dir: Path) -> None:
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead_pid = int(gone.stdout)
+    return int(gone.stdout)
+
+
+async def test_service_that_said_it_stopped_or_was_killed(journal_dir: Path, dead_pid: int) -> None:
     with Journal.open(journal_dir) as j:
         j.set_status({"pid": dead_pid, "state": "running", "updated_ns": NOW_NS - 100 * MS})
     app = make_app(journal_dir)
@@ -440,7 +447,7 @@ async def test_verify_reports_an_intact_journal(journal_dir: Path) -> None:
 
 
 async def test_verify_lists_the_damage(journal_dir: Path) -> None:
-    seg = sorted((journal_dir / "segments").glob("*.seg"))[0]
+    seg = min((journal_dir / "segments").glob("*.seg"))
     data = bytearray(seg.read_bytes())
     data[len(data) // 2] ^= 0xFF
     seg.write_bytes(bytes(data))

@@ -98,7 +98,7 @@ class DetailScreen(Screen):
             detail = model.point_detail(self.journal, self.point, lambda: worker.is_cancelled)
         except model.Cancelled:
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(model.describe_error(exc)))
             return
         self.post_message(self.DetailLoaded(detail))
@@ -109,7 +109,7 @@ class DetailScreen(Screen):
         prev_seq = self.detail.previous.seq if self.detail and self.detail.previous else 0
         try:
             before, after = model.block_pair(self.journal, block, self.point.seq, prev_seq)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(model.describe_error(exc)))
             return
         if not worker.is_cancelled:

@@ -24,7 +24,7 @@ class ErrorScreen(Screen):
         with Vertical(id="dialog"):
             yield Static(Text("cannot open the journal", style="bold red"))
             yield Static(Text(self.text), id="error-text")
-            yield Static(Text(f"\nGive another with: cdp tui --journal DIR (or set CDP_JOURNAL).\n"
+            yield Static(Text("\nGive another with: cdp tui --journal DIR (or set CDP_JOURNAL).\n"
                               "A damaged journal: run 'cdp verify --journal DIR' to see what is wrong.",
                               style="dim"))
         yield Footer()

@@ -18,7 +18,6 @@ from journal import Journal
 from tui import model
 
 
-
 class GotoScreen(ModalScreen[int | None]):
     """Returns the time (ns) the user asked for; the main screen selects the point."""
 
@@ -60,7 +59,7 @@ class GotoScreen(ModalScreen[int | None]):
         except ValueError as exc:
             self.post_message(self.Failed(str(exc)))
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(model.describe_error(exc)))
             return
         self.post_message(self.Parsed(ts))

@@ -13,7 +13,6 @@ from textual.widgets import Static
 from cdp.timespec import TIME_HELP
 
 
-
 def _keys_table(bindings: list[BindingType]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)

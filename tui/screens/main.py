@@ -152,7 +152,7 @@ class MainScreen(Screen):
                     last = page.points[-1] if page.points else before
                     more = model.points_page(self.journal, self.kinds, last, PAGE)
                     page = PointsPage(page.points + more.points, more.done)
-        except Exception as exc:  # shown, never a traceback
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback  # shown, never a traceback
             self.post_message(self.Failed("reading points", model.describe_error(exc)))
             return
         if not worker.is_cancelled:
@@ -219,7 +219,7 @@ class MainScreen(Screen):
         worker = get_current_worker()
         try:
             data = model.timeline(self.journal, start_ns, end_ns, columns)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed("reading activity", model.describe_error(exc)))
             return
         if not worker.is_cancelled:
@@ -260,7 +260,7 @@ class MainScreen(Screen):
         try:
             snap = model.read_status(self.journal, now_ns)
             span = model.journal_span(self.journal)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed("reading status", model.describe_error(exc)))
             return
         self.post_message(self.StatusLoaded(snap, now_ns, span))
@@ -289,7 +289,7 @@ class MainScreen(Screen):
     def load_newer(self, generation: int, after: Point) -> None:
         try:
             page = model.points_newer(self.journal, self.kinds, after, PAGE)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed("reading points", model.describe_error(exc)))
             return
         self.post_message(self.NewerLoaded(generation, after, page))

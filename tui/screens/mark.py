@@ -69,7 +69,7 @@ class MarkScreen(ModalScreen[Point | None]):
         try:
             ts = model.parse_user_time(self.journal, when, now_ns)
             point = self.journal.add_mark(name, ts)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(str(exc) if isinstance(exc, ValueError) else model.describe_error(exc)))
             return
         self.post_message(self.Added(point))

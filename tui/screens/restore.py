@@ -161,7 +161,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
                                            if not overwrite else "restore cancelled; the target is incomplete",
                                            True))
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Stopped(model.describe_error(exc), False))
             return
         self.post_message(self.Finished(result))

@@ -71,7 +71,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
 
         try:
             report = self.journal.verify(progress)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(model.describe_error(exc)))
             return
         self.post_message(self.Finished(report))

@@ -50,11 +50,9 @@ def hex_rows(before: bytes, after: bytes, base: int) -> list[list[Segment]]:
 
 def first_change_line(before: bytes, after: bytes) -> int:
     """The dump line of the first changed row (0 if none), counting the 'was' rows above it."""
-    line = 0
-    for at in range(0, len(after), ROW):
+    for line, at in enumerate(range(0, len(after), ROW)):
         if before[at:at + ROW] != after[at:at + ROW]:
             return line
-        line += 1
     return 0
 
 
