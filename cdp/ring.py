@@ -43,7 +43,7 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import crc32c
 
@@ -65,7 +65,6 @@ from cdp.ringabi import (
     REC_MAGIC,
     REC_OFF_STATE,
     REC_OFF_TS_NS,
-    REC_OFF_TYPE,
     RING_FLAG_DETACHED,
     RING_FLAG_OVERFLOW,
     RING_MAGIC,
@@ -400,11 +399,11 @@ class Ring:
                 append(self._bad(pos, end, seq, ts, rtype, offset, length, f"unknown state {state}"))
                 pos = end
                 continue
-            if rtype <= _WRITE_ZEROES or rtype == _OVERFLOW:
-                if offset % SECTOR or length % SECTOR or length <= 0 or offset + length > device:
-                    append(Corrupt(pos, end, seq, ts, f"range {offset}+{length} is not sector-aligned inside the device"))
-                    pos = end
-                    continue
+            if (rtype <= _WRITE_ZEROES or rtype == _OVERFLOW) and (
+                    offset % SECTOR or length % SECTOR or length <= 0 or offset + length > device):
+                append(Corrupt(pos, end, seq, ts, f"range {offset}+{length} is not sector-aligned inside the device"))
+                pos = end
+                continue
             payload = data[o + REC_HDR_SIZE:o + REC_HDR_SIZE + data_len]
             reason = None
             if rtype == _WRITE:
@@ -530,7 +529,7 @@ class Ring:
                 os.close(fd)
                 setattr(self, name, -1)
 
-    def __enter__(self) -> Ring:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -543,7 +542,7 @@ class Ring:
 class Slot:
     """A reserved record whose header and payload are in the ring, state BUSY."""
 
-    __slots__ = ("_writer", "pos", "seq", "ts_ns", "done")
+    __slots__ = ("_writer", "done", "pos", "seq", "ts_ns")
 
     def __init__(self, writer: RingWriter, pos: int, seq: int, ts_ns: int) -> None:
         self._writer = writer
@@ -908,7 +907,7 @@ class RingWriter:
         self._mm.close()
         os.close(self._fd)
 
-    def __enter__(self) -> RingWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

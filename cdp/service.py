@@ -485,19 +485,18 @@ def drain(
         for sig in (signal.SIGTERM, signal.SIGINT):
             old_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        with Journal.open(journal_path) as journal:
-            with Ring(ring_path) as ring:
-                info = journal.info
-                if ring.device_bytes != info.device_bytes:
-                    raise DeviceMismatch(f"ring {ring.path} protects a device of {ring.device_bytes} bytes "
-                                         f"but journal {journal_path} protects {info.device_bytes}")
-                if any(ring.device_id) and any(info.device_id) and ring.device_id != info.device_id:
-                    raise DeviceMismatch(f"ring {ring.path} protects device {ring.device_id.hex()} but "
-                                         f"journal {journal_path} protects {info.device_id.hex()}")
-                drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
-                                   batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
-                                   on_progress=on_progress)
-                return drainer.run(until_detached, poll_interval)
+        with Journal.open(journal_path) as journal, Ring(ring_path) as ring:
+            info = journal.info
+            if ring.device_bytes != info.device_bytes:
+                raise DeviceMismatch(f"ring {ring.path} protects a device of {ring.device_bytes} bytes "
+                                     f"but journal {journal_path} protects {info.device_bytes}")
+            if any(ring.device_id) and any(info.device_id) and ring.device_id != info.device_id:
+                raise DeviceMismatch(f"ring {ring.path} protects device {ring.device_id.hex()} but "
+                                     f"journal {journal_path} protects {info.device_id.hex()}")
+            drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
+                               batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
+                               on_progress=on_progress)
+            return drainer.run(until_detached, poll_interval)
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import crc32c
 
@@ -189,7 +190,7 @@ class SimDevice:
         self.writer.close(detach=detach)
         self.stats.dropped = self.writer.dropped
 
-    def __enter__(self) -> SimDevice:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -378,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         device.close()
     if args.log and device.log is not None:
         with open(args.log, "w") as f:
-            for rec in device.log:
-                f.write(f"{rec.seq} {rec.type} {rec.flags} {rec.offset} {rec.length} {rec.crc}\n")
+            f.writelines(f"{rec.seq} {rec.type} {rec.flags} {rec.offset} {rec.length} {rec.crc}\n" for rec in device.log)
     print(json.dumps(asdict(stats)), flush=True)
     return 0
 

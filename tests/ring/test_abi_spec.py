@@ -6,6 +6,7 @@ from it, so a change on either side shows up as a failing test.
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import crc32c
@@ -53,7 +54,7 @@ def test_record_offsets(name: str) -> None:
 def test_record_fields_tile_the_header() -> None:
     spans = sorted(RECORD_FIELDS.values())
     assert spans[0][0] == 0
-    for (off, size), (nxt, _) in zip(spans, spans[1:]):
+    for (off, size), (nxt, _) in itertools.pairwise(spans):
         assert off + size == nxt
     assert spans[-1][0] + spans[-1][1] == 64
 
@@ -69,8 +70,8 @@ def test_control_page_layout() -> None:
     page = abi.pack_control(1 << 20, 123 * 512, 4096, bytes(range(16)), flags=3, dropped=7,
                             head=640, tail=128)
     assert len(page) == 4096
-    u32 = lambda off: struct.unpack_from("<I", page, off)[0]  # noqa: E731
-    u64 = lambda off: struct.unpack_from("<Q", page, off)[0]  # noqa: E731
+    u32 = lambda off: struct.unpack_from("<I", page, off)[0]
+    u64 = lambda off: struct.unpack_from("<Q", page, off)[0]
     assert page[0:4] == b"CPRG" and u32(4) == 1
     assert u64(8) == 1 << 20 and u64(16) == 123 * 512
     assert u32(24) == 4096 and u32(28) == 3

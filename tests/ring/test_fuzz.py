@@ -32,7 +32,7 @@ def read_all(ring: Ring) -> list[Entry | Corrupt]:
 def independently_checked(raw: bytes, entry: Entry) -> None:
     """Re-check an entry against the bytes, without the reader's code."""
     o = entry.pos % DATA
-    magic, rtype, _flags, rec_len, data_len, seq, ts, offset, length, dcrc, hcrc, state = \
+    magic, rtype, _flags, rec_len, data_len, seq, _ts, offset, length, dcrc, hcrc, state = \
         struct.unpack_from("<IHHIIQQQQIII", raw, o)
     assert magic == REC_MAGIC and crc32c.crc32c(raw[o:o + 52]) == hcrc
     assert state == RecState.COMMITTED and seq == entry.seq and seq > 0

@@ -28,7 +28,7 @@ def pattern(i: int, size: int) -> bytes:
 
 
 def test_geometry_and_empty(ring_pair) -> None:
-    writer, ring = ring_pair()
+    _writer, ring = ring_pair()
     assert (ring.data_size, ring.device_bytes, ring.block_size) == (1 << 16, DEVICE, 512)
     assert ring.device_id == bytes(range(16))
     assert ring.head == ring.tail == ring.cursor == 0
@@ -61,9 +61,9 @@ def test_roundtrip_through_many_wraps(ring_pair) -> None:
 
 def test_every_record_type(ring_pair) -> None:
     writer, ring = ring_pair()
-    for kind, kw in [(RecType.DISCARD, dict(offset=0, length=1 << 20)),
-                     (RecType.WRITE_ZEROES, dict(offset=4096, length=512)),
-                     (RecType.FLUSH, {}), (RecType.MARK, dict(data="before upgrade ✓".encode()))]:
+    for kind, kw in [(RecType.DISCARD, {"offset": 0, "length": 1 << 20}),
+                     (RecType.WRITE_ZEROES, {"offset": 4096, "length": 512}),
+                     (RecType.FLUSH, {}), (RecType.MARK, {"data": "before upgrade ✓".encode()})]:
         for slot in writer.submit(kind, **kw):
             slot.commit()
     got = ring.read()
@@ -280,7 +280,7 @@ def test_bad_ring_files(tmp_path: Path, setup, message: str | None) -> None:
 
 
 def test_one_consumer_at_a_time(ring_pair) -> None:
-    writer, ring = ring_pair()
+    _writer, ring = ring_pair()
     with pytest.raises(RingError, match="another process"):
         Ring(ring.path)
 

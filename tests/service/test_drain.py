@@ -53,7 +53,7 @@ def test_drain_while_the_device_writes(tmp_path: Path) -> None:
 
 def test_restart_after_unreleased_batch_skips_duplicates(tmp_path: Path) -> None:
     s = make_setup(tmp_path)
-    thread, device = sim_in_thread(s, 300)
+    thread, _device = sim_in_thread(s, 300)
     thread.join()
     first = drain(s.journal, s.ring, until_detached=True)
     # as if the process died after the journal commit but before storing tail
@@ -190,7 +190,7 @@ def test_restore_at_a_mark_gives_the_device_as_it_was(tmp_path: Path) -> None:
     snapshots = {}
     stop = threading.Event()
     drainer = threading.Thread(target=drain, args=(s.journal, s.ring),
-                               kwargs=dict(until_detached=True, stop=stop))
+                               kwargs={"until_detached": True, "stop": stop})
     drainer.start()
     for name in ("one", "two", "three"):
         run(device, workload, ops=150)
@@ -232,7 +232,7 @@ def test_producer_detached_while_dropping(tmp_path: Path) -> None:
 def test_status_is_published_while_running(tmp_path: Path) -> None:
     s = make_setup(tmp_path)
     stop = threading.Event()
-    drainer = threading.Thread(target=drain, args=(s.journal, s.ring), kwargs=dict(stop=stop))
+    drainer = threading.Thread(target=drain, args=(s.journal, s.ring), kwargs={"stop": stop})
     drainer.start()
     device = SimDevice(s.image, RingWriter.attach(s.ring))
     seen = []

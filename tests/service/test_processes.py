@@ -61,7 +61,7 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(tmp_path: Path, seed: in
         time.sleep(rng.uniform(0, 0.2))
     assert sim.returncode == 0 and kills >= 3
     final = drain_process(s, "--until-detached")
-    out, err = final.communicate(timeout=120)
+    _out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     sim_stats = json.loads(sim.stdout.read())
     assert sim_stats["dropped"] == 0
@@ -79,7 +79,7 @@ def test_killed_between_journal_commit_and_release(tmp_path: Path) -> None:
         drainer.wait(timeout=60)
         crashes += drainer.returncode == -signal.SIGKILL
     final = drain_process(s, "--until-detached")
-    out, err = final.communicate(timeout=120)
+    _out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     assert crashes >= 2
     assert json.loads(sim.stdout.read())["dropped"] == 0

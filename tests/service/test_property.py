@@ -75,7 +75,7 @@ def _drain_some(tmp_path: Path) -> None:
     import threading
 
     stop = threading.Event()
-    progress = lambda _stats: stop.set()  # noqa: E731 - stop after the first batch
+    progress = lambda _stats: stop.set()
     timer = threading.Timer(0.05, stop.set)  # or soon, if the ring holds nothing
     timer.start()
     drain(tmp_path / "j", tmp_path / "ring", stop=stop, on_progress=progress, handle_signals=False,
