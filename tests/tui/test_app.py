@@ -280,6 +280,31 @@ async def test_detail_counts_changes_and_shows_a_changed_block(journal_dir: Path
         assert isinstance(app.screen, MainScreen)
 
 
+async def test_detail_shows_a_block_chosen_by_offset(journal_dir: Path) -> None:
+    points = all_points(journal_dir)
+    with Journal.open(journal_dir, readonly=True) as j:
+        after = j.read(0x12000, 4096, seq=points[1].seq)
+    app = make_app(journal_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await start(pilot)
+        screen.query_one(PointsList).move_cursor(1)
+        await pilot.press("enter")
+        await settle(pilot)
+        detail = app.screen
+        await pilot.press("b", *"nonsense", "enter")
+        assert "neither a block number nor a byte offset" in widget_text(app, "#block-message")
+        await submit(pilot, "#block", "99999999")
+        assert "outside the device" in widget_text(app, "#block-message")
+        await submit(pilot, "#block", "0x12345")
+        assert app.screen is detail
+        assert detail.shown_block == 0x12
+        assert " ".join(f"{b:02x}" for b in after[:8]) in detail.query_one(HexView).text()
+        assert "chosen" in str(detail.query_one(HexView).border_title)
+        await pilot.press("n")
+        await settle(pilot)
+        assert detail.shown_block == detail.detail.changed[0]
+
+
 async def test_detail_of_the_baseline(journal_dir: Path) -> None:
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:

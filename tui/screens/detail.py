@@ -17,6 +17,7 @@ from journal import Journal, Point
 from tui import model
 from tui.format import fmt_bytes, fmt_count, fmt_duration, fmt_ts, fmt_ts_full
 from tui.model import BLOCK, PointDetail
+from tui.screens.block import BlockScreen
 from tui.screens.help import HelpScreen
 from tui.screens.restore import RestoreScreen
 from tui.widgets.hexview import HexView
@@ -30,6 +31,7 @@ class DetailScreen(Screen):
         Binding("n", "block(1)", "Next block"),
         Binding("p", "block(-1)", "Prev block"),
         Binding("a", "toggle_all", "Changed/written"),
+        Binding("b", "choose_block", "Block…"),
         Binding("r", "restore", "Restore"),
         Binding("question_mark", "help", "Keys", key_display="?"),
         Binding("q", "app.quit", "Quit"),
@@ -59,6 +61,8 @@ class DetailScreen(Screen):
         self.all_blocks = False
         #: the block the hex view shows (None until one is loaded)
         self.shown_block: int | None = None
+        #: a block the user asked for by number, shown instead of the changed/written list
+        self.chosen_block: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._header(), id="detail-summary")
@@ -141,6 +145,12 @@ class DetailScreen(Screen):
         self._show_block()
 
     def _show_block(self) -> None:
+        if self.chosen_block is not None:
+            block = self.chosen_block
+            self.query_one(HexView).border_title = (f"block {block} (bytes {block * BLOCK:#x}..), chosen — "
+                                                    "n/p go back to the changed blocks")
+            self.load_block(block)
+            return
         blocks = self.blocks
         scroll = self.query_one(HexView)
         if not blocks:
@@ -158,7 +168,9 @@ class DetailScreen(Screen):
     @on(BlockLoaded)
     def _block_loaded(self, message: BlockLoaded) -> None:
         blocks = self.blocks
-        if not blocks or blocks[self.block_index % len(blocks)] != message.block:
+        wanted = self.chosen_block if self.chosen_block is not None else (
+            blocks[self.block_index % len(blocks)] if blocks else None)
+        if wanted != message.block:
             return
         hexview = self.query_one(HexView)
         hexview.show_block(message.before, message.after, message.block * BLOCK)
@@ -173,11 +185,25 @@ class DetailScreen(Screen):
     # --------------------------------------------------------------- actions
 
     def action_block(self, step: int) -> None:
+        if self.detail is None:
+            return
+        if self.chosen_block is not None:
+            self.chosen_block = None  # back to the list, where it was
+            step = 0
         if self.blocks:
             self.block_index = (self.block_index + step) % len(self.blocks)
-            self._show_block()
+        self._show_block()
+
+    def action_choose_block(self) -> None:
+        def chosen(block: int | None) -> None:
+            if block is not None and self.detail is not None:
+                self.chosen_block = block
+                self._show_block()
+
+        self.app.push_screen(BlockScreen(self.journal.info.device_bytes), chosen)
 
     def action_toggle_all(self) -> None:
+        self.chosen_block = None
         self.all_blocks = not self.all_blocks
         self.block_index = 0
         if self.detail is not None:
