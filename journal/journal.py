@@ -362,13 +362,18 @@ class Journal:
         chunk = 1 << 20
         batch_bytes = 64 << 20
         ts = self.info.created_ns
-        with open(source, "rb", buffering=0) as src:
+        fd = os.open(source, os.O_RDONLY)
+        try:
             done = 0
             batch = _Batch(self, writer.seg_id, writer.end)
             while done < total:
-                data = src.read(min(chunk, total - done))
-                if not data:
-                    raise DeviceMismatch(f"{source} ended at byte {done} of {total}")
+                done = _next_data(fd, done, total)
+                if done >= total:
+                    data = b""
+                else:
+                    data = os.pread(fd, min(chunk, total - done), done)
+                    if not data:
+                        raise DeviceMismatch(f"{source} ended at byte {done} of {total}")
                 for start, end in _nonzero_runs(data):
                     batch.add_baseline(ts, done + start, memoryview(data)[start:end])
                 done += len(data)
@@ -383,6 +388,8 @@ class Journal:
                     batch = _Batch(self, writer.seg_id, writer.end)
                 if progress is not None:
                     progress(done, total)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------- reads
 
@@ -882,13 +889,31 @@ _pack_u64x2 = U64X2.pack
 _pack_seq = SEQ_VAL.pack
 
 
+_ZERO_CHUNK = bytes(1 << 20)
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def _next_data(fd: int, pos: int, end: int) -> int:
+    """Where data resumes at or after ``pos`` (block-aligned); holes are skipped unread."""
+    try:
+        found = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:  # ENXIO: only a hole is left; EINVAL: no hole support (a device)
+        return end if _is_regular(fd) else pos
+    return max(pos, found - found % BLOCK)
+
+
+def _is_regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
 def _nonzero_runs(data: bytes) -> Iterator[tuple[int, int]]:
     """[start, end) of the runs of non-zero 4 KiB blocks in ``data``."""
-    zero = bytes(BLOCK)
-    view = memoryview(data)
+    if data == _ZERO_CHUNK[:len(data)]:
+        return
     start = None
     for pos in range(0, len(data), BLOCK):
-        if view[pos:pos + BLOCK] == zero[:len(view[pos:pos + BLOCK])]:
+        piece = data[pos:pos + BLOCK]
+        if piece == _ZERO_BLOCK[:len(piece)]:
             if start is not None:
                 yield start, pos
                 start = None
