@@ -156,3 +156,26 @@ def build_history(path: Path, baseline: bytes, *, records: int, seed: int) -> Hi
 def ts_arg(ts_ns: int) -> str:
     """An exact @EPOCH TIME for a nanosecond timestamp."""
     return f"@{ts_ns // NS}.{ts_ns % NS:09d}"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A directory nobody may write into, root included.
+
+    As root (how CI runs) permission bits do not stop writes, so the
+    directory is a read-only tmpfs mount; otherwise mode 0555 does it.
+    """
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "cdp-test-ro", str(ro)], check=True)
+        try:
+            yield ro
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+    else:
+        ro.chmod(0o555)
+        try:
+            yield ro
+        finally:
+            ro.chmod(0o755)
