@@ -219,9 +219,7 @@ class Ring:
                 ctl = mmap.mmap(fd, CONTROL_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
                 self._maps.append(ctl)
             else:
-                # populate: one bulk fault-in instead of a page fault per record on first use
-                whole = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                  mmap.PROT_READ | mmap.PROT_WRITE)
+                whole = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
                 self._maps.append(whole)
                 ctl = whole
         except OSError as exc:
