@@ -36,6 +36,7 @@ library, lmdb, msgpack and crc32c (through the journal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -454,10 +455,9 @@ class _Drainer:
             self.stats.ended_ns = time.time_ns()
             self.stats.last_journal_seq = self._jseq
             self.stats.last_ring_seq = self._ring_seq
-            try:
+            # best effort: an error already on its way out matters more than the status
+            with contextlib.suppress(Exception):
                 self.publish_status("stopped", force=True)
-            except JournalError:
-                pass
             if self._device_fd >= 0:
                 os.close(self._device_fd)
         return self.stats
