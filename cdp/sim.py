@@ -18,6 +18,10 @@ Run as a separate producer process::
 which creates the ring if it does not exist (or attaches to a fresh one),
 writes until the time or op budget is spent (or SIGTERM), then marks the
 ring DETACHED and prints a one-line JSON summary.
+
+Keep ring files on tmpfs (``/dev/shm``) when speed matters: the kernel's
+ring is memory, while a ring file on a disk makes the kernel write its dirty
+pages back, competing with the journal's own writes.
 """
 
 from __future__ import annotations
