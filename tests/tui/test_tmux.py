@@ -79,7 +79,7 @@ def test_cdp_tui_in_a_real_terminal(journal_dir: Path) -> None:
         tmux.keys("f")
         tmux.wait_for("rewind points: marks only")
         # the title changes at once, the rows when the worker's page lands
-        screen = tmux.wait_gone(" flush ")
+        screen = tmux.wait_gone("flush      ")  # a row's kind column, not the legend
         assert "before-upgrade" in screen and "checkpoint" in screen
 
         tmux.keys("f")
