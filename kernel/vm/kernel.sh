@@ -19,7 +19,14 @@ case "$series" in
     6.12) meta=linux-headers-6.12-amd64 ;;
     *) echo "kernel.sh: unknown kernel series $series (6.1 or 6.12)" >&2; exit 2 ;;
 esac
-dep="$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: \(linux-\(image\|headers\)-\(.*\)\)$/\3/p' | head -1)"
+resolve() {
+    apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: \(linux-\(image\|headers\)-\(.*\)\)$/\3/p' | head -1
+}
+dep="$(resolve)"
+if [ -z "$dep" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 || true     # a machine whose package lists were never fetched
+    dep="$(resolve)"
+fi
 if [ -z "$dep" ]; then
     echo "kernel.sh: apt-cache does not know $meta; run apt-get update" >&2; exit 1
 fi

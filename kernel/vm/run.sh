@@ -38,7 +38,7 @@ rm -f "$out/project.ext4"
 mkfs.ext4 -q -F -d "$stage" "$out/project.ext4" 64M >/dev/null
 
 disk="$out/disk.img"
-rm -f "$disk"; truncate -s 256M "$disk"
+rm -f "$disk"; truncate -s 1G "$disk"    # sparse
 
 mem="${CDP_VM_MEM:-2048}"
 timeout_s="${CDP_VM_TIMEOUT:-900}"
