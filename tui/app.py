@@ -9,12 +9,13 @@ screens borrow it and read it only from workers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from textual import on, work
+from textual import on
 from textual.app import App
 from textual.message import Message
 
@@ -22,6 +23,10 @@ from journal import Journal
 from tui.model import describe_error
 from tui.screens.error import ErrorScreen
 from tui.screens.main import MainScreen
+from tui.workers import Leases, journal_worker
+
+#: on exit, how long worker threads get to finish before the journal is closed under them
+CLOSE_WAIT_S = 5.0
 
 
 class CdpApp(App[int]):
@@ -48,12 +53,14 @@ class CdpApp(App[int]):
         self.clock = clock
         self.status_interval = status_interval
         self.journal: Journal | None = None
+        #: worker threads inside the journal; it is closed only once they are out
+        self.leases = Leases()
 
     def on_mount(self) -> None:
         self.sub_title = self.journal_path
         self.open_journal()
 
-    @work(thread=True, exclusive=True, group="open")
+    @journal_worker("open")
     def open_journal(self) -> None:
         try:
             journal = Journal.open(self.journal_path, readonly=True)
@@ -71,7 +78,13 @@ class CdpApp(App[int]):
     def _open_failed(self, message: OpenFailed) -> None:
         self.push_screen(ErrorScreen(self.journal_path, message.text))
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
+        """Let worker threads leave the journal (a restore being quit cancels itself), then close it."""
+        self.leases.close()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        # bounded: a read stuck on a dead disk must not hang the exit
+        while self.leases.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.journal is not None:
             self.journal.close()
             self.journal = None

@@ -446,6 +446,24 @@ async def test_restore_can_be_cancelled(tmp_path: Path) -> None:
         assert not target.exists()  # the journal removes a target it created
 
 
+async def test_quitting_during_a_restore_cancels_it(tmp_path: Path) -> None:
+    path = build_many_entries(tmp_path / "j", entries=1 << 20)
+    target = tmp_path / "quit.img"
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press("r")
+        dialog = app.screen
+        dialog.query_one("#target").value = str(target)
+        dialog.query_one("#go").press()
+        bar = dialog.query_one("#restore-progress")
+        await until(pilot, lambda: bar.progress > 0 or dialog.state == "done")
+        assert dialog.state == "running", "the restore finished before the app could quit"
+        app.exit()
+    assert app.journal is None
+    assert not target.exists()
+
+
 async def test_restore_from_a_damaged_segment_is_a_message(journal_dir: Path, tmp_path: Path) -> None:
     for seg in (journal_dir / "segments").glob("*.seg"):
         seg.unlink()

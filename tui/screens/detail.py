@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -21,6 +21,7 @@ from tui.screens.block import BlockScreen
 from tui.screens.help import HelpScreen
 from tui.screens.restore import RestoreScreen
 from tui.widgets.hexview import HexView
+from tui.workers import journal_worker
 
 
 class DetailScreen(Screen):
@@ -95,7 +96,7 @@ class DetailScreen(Screen):
 
     # --------------------------------------------------------------- workers
 
-    @work(thread=True, exclusive=True, group="detail")
+    @journal_worker("detail")
     def load_detail(self) -> None:
         worker = get_current_worker()
         try:
@@ -107,7 +108,7 @@ class DetailScreen(Screen):
             return
         self.post_message(self.DetailLoaded(detail))
 
-    @work(thread=True, exclusive=True, group="block")
+    @journal_worker("block")
     def load_block(self, block: int) -> None:
         worker = get_current_worker()
         prev_seq = self.detail.previous.seq if self.detail and self.detail.previous else 0

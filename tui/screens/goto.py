@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -16,6 +16,7 @@ from textual.widgets import Input, Label, Static
 from cdp.timespec import TIME_HELP
 from journal import Journal
 from tui import model
+from tui.workers import journal_worker
 
 
 class GotoScreen(ModalScreen[int | None]):
@@ -51,7 +52,7 @@ class GotoScreen(ModalScreen[int | None]):
     def _go(self, event: Input.Submitted) -> None:
         self.parse(event.value, self.clock())
 
-    @work(thread=True, exclusive=True)
+    @journal_worker()
     def parse(self, text: str, now_ns: int) -> None:
         """Parsing may look up a mark in the journal, so it runs off the UI thread."""
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -25,6 +25,7 @@ from tui.screens.verify import VerifyScreen
 from tui.widgets.points_list import PointsList
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.timeline import Timeline
+from tui.workers import journal_worker
 
 PAGE = 500
 SUBTITLE = "f: marks/all   g: go to time   enter: detail"
@@ -138,7 +139,7 @@ class MainScreen(Screen):
         self.table.loading = True
         self.load_points(self.generation, None, select_ns)
 
-    @work(thread=True, exclusive=True, group="points")
+    @journal_worker("points")
     def load_points(self, generation: int, before: Point | None, select_ns: int | None) -> None:
         """Read one page (or, to reach ``select_ns``, every page down to it)."""
         worker = get_current_worker()
@@ -214,7 +215,7 @@ class MainScreen(Screen):
         if self.columns:
             self.load_timeline(self.view_start, self.view_end, self.columns)
 
-    @work(thread=True, exclusive=True, group="timeline")
+    @journal_worker("timeline")
     def load_timeline(self, start_ns: int, end_ns: int, columns: int) -> None:
         worker = get_current_worker()
         try:
@@ -255,7 +256,7 @@ class MainScreen(Screen):
     def refresh_status(self) -> None:
         self.load_status(self.app.clock())
 
-    @work(thread=True, exclusive=True, group="status")
+    @journal_worker("status")
     def load_status(self, now_ns: int) -> None:
         try:
             snap = model.read_status(self.journal, now_ns)
@@ -285,7 +286,7 @@ class MainScreen(Screen):
         elif not table.loading:
             self.load_newer(self.generation, table.points[0])
 
-    @work(thread=True, exclusive=True, group="newer")
+    @journal_worker("newer")
     def load_newer(self, generation: int, after: Point) -> None:
         try:
             page = model.points_newer(self.journal, self.kinds, after, PAGE)

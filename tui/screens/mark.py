@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from journal import Journal, Point
 from tui import model
+from tui.workers import journal_worker
 
 
 class MarkScreen(ModalScreen[Point | None]):
@@ -64,7 +65,7 @@ class MarkScreen(ModalScreen[Point | None]):
             return
         self.add_mark(name, when, self.clock())
 
-    @work(thread=True, exclusive=True)
+    @journal_worker()
     def add_mark(self, name: str, when: str, now_ns: int) -> None:
         try:
             ts = model.parse_user_time(self.journal, when, now_ns)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -24,6 +24,7 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static
 from journal import Cancelled, Journal, Point, RestoreResult
 from tui import model
 from tui.format import fmt_bytes, fmt_ts, fmt_ts_full
+from tui.workers import journal_worker
 
 #: post progress at most this often: a restore reports per chunk, the screen needs far less
 _PROGRESS_EVERY_S = 0.1
@@ -142,7 +143,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
 
     # ---------------------------------------------------------------- worker
 
-    @work(thread=True, exclusive=True, group="restore")
+    @journal_worker("restore")
     def run_restore(self, target: str, overwrite: bool) -> None:
         last = [0.0]
 
@@ -198,6 +199,10 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
         go.label = "Restore"
         self._say(message.text, "bold yellow" if message.cancelled else "bold red")
         self.query_one(Input).focus()
+
+    def on_unmount(self) -> None:
+        """Quitting the app mid-restore cancels it, so no half-written target is left behind."""
+        self.cancel_event.set()
 
     # --------------------------------------------------------------- actions
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -17,6 +17,7 @@ from textual.widgets import Button, Label, ProgressBar, Static
 from journal import Journal, VerifyReport
 from tui import model
 from tui.format import fmt_bytes, fmt_count
+from tui.workers import journal_worker
 
 #: problems listed in the dialog; the CLI's `cdp verify` lists them all
 SHOW_PROBLEMS = 50
@@ -59,7 +60,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
         self.query_one("#dialog").border_title = "verify"
         self.run_verify()
 
-    @work(thread=True, exclusive=True, group="verify")
+    @journal_worker("verify")
     def run_verify(self) -> None:
         last = [0.0]
 

@@ -1,0 +1,74 @@
+"""Worker threads that read the journal, counted so the app never closes it under them.
+
+Every journal read runs in a Textual thread worker. When the app quits,
+Textual drops its screens (a running restore cancels itself then) and the
+app closes the journal; a thread still inside an LMDB transaction at that
+moment would fail or worse. :func:`journal_worker` wraps ``@work`` so each
+such thread holds a lease on :class:`Leases`, and the app waits for the
+leases to end (a few seconds at most) before it closes the journal.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from textual import work
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Leases:
+    """A count of threads using the journal; closed once the app is on its way out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._closed = False
+
+    def acquire(self) -> bool:
+        """Start using the journal; False once closed (the caller must not touch it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._active += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def close(self) -> None:
+        """No new lease from now on."""
+        with self._lock:
+            self._closed = True
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+
+def journal_worker(group: str = "default") -> Callable[[F], F]:
+    """``@work(thread=True, exclusive=True, group=group)`` for a method that reads the journal.
+
+    The method runs under a lease from ``self.app.leases``; once the app has
+    closed its leases the method is skipped (the journal is going away).
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def leased(self: Any, *args: Any, **kwargs: Any) -> Any:
+            leases: Leases = self.app.leases
+            if not leases.acquire():
+                return None
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                leases.release()
+
+        return work(thread=True, exclusive=True, group=group)(leased)  # type: ignore[return-value]
+
+    return decorate
