@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual import on
@@ -96,6 +97,7 @@ class MainScreen(Screen):
         self.view_start, self.view_end = self._padded(self.full_span)
         self.columns = 0
         self.last_seq = journal.last_seq
+        self._last_failure: tuple[tuple[str, str], float] | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -308,6 +310,12 @@ class MainScreen(Screen):
 
     @on(Failed)
     def _failed(self, message: Failed) -> None:
+        # the status refresh fails every second while a journal is unreadable: say it once a while
+        now = time.monotonic()
+        key = (message.what, message.text)
+        if self._last_failure is not None and self._last_failure[0] == key and now - self._last_failure[1] < 30:
+            return
+        self._last_failure = (key, now)
         self.app.notify(message.text, title=message.what, severity="error", timeout=8)
 
     # --------------------------------------------------------------- actions
