@@ -139,23 +139,24 @@ class MainScreen(Screen):
         self.generation += 1
         self.table.reset()
         self.table.loading = True
-        self.load_points(self.generation, None, select_ns)
+        self.load_points(self.generation, self.kinds, None, select_ns)
 
     @journal_worker("points")
-    def load_points(self, generation: int, before: Point | None, select_ns: int | None) -> None:
+    def load_points(self, generation: int, kinds: frozenset[str] | None, before: Point | None,
+                    select_ns: int | None) -> None:
         """Read one page (or, to reach ``select_ns``, every page down to it)."""
         worker = get_current_worker()
         try:
             if select_ns is None:
-                page = model.points_page(self.journal, self.kinds, before, PAGE)
+                page = model.points_page(self.journal, kinds, before, PAGE)
             else:
-                page = model.points_until(self.journal, self.kinds, before, select_ns)
+                page = model.points_until(self.journal, kinds, before, select_ns)
                 if not page.done and len(page.points) < PAGE:
                     # fill up the page so the list does not end right at the target
                     last = page.points[-1] if page.points else before
-                    more = model.points_page(self.journal, self.kinds, last, PAGE)
+                    more = model.points_page(self.journal, kinds, last, PAGE)
                     page = PointsPage(page.points + more.points, more.done)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback  # shown, never a traceback
+        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed("reading points", model.describe_error(exc)))
             return
         if not worker.is_cancelled:
@@ -185,7 +186,7 @@ class MainScreen(Screen):
     @on(PointsList.NeedMore)
     def _need_more(self) -> None:
         table = self.table
-        self.load_points(self.generation, table.points[-1] if table.points else None, None)
+        self.load_points(self.generation, self.kinds, table.points[-1] if table.points else None, None)
 
     @on(PointsList.Highlighted)
     def _highlighted(self) -> None:
@@ -286,12 +287,12 @@ class MainScreen(Screen):
         if not table.points:
             self.reload_points()
         elif not table.loading:
-            self.load_newer(self.generation, table.points[0])
+            self.load_newer(self.generation, self.kinds, table.points[0])
 
     @journal_worker("newer")
-    def load_newer(self, generation: int, after: Point) -> None:
+    def load_newer(self, generation: int, kinds: frozenset[str] | None, after: Point) -> None:
         try:
-            page = model.points_newer(self.journal, self.kinds, after, PAGE)
+            page = model.points_newer(self.journal, kinds, after, PAGE)
         except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed("reading points", model.describe_error(exc)))
             return
@@ -316,6 +317,8 @@ class MainScreen(Screen):
         if self._last_failure is not None and self._last_failure[0] == key and now - self._last_failure[1] < 30:
             return
         self._last_failure = (key, now)
+        if message.what == "reading points":
+            self.table.loading = False  # let a later scroll ask again
         self.app.notify(message.text, title=message.what, severity="error", timeout=8)
 
     # --------------------------------------------------------------- actions
@@ -356,7 +359,7 @@ class MainScreen(Screen):
                 self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
             else:
                 table.loading = True
-                self.load_points(self.generation, table.points[-1], ts_ns)
+                self.load_points(self.generation, self.kinds, table.points[-1], ts_ns)
 
         self.app.push_screen(GotoScreen(self.journal, self.app.clock), chosen)
 
