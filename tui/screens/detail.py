@@ -41,6 +41,8 @@ class DetailScreen(Screen):
     @dataclass
     class DetailLoaded(Message):
         detail: PointDetail
+        #: the first changed block, read in the same worker so the dump appears with the counts
+        first: tuple[int, bytes, bytes] | None = None
 
     @dataclass
     class BlockLoaded(Message):
@@ -101,12 +103,17 @@ class DetailScreen(Screen):
         worker = get_current_worker()
         try:
             detail = model.point_detail(self.journal, self.point, lambda: worker.is_cancelled)
+            first = None
+            if detail.changed:
+                prev_seq = detail.previous.seq if detail.previous else 0
+                block = detail.changed[0]
+                first = (block, *model.block_pair(self.journal, block, self.point.seq, prev_seq))
         except model.Cancelled:
             return
         except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.Failed(model.describe_error(exc)))
             return
-        self.post_message(self.DetailLoaded(detail))
+        self.post_message(self.DetailLoaded(detail, first))
 
     @journal_worker("block")
     def load_block(self, block: int) -> None:
@@ -143,9 +150,10 @@ class DetailScreen(Screen):
                 text.append(f" among the first {fmt_count(d.compared)} compared")
         self.query_one("#detail-summary", Static).update(text)
         self.block_index = 0
-        self._show_block()
+        self._show_block(message.first)
 
-    def _show_block(self) -> None:
+    def _show_block(self, preloaded: tuple[int, bytes, bytes] | None = None) -> None:
+        """Title the dump for the current block and show it (``preloaded``: already read)."""
         if self.chosen_block is not None:
             block = self.chosen_block
             self.query_one(HexView).border_title = (f"block {block} (bytes {block * BLOCK:#x}..), chosen — "
@@ -164,7 +172,10 @@ class DetailScreen(Screen):
         scroll.border_title = (f"block {block} (bytes {block * BLOCK:#x}..) — "
                                f"{self.block_index + 1} of {len(blocks)} "
                                f"{'written' if self.all_blocks else 'changed'}")
-        self.load_block(block)
+        if preloaded is not None and preloaded[0] == block:
+            self._block_loaded(self.BlockLoaded(*preloaded))
+        else:
+            self.load_block(block)
 
     @on(BlockLoaded)
     def _block_loaded(self, message: BlockLoaded) -> None:
