@@ -862,13 +862,20 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
 
 	if (pb->pos >= 0) {
+		struct cdp_rec_hdr *h = cdp_hdr_at(c, pb->pos);
 		bool failed = *error != BLK_STS_OK;
 
-		cdp_set_state(cdp_hdr_at(c, pb->pos),
-			      failed ? CDP_STATE_DISCARDED : CDP_STATE_COMMITTED);
+		cdp_set_state(h, failed ? CDP_STATE_DISCARDED : CDP_STATE_COMMITTED);
 		atomic64_inc(failed ? &c->discarded : &c->committed);
 		pb->pos = -1;
-		cdp_wake(c);
+		/*
+		 * Batch the consumer's wake-ups: a FLUSH (a point worth
+		 * journaling now) or a ring an eighth full wakes it; otherwise
+		 * its poll timeout collects the records, in larger batches.
+		 */
+		if (h->type != cpu_to_le16(CDP_REC_WRITE) ||
+		    READ_ONCE(c->head) - READ_ONCE(c->tail) >= c->data_size / 8)
+			cdp_wake(c);
 	}
 	return DM_ENDIO_DONE;
 }

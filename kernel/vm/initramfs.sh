@@ -24,7 +24,7 @@ for app in sh mount umount insmod mkdir cat echo poweroff sleep chroot dmesg gre
 done
 
 # The modules wanted, then their dependencies first (modules.dep order).
-want="virtio_blk virtio_pci dm-mod dm-log-writes ext4 crc32c_generic crc32c-intel libcrc32c"
+want="virtio_blk virtio_pci dm-mod dm-log-writes ext4 crc32c_generic libcrc32c loop"
 python3 "$here/moddeps.py" "$root/lib/modules/$rel" $want > "$stage/mods/order.txt"
 while read -r rel_path; do
     base="$(basename "$rel_path")"
