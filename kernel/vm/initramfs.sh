@@ -11,9 +11,10 @@ rel="${1:?usage: initramfs.sh RELEASE}"
 out="$build/k-$rel"
 root="$out/root"
 [ -e "$root/lib/modules/$rel/modules.dep" ] || { echo "initramfs.sh: run kernel.sh first" >&2; exit 1; }
-bb="$(command -v busybox || true)"
-[ -n "$bb" ] && file -L "$bb" 2>/dev/null | grep -q static || bb=/bin/busybox
-[ -x "$bb" ] || { echo "initramfs.sh: busybox-static is not installed" >&2; exit 1; }
+bb=/bin/busybox     # from busybox-static: the initramfs has no libc
+if [ ! -x "$bb" ] || ldd "$bb" >/dev/null 2>&1; then
+    echo "initramfs.sh: /bin/busybox is missing or not static (apt-get install busybox-static)" >&2; exit 1
+fi
 
 stage="$out/initrd"
 rm -rf "$stage"
