@@ -13,32 +13,37 @@ class StatusBar(Static):
     """Two lines: the counters, then a plain warning when something needs attention."""
 
     def show(self, snap: StatusSnapshot, now_ns: int) -> None:
-        """Render one refresh; ``now_ns`` is the app's clock (fixed in tests)."""
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(snap.device, style="bold")
-        parts = [
-            f"journal {fmt_bytes(snap.disk_bytes)}",
-            f"{fmt_count(snap.records)} records",
-            f"{fmt_bytes(snap.data_bytes)} data",
-        ]
+        """Render one refresh; ``now_ns`` is the app's clock (fixed in tests).
+
+        Line one is the journal, line two the service's figures while it
+        runs, then any warning: short lines that survive a narrow terminal.
+        """
+        sep = ("  │  ", "dim")
+        journal = Text(no_wrap=True, overflow="ellipsis")
+        journal.append(snap.device, style="bold")
+        for part in (f"journal {fmt_bytes(snap.disk_bytes)}", f"{fmt_count(snap.records)} records",
+                     f"{fmt_bytes(snap.data_bytes)} data"):
+            journal.append(*sep)
+            journal.append(part)
+        journal.append(*sep)
+        journal.append(fmt_ts(now_ns)[11:19], style="dim")
+        lines = [journal]
         if snap.running:
-            parts.append("lag " + (fmt_duration(snap.lag_ns) if snap.lag_ns is not None else "?")
-                         + (f" / {fmt_bytes(snap.lag_bytes)}" if snap.lag_bytes is not None else ""))
-            parts.append(fmt_rate(snap.rate_bps) if snap.rate_bps is not None else "rate ?")
-            parts.append(f"ring {snap.ring_fill * 100:.0f}%" if snap.ring_fill is not None else "ring ?")
-        for part in parts:
-            line.append("  │  ", style="dim")
-            line.append(part)
-        line.append("  │  ", style="dim")
-        line.append(fmt_ts(now_ns)[11:19], style="dim")
-        warnings = []
+            service = Text("service  ", style="dim", no_wrap=True, overflow="ellipsis")
+            service.append("lag " + (fmt_duration(snap.lag_ns) if snap.lag_ns is not None else "?")
+                           + (f" / {fmt_bytes(snap.lag_bytes)}" if snap.lag_bytes is not None else ""), style="")
+            service.append(*sep)
+            service.append(fmt_rate(snap.rate_bps) if snap.rate_bps is not None else "rate ?", style="")
+            service.append(*sep)
+            service.append(f"ring {snap.ring_fill * 100:.0f}% full" if snap.ring_fill is not None else "ring ?",
+                           style="")
+            lines.append(service)
         if snap.overflow:
-            warnings.append("OVERFLOW: writes were dropped and not yet resynced; newer points are not whole")
+            lines.append(Text("OVERFLOW: writes were dropped and not yet resynced; newer points are not whole",
+                              style="bold", no_wrap=True, overflow="ellipsis"))
         if not snap.running:
-            warnings.append(f"service not running ({snap.stopped_why}): showing the journal as it is")
-        text = line
-        if warnings:
-            text = Text("\n").join([line, Text("  ".join(warnings), no_wrap=True, overflow="ellipsis")])
-        self.set_class(bool(warnings), "-warning")
+            lines.append(Text(f"service not running ({snap.stopped_why}): showing the journal as it is",
+                              no_wrap=True, overflow="ellipsis"))
+        self.set_class(snap.overflow or not snap.running, "-warning")
         self.set_class(snap.overflow, "-overflow")
-        self.update(text)
+        self.update(Text("\n").join(lines))
