@@ -20,7 +20,7 @@ from textual.app import App
 from textual.message import Message
 
 from journal import Journal
-from tui.model import describe_error
+from tui.model import describe_error, journal_span
 from tui.screens.error import ErrorScreen
 from tui.screens.main import MainScreen
 from tui.workers import Leases, journal_worker
@@ -40,6 +40,9 @@ class CdpApp(App[int]):
     @dataclass
     class Opened(Message):
         journal: Journal
+        #: (first, last) time in the journal and its newest seq, read in the worker too
+        span: tuple[int, int]
+        last_seq: int
 
     @dataclass
     class OpenFailed(Message):
@@ -64,15 +67,16 @@ class CdpApp(App[int]):
     def open_journal(self) -> None:
         try:
             journal = Journal.open(self.journal_path, readonly=True)
+            span, last_seq = journal_span(journal), journal.last_seq
         except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.OpenFailed(describe_error(exc)))
             return
-        self.post_message(self.Opened(journal))
+        self.post_message(self.Opened(journal, span, last_seq))
 
     @on(Opened)
     def _opened(self, message: Opened) -> None:
         self.journal = message.journal
-        self.push_screen(MainScreen(message.journal))
+        self.push_screen(MainScreen(message.journal, message.span, message.last_seq))
 
     @on(OpenFailed)
     def _open_failed(self, message: OpenFailed) -> None:

@@ -88,15 +88,16 @@ class MainScreen(Screen):
 
     # ----------------------------------------------------------------- setup
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, span: tuple[int, int], last_seq: int) -> None:
+        """``span`` and ``last_seq`` come from the worker that opened the journal (no read here)."""
         super().__init__()
         self.journal = journal
         self.marks_only = False
         self.generation = 0
-        self.full_span = model.journal_span(journal)
-        self.view_start, self.view_end = self._padded(self.full_span)
+        self.full_span = span
+        self.view_start, self.view_end = self._padded(span)
         self.columns = 0
-        self.last_seq = journal.last_seq
+        self.last_seq = last_seq
         self._last_failure: tuple[tuple[str, str], float] | None = None
 
     def compose(self) -> ComposeResult:
