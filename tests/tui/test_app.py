@@ -558,6 +558,20 @@ async def test_selecting_a_point_outside_the_window_moves_it(journal_dir: Path) 
         assert screen.query_one(Timeline).selected_column() is not None
 
 
+async def test_clicking_the_timeline_selects_the_point_there(journal_dir: Path) -> None:
+    app = make_app(journal_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await start(pilot)
+        timeline = screen.query_one(Timeline)
+        data = timeline.data
+        for kind in ("mark", "baseline"):
+            col = next(c for c, k in sorted(data.marks.items()) if k == kind)
+            await pilot.click(Timeline, offset=(col + 1, 1))  # +1: the border
+            await settle(pilot)
+            assert screen.query_one(PointsList).selected.kind == kind
+            assert timeline.selected_column() == col
+
+
 # ------------------------------------------------------------- live, help, quit
 
 

@@ -349,20 +349,27 @@ class MainScreen(Screen):
 
     def action_goto(self) -> None:
         def chosen(ts_ns: int | None) -> None:
-            if ts_ns is None:
-                return
-            table = self.table
-            # rows are newest first and unloaded rows are all older, so a loaded hit is the answer
-            row = table.index_at_or_before(ts_ns)
-            if row is not None:
-                table.move_cursor(row)
-            elif table.done or not table.points:
-                self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
-            else:
-                table.loading = True
-                self.load_points(self.generation, self.kinds, table.points[-1], ts_ns)
+            if ts_ns is not None:
+                self.select_time(ts_ns)
 
         self.app.push_screen(GotoScreen(self.journal, self.app.clock), chosen)
+
+    def select_time(self, ts_ns: int) -> None:
+        """Put the cursor on the newest point at or before ``ts_ns``, loading older pages if needed."""
+        table = self.table
+        # rows are newest first and unloaded rows are all older, so a loaded hit is the answer
+        row = table.index_at_or_before(ts_ns)
+        if row is not None:
+            table.move_cursor(row)
+        elif table.done or not table.points:
+            self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
+        else:
+            table.loading = True
+            self.load_points(self.generation, self.kinds, table.points[-1], ts_ns)
+
+    @on(Timeline.Picked)
+    def _picked(self, message: Timeline.Picked) -> None:
+        self.select_time(message.ts_ns)
 
     def action_filter(self) -> None:
         """Toggle between every point and marks only, keeping the selected time."""

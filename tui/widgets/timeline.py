@@ -8,6 +8,7 @@ reads the journal in a worker.
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -44,6 +45,13 @@ class Timeline(Widget):
             super().__init__()
             self.columns = columns
 
+    class Picked(Message):
+        """A click on the chart: the screen selects the point at or before that time."""
+
+        def __init__(self, ts_ns: int) -> None:
+            super().__init__()
+            self.ts_ns = ts_ns
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._columns = 0
@@ -56,6 +64,15 @@ class Timeline(Widget):
         if self.columns != self._columns:
             self._columns = self.columns
             self.post_message(self.Resized(self.columns))
+
+    def on_click(self, event: events.Click) -> None:
+        data = self.data
+        where = event.get_content_offset(self)
+        if data is None or not data.buckets or where is None:
+            return  # nothing drawn yet, or a click on the border
+        col = min(where.x, len(data.buckets) - 1)
+        # the end of the column, so a point drawn in it counts as "at or before"
+        self.post_message(self.Picked(data.start_ns + (col + 1) * data.span_ns // len(data.buckets) - 1))
 
     def selected_column(self) -> int | None:
         data = self.data
