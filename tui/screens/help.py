@@ -41,7 +41,8 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(_keys_table(self.bindings_shown), id="help-keys")
             yield Static(Text("\nIn the points list: ↑/↓, PgUp/PgDn, Home/End move; older points load "
-                              "as you scroll.\n", style="dim"))
+                              "as you scroll. A click on the timeline selects the point at that time.\n",
+                              style="dim"))
             yield Static(TIME_HELP, id="time-help")
             yield Static(Text("\nescape or ? closes this", style="dim"))
 
