@@ -33,6 +33,9 @@ COMPARE_BLOCKS = 4096
 STALE_NS = 5 * NS
 
 _CHANGE_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES, RecordType.RESYNC})
+#: what the timeline counts: what the device did, as the journal's per-second activity table
+#: does (a resync is the service's own copy, not a write)
+_ACTIVITY_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES})
 
 
 def point_key(p: Point) -> tuple[int, int, str, str]:
@@ -175,21 +178,23 @@ def timeline(j: Journal, start_ns: int, end_ns: int, columns: int, point_limit: 
         first = j.resolve(max(start_ns, j.info.created_ns)) + 1
         last = j.resolve(end_ns)
         for r in j.records(first, last):
-            if r.type in _CHANGE_TYPES:
+            if r.type in _ACTIVITY_TYPES:
                 put(r.ts_ns, r.length)
     else:
+        last_ts = j.last_ts_ns
         for second, _count, nbytes in j.activity(start_ns, end_ns):
-            # a second wider than a column spreads evenly over the columns it covers
-            lo = max(second, start_ns)
-            hi = min(second + NS, end_ns)
+            # a second's writes lie in [second, second + 1 s), and before the newest record;
+            # spread them evenly over that stretch, then keep the part inside the window
+            stretch_end = min(second + NS, last_ts + 1)
+            lo, hi = max(second, start_ns), min(stretch_end, end_ns)
             if hi <= lo:
                 continue
+            share = nbytes * (hi - lo) // max(1, stretch_end - second)
             c0 = (lo - start_ns) * columns // span
-            c1 = max(c0 + 1, -(-(hi - start_ns) * columns // span))
-            share = nbytes * (hi - lo) // NS
-            per = share // (c1 - c0)
-            for c in range(c0, min(c1, columns)):
-                buckets[c] += per
+            c1 = min(columns, max(c0 + 1, -(-(hi - start_ns) * columns // span)))
+            n = c1 - c0
+            for k in range(n):  # integer shares that add up to exactly `share`
+                buckets[c0 + k] += share * (k + 1) // n - share * k // n
     marks: dict[int, str] = {}
     for p in j.points(start_ns=start_ns, end_ns=end_ns, limit=point_limit):
         col = (p.ts_ns - start_ns) * columns // span

@@ -533,7 +533,8 @@ async def test_zoom_and_pan_move_the_window(journal_dir: Path) -> None:
 
 async def test_timeline_finer_than_a_second_counts_records(journal_dir: Path) -> None:
     with Journal.open(journal_dir, readonly=True) as j:
-        written = sum(r.length for r in j.records() if r.type in (RecordType.WRITE, RecordType.RESYNC))
+        written = sum(r.length for r in j.records()
+                      if r.type in (RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES))
     app = make_app(journal_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await start(pilot)
