@@ -314,6 +314,45 @@ def t_ringcheck() -> str:
     return f"records={seen} overflow_records={overflow} dropped={st['dropped']}"
 
 
+def t_block() -> str:
+    """policy=block with nobody draining: one bounded wait, then drops at once; room brings OVERFLOW records."""
+    from cdp.ring import Ring
+    from cdp.ringabi import RecType
+    sectors = 16 << 11
+    dm_create("bk", f"0 {sectors} cdp {DISK} bk ring_kb=64 policy=block wait_ms=400")
+    fd = os.open("/dev/mapper/bk", os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 16384)
+    buf.write(os.urandom(16384))
+    times = []
+    try:
+        for i in range(12):
+            t0 = time.monotonic()
+            os.pwrite(fd, buf, i * 16384)
+            times.append(time.monotonic() - t0)
+        st = dm_status("bk")
+        ring = Ring("/dev/cdp/bk")
+        try:
+            entries = ring.read()
+            ring.release(entries[-1].end)
+            os.pwrite(fd, buf, 20 * 16384)   # room again: the OVERFLOW records come first
+            after = ring.read()
+        finally:
+            ring.close()
+    finally:
+        os.close(fd)
+        buf.close()
+        dm_remove("bk")
+    waits = [t for t in times if t > 0.3]
+    assert len(waits) == 1, f"expected one bounded wait, got write times {[round(t, 3) for t in times]}"
+    assert max(times) < 2.0, f"a write waited {max(times):.2f}s with wait_ms=400"
+    assert int(st["dropped"]) == 9 and st["overflow"] == "yes", st
+    kinds = [e.type for e in after]
+    assert RecType.OVERFLOW in kinds and kinds[-1] == RecType.WRITE, f"after room returned: {kinds}"
+    ovf = [e for e in after if e.type == RecType.OVERFLOW]
+    assert sum(e.length for e in ovf) >= 9 * 16384, "OVERFLOW ranges do not cover the dropped writes"
+    return f"wait={max(times):.2f}s dropped={st['dropped']} overflow_records={len(ovf)}"
+
+
 def _aligned(data: bytes) -> mmap.mmap:
     buf = mmap.mmap(-1, max(len(data), 4096))
     buf.write(data)
@@ -684,6 +723,7 @@ def t_bench() -> str:
 TESTS: dict[str, Callable[[], str]] = {
     "module": t_module,
     "ringcheck": t_ringcheck,
+    "block": t_block,
     "raw": t_raw,
     "ext4": t_ext4,
     "discard": t_discard,
@@ -693,7 +733,7 @@ TESTS: dict[str, Callable[[], str]] = {
     "cli": t_cli,
     "bench": t_bench,
 }
-DEFAULT = ["module", "ringcheck", "raw", "ext4", "discard", "overflow", "concurrent", "live", "cli"]
+DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
