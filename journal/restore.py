@@ -216,34 +216,28 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
     index = journal._index
     unpack_key = U64X2.unpack
     unpack_val = BLOCK_VAL.unpack
-    run_seg = run_pos = run_block = -1
-    run_crcs: list[int] = []
-    run_seqs: list[int] = []
-    top_seq = -1
-    top_raw = b""
-    group_block = -1
-    resume = U64X2.pack(0, 0)
     sector_seqs = zext.sector_seqs if zext else None
+    run: list = [-1, -1, -1, [], []]  # segment, position, first block, crcs, seqs
 
     def flush() -> None:
-        nonlocal run_crcs, run_seqs
-        if run_crcs:
-            writer.run(run_seg, run_pos, run_block, run_crcs, run_seqs)
-            run_crcs, run_seqs = [], []
+        if run[3]:
+            writer.run(run[0], run[1], run[2], run[3], run[4])
+            run[3], run[4] = [], []
 
-    def settle(block: int) -> None:
-        nonlocal run_seg, run_pos, run_block
+    def settle(block: int, top_seq: int, top_raw: bytes) -> None:
         seg, pos0, mask, kind, crc = unpack_val(top_raw)
         if mask == FULL_MASK and kind == KIND_DATA:
             zseqs = sector_seqs(block) if sector_seqs is not None else None
             if zseqs is None or max(zseqs) < top_seq:
-                n = len(run_crcs)
-                if not (n and seg == run_seg and pos0 == run_pos + n * BLOCK
-                        and block == run_block + n and n < _MAX_RUN_BLOCKS):
+                crcs = run[3]
+                n = len(crcs)
+                if not (n and seg == run[0] and pos0 == run[1] + n * BLOCK
+                        and block == run[2] + n and n < _MAX_RUN_BLOCKS):
                     flush()
-                    run_seg, run_pos, run_block = seg, pos0, block
-                run_crcs.append(crc)
-                run_seqs.append(top_seq)
+                    run[0], run[1], run[2] = seg, pos0, block
+                    crcs = run[3]
+                crcs.append(crc)
+                run[4].append(top_seq)
                 return
         flush()
         with index.read() as txn:
@@ -251,6 +245,10 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
         writer.data(block, compose_block(journal._reader, block, versions,
                                          sector_seqs(block) if sector_seqs is not None else None))
 
+    top_seq = -1
+    top_raw = b""
+    group_block = -1
+    resume = U64X2.pack(0, 0)
     done = False
     while not done:
         if cancel is not None and cancel.is_set():
@@ -264,14 +262,15 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
                 block, vseq = unpack_key(key)
                 if block != group_block:
                     if top_seq >= 0:
-                        settle(group_block)
+                        settle(group_block, top_seq, top_raw)
                         top_seq = -1
                     if block >= nblocks:
                         done = True
                         break
                     group_block = block
                 if vseq <= seq:
-                    top_seq, top_raw = vseq, raw
+                    top_seq = vseq
+                    top_raw = raw
                 n += 1
                 if n >= _CHUNK_ENTRIES:
                     resume = U64X2.pack(block, vseq + 1)
@@ -281,5 +280,5 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
         if progress is not None:
             progress(min(max(group_block, 0), nblocks) * BLOCK, nblocks * BLOCK)
     if top_seq >= 0:
-        settle(group_block)
+        settle(group_block, top_seq, top_raw)
     flush()
