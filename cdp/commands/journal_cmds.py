@@ -8,6 +8,7 @@ index transaction).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import sys
@@ -347,13 +348,17 @@ def _register_mark(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  cdp mark before-upgrade\n"
                "  cdp mark nightly-check --at 2026-03-01T02:00:00Z\n"
-               "  cdp mark after-migration --ring /dev/cdp/sdb     # through the attached filter")
+               "  cdp mark after-migration --ring /dev/cdp/sdb     # through the attached filter\n"
+               "  cdp mark app-consistent --ring sdb --freeze /srv  # with /srv's filesystem frozen")
     add_journal_option(p)
     p.add_argument("name", metavar="NAME", help="the mark's name (UTF-8, at most 255 bytes, no newline)")
     p.add_argument("--at", metavar="TIME", help="put the mark at TIME instead of now")
     p.add_argument("--ring", metavar="DEVICE",
                    help="send the mark through the attached filter's ring device (/dev/cdp/NAME): "
                         "it is then ordered exactly among the writes; no --journal needed")
+    p.add_argument("--freeze", metavar="MOUNTPOINT",
+                   help="freeze the filesystem mounted there (FIFREEZE) while the mark is taken, then "
+                        "thaw it: the mark is an application-consistent point, a clean filesystem")
     add_json_option(p)
     p.set_defaults(func=cmd_mark)
 
@@ -362,17 +367,29 @@ def cmd_mark(args: argparse.Namespace) -> int:
     """Add a user mark by time, or a MARK record through the filter's ring device."""
     from cdp.timespec import format_ts
 
+    if args.freeze is not None and args.at is not None:
+        raise UsageError("--freeze marks the present moment; it cannot be used with --at")
     if args.ring is not None:
         return _mark_through_ring(args)
     with open_journal(args) as journal:
         ts = parse_time_arg(args.at, journal, option="--at") if args.at else None
-        point = journal.add_mark(args.name, ts)
+        with _maybe_frozen(args.freeze):
+            point = journal.add_mark(args.name, ts)
     if args.json:
         print_json(point_json(point))
     else:
         print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (journal now at seq {point.seq})"
               + ("" if point.whole else "; the device is not whole there (writes were dropped)"))
     return 0
+
+
+def _maybe_frozen(mountpoint: str | None) -> contextlib.AbstractContextManager[None]:
+    """FIFREEZE/FITHAW around the mark when --freeze names a mount point."""
+    if mountpoint is None:
+        return contextlib.nullcontext()
+    from cdp.freeze import frozen
+
+    return frozen(mountpoint)
 
 
 def _mark_through_ring(args: argparse.Namespace) -> int:
@@ -389,7 +406,8 @@ def _mark_through_ring(args: argparse.Namespace) -> int:
         raise CdpError(f"cannot use ring {ring}: {exc.strerror} (is the filter attached?)") from None
     if not stat.S_ISCHR(mode):
         raise CdpError(f"{ring} is not a filter's ring device; a ring file's marks come from its producer")
-    seq, ts = attach.mark(ring, args.name)
+    with _maybe_frozen(args.freeze):
+        seq, ts = attach.mark(ring, args.name)
     if args.json:
         print_json({"ring": ring, "ring_seq": seq, "ts_ns": ts, "time": format_ts(ts), "name": args.name})
     else:
