@@ -327,6 +327,11 @@ class _Drainer:
                                      f"{self.device_bytes}")
         return self._device_fd
 
+    def _close_device(self) -> None:
+        if self._device_fd >= 0:
+            os.close(self._device_fd)
+            self._device_fd = -1
+
     def resync_step(self) -> bool:
         """Copy up to one batch of open overflow ranges from the device; True if work remains."""
         if not self._resync_wanted:
@@ -337,6 +342,7 @@ class _Drainer:
         self._resync_pending = sum(b - a for a, b in ranges)
         if not ranges:
             self._resync_wanted = False
+            self._close_device()  # an open device would keep 'dmsetup remove' busy
             return False
         if self.device_path is None:
             if not self._resync_warned:
@@ -458,8 +464,7 @@ class _Drainer:
             # best effort: an error already on its way out matters more than the status
             with contextlib.suppress(Exception):
                 self.publish_status("stopped", force=True)
-            if self._device_fd >= 0:
-                os.close(self._device_fd)
+            self._close_device()
         return self.stats
 
 

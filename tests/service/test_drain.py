@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,29 @@ def test_overflow_records_are_resynced_from_the_device(tmp_path: Path) -> None:
         inside = [p for p in j.points(kinds={"flush", "mark"}) if not p.whole]
         assert inside or not j.points(kinds={"flush", "mark"})
         assert j.points(kinds={"resync"})
+
+
+def test_device_is_closed_once_resynced(tmp_path: Path) -> None:
+    """The service holds the device open only while it copies, so it can be removed afterwards."""
+    s = make_setup(tmp_path, ring_size=1 << 16)
+    thread, device = sim_in_thread(s, 400, policy="overflow")
+    thread.join()
+    stop = threading.Event()
+    runner = threading.Thread(target=drain, args=(s.journal, s.ring), kwargs={"stop": stop, "handle_signals": False})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        with Journal.open(s.journal, readonly=True) as j:
+            while not (j.overflow_windows() and all(w.resync_seq is not None for w in j.overflow_windows())):
+                assert time.monotonic() < deadline, "the resync never finished"
+                time.sleep(0.05)
+        time.sleep(0.3)  # a few turns of the service loop
+        image = os.path.realpath(s.image)
+        open_paths = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+        assert image not in open_paths
+    finally:
+        stop.set()
+        runner.join()
 
 
 def test_device_mismatch(tmp_path: Path) -> None:
