@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import lmdb

@@ -7,7 +7,6 @@ the model byte for byte, verify clean, and keep accepting appends.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from journal import Journal, Record, RecordType
+from journal import Journal
 from tests.journal.crash_writer import BATCH_RECORDS, SIZE, batch
 from tests.journal.model import DeviceModel
 

@@ -15,7 +15,7 @@ SIZE = 1 << 16
 def test_window_opens_and_resync_closes_it(tmp_path: Path) -> None:
     with Journal.create(tmp_path / "j", device_bytes=SIZE) as journal:
         t = journal.info.created_ns
-        W, F, M, O, R = RecordType.WRITE, RecordType.FLUSH, RecordType.MARK, RecordType.OVERFLOW, RecordType.RESYNC
+        W, M, O, R = RecordType.WRITE, RecordType.MARK, RecordType.OVERFLOW, RecordType.RESYNC
         journal.append([
             Record(1, t + 10, W, 0, 0, 4096, b"a" * 4096),
             Record(2, t + 20, M, data=b"before"),

@@ -405,7 +405,6 @@ def t_ext4() -> str:
     rnd = random.Random(2)
     mb = 32
     s = Session("fs", DISK, mb=mb, opts="ring_mb=16")
-    size = mb << 20
     sh("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", s.dev)
     s.mark("mkfs")   # a half-made filesystem is no filesystem: FLUSH points count from here
     os.makedirs("/tmp/fs", exist_ok=True)
@@ -562,7 +561,6 @@ def t_concurrent() -> str:
 def t_live() -> str:
     """Insert the filter live into a mounted dm volume being written, and remove it: nothing missed."""
     mb = 32
-    size = mb << 20
     dm_create("vol", f"0 {mb << 11} linear {DISK} 0")
     sh("mkfs.ext4", "-q", "-F", "-b", "4096", "/dev/mapper/vol")
     os.makedirs("/tmp/vol", exist_ok=True)
