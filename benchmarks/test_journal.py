@@ -129,7 +129,7 @@ def test_restore_vs_cp(benchmark, tmp_path: Path) -> None:
     compare(benchmark, Ratio("restore 1 GiB device, 2 GiB journaled" if device == 1 << 30 else
                              f"restore {device >> 20} MiB device, 2x journaled", units=device,
                              baseline_name="cp of the device image + fsync", target=0.5),
-            subject, baseline, rounds=3, prepare=clean)
+            subject, baseline, rounds=5, prepare=clean)
     journal.close()
 
 

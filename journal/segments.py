@@ -4,12 +4,13 @@ The writer appends a whole batch with ``os.writev`` (no copy of the payload
 memoryviews) and makes it durable with one ``fdatasync`` before the index
 commits it; the index stores how far the newest segment is committed, so a
 crash between the two leaves only a tail the next writer cuts off.
-Readers ``pread`` through a small cache of descriptors; they never look
-past what the index points at.
+Readers ``pread`` through a small cache of descriptors (or, for a restore,
+map whole segments); they never look past what the index points at.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -241,3 +242,55 @@ class SegmentReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+class SegmentViews:
+    """Read-only maps of whole segments, for a restore's bulk reads.
+
+    A restore reads about as many bytes as the device holds; ``pread`` would
+    copy each of them into a fresh buffer first. A map lets the CRC check and
+    the write to the target use the page cache's own pages. Each segment is
+    mapped once, at the size it has then; a range past that size is reported
+    as damage, never touched (touching a map past the end of its file is
+    SIGBUS). Committed bytes are never truncated: the writer only cuts off a
+    tail the index never committed.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._maps: dict[int, tuple[mmap.mmap, memoryview]] = {}
+
+    def _map(self, seg_id: int) -> memoryview:
+        entry = self._maps.get(seg_id)
+        if entry is None:
+            try:
+                fd = os.open(self.directory / segment_name(seg_id), os.O_RDONLY)
+            except FileNotFoundError:
+                raise CorruptJournal(
+                    f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
+            try:
+                size = os.fstat(fd).st_size
+                m = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else mmap.mmap(-1, 1)
+            finally:
+                os.close(fd)
+            m.madvise(mmap.MADV_SEQUENTIAL)
+            entry = self._maps[seg_id] = (m, memoryview(m)[:size])
+        return entry[1]
+
+    def view(self, seg_id: int, pos: int, length: int) -> memoryview:
+        """``length`` bytes at ``pos``, or report the segment as damaged."""
+        whole = self._map(seg_id)
+        if pos < 0 or pos + length > len(whole):
+            raise CorruptJournal(
+                f"segment {segment_name(seg_id)} ends before offset {pos + length}; run 'cdp verify'")
+        return whole[pos:pos + length]
+
+    def close(self) -> None:
+        """Unmap everything; views still held elsewhere keep their map alive."""
+        for m, whole in self._maps.values():
+            whole.release()
+            try:
+                m.close()
+            except BufferError:  # a view is still out there: the map goes with it
+                pass
+        self._maps.clear()
