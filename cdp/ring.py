@@ -47,6 +47,9 @@ from typing import NamedTuple, Self
 
 import crc32c
 
+from journal.blockcrc import block_crcs as _block_crcs
+from journal.blockcrc import combined as _combined
+
 from cdp.ringabi import (
     CONTROL_SIZE,
     DEVICE_ID_SIZE,
@@ -112,7 +115,10 @@ class Entry(NamedTuple):
     """One committed record that passed every check.
 
     ``payload`` is a read-only view into the ring: valid until the consumer
-    releases ``end``; copy it (the journal does) before that.
+    releases ``end``; copy it (the journal does) before that. ``data_crc`` is
+    the producer's CRC-32C of it, checked; ``block_crcs`` those of its 4 KiB
+    pieces when it is a block-aligned WRITE (the check computed them), else
+    None. The journal stores both instead of computing them again.
     """
 
     pos: int
@@ -124,6 +130,8 @@ class Entry(NamedTuple):
     offset: int
     length: int
     payload: memoryview
+    data_crc: int
+    block_crcs: list[int] | None
 
 
 class Corrupt(NamedTuple):
@@ -149,6 +157,7 @@ class Corrupt(NamedTuple):
 
 
 _new_entry = tuple.__new__
+_BLOCK_MASK = 4096 - 1
 _EMPTY = memoryview(b"")
 Buffer = bytes | bytearray | memoryview
 
@@ -415,13 +424,20 @@ class Ring:
                     reason = f"OVERFLOW payload of {data_len} bytes"
             elif data_len:
                 reason = f"{RecType(rtype).name} with a {data_len}-byte payload"
-            if reason is None and (_crc(payload) if data_len else 0) != dcrc:
-                reason = "payload fails its CRC-32C"
+            crcs = None
+            if reason is None:
+                if rtype == _WRITE and not (offset | data_len) & _BLOCK_MASK:
+                    # one pass gives the journal's block CRCs and the check
+                    crcs = _block_crcs(payload)
+                    if _combined(crcs) != dcrc:
+                        reason = "payload fails its CRC-32C"
+                elif (_crc(payload) if data_len else 0) != dcrc:
+                    reason = "payload fails its CRC-32C"
             if reason is not None:
                 append(self._bad(pos, end, seq, ts, rtype, offset, length, reason))
                 pos = end
                 continue
-            append(_new_entry(Entry, (pos, end, seq, ts, rtype, flags, offset, length, payload)))
+            append(_new_entry(Entry, (pos, end, seq, ts, rtype, flags, offset, length, payload, dcrc, crcs)))
             nbytes += rec_len
             pos = end
         self._cursor = pos

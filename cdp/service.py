@@ -217,7 +217,7 @@ class _Drainer:
         floor, ring_seq, ring_ts, dups = self._floor_ts, self._ring_seq, self._ring_ts, 0
         for e in entries:
             if e.__class__ is Entry:
-                _pos, _end, seq, ts, rtype, flags, offset, length, payload = e
+                _pos, _end, seq, ts, rtype, flags, offset, length, payload, dcrc, crcs = e
                 if seq <= skip:
                     dups += 1
                     continue
@@ -235,7 +235,7 @@ class _Drainer:
                 else:
                     floor = ts
                 jseq += 1
-                append(Record(jseq, ts, rtype, flags, offset, length, payload))
+                append(Record(jseq, ts, rtype, flags, offset, length, payload, dcrc, crcs))
                 nbytes += len(payload)
                 ring_seq, ring_ts = seq, ts
             else:

@@ -683,7 +683,7 @@ class _Batch:
         self.seq_items: list[tuple[bytes, bytes]] = []
         self.time_items: list[tuple[bytes, bytes]] = []
         self.block_items: list[tuple[bytes, bytes]] = []
-        self.pending: list[tuple[int, int, int, int, int, memoryview | None, int]] = []
+        self.pending: list[tuple[int, int, int, int, int, memoryview | None, int, list[int] | None]] = []
         self.device = journal.info.device_bytes
         self._second = -1
         self._bucket = [0, 0]
@@ -704,7 +704,7 @@ class _Batch:
 
     def _blocks(self, seq: int, offset: int, length: int, kind: int, payload_pos: int,
                 data: memoryview | None, dcrc: int) -> None:
-        self.pending.append((seq, offset, length, kind, payload_pos, data, dcrc))
+        self.pending.append((seq, offset, length, kind, payload_pos, data, dcrc, None))
 
     def build_blocks(self) -> None:
         """Turn the batch's ranges into block-version entries (one per 4 KiB block)."""
@@ -713,11 +713,14 @@ class _Batch:
         pack_val = BLOCK_VAL.pack
         seg = self.seg
         crc = crc32c.crc32c
-        for seq, offset, length, kind, payload_pos, data, dcrc in self.pending:
+        for seq, offset, length, kind, payload_pos, data, dcrc, crcs in self.pending:
             if offset % BLOCK == 0 and length % BLOCK == 0:
                 first = offset // BLOCK
                 if kind == KIND_DATA and length == BLOCK:
                     items.append((pack_key(first, seq), pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)))
+                elif kind == KIND_DATA and crcs is not None:
+                    items += [(pack_key(first + i, seq), pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c))
+                              for i, c in enumerate(crcs)]
                 elif kind == KIND_DATA:
                     items += [(pack_key(first + i, seq),
                                pack_val(seg, payload_pos + at, FULL_MASK, kind, crc(data[at:at + BLOCK])))
@@ -815,14 +818,19 @@ class _Batch:
         ts = r.ts_ns
         if ts < self.last_ts:
             ts = self.last_ts
-        dcrc = _crc(data)
+        dcrc = r.data_crc
+        if dcrc is None:
+            dcrc = _crc(data)
+        crcs = r.block_crcs
+        if crcs is not None and (offset % BLOCK or len(crcs) * BLOCK != length):
+            crcs = None  # not one per 4 KiB block of this record: work them out
         pos = self.pos
         self.buffers.append(pack_header(1, r.flags, data, seq, ts, offset, length, 0, dcrc))
         self.buffers.append(data)
         self.pos = pos + 64 + length
         self.seq_items.append((_pack_u64(seq), _pack_seq(self.seg, pos, ts, offset, length, length, 1, r.flags)))
         self.time_items.append((_pack_u64x2(ts, seq), b""))
-        self.pending.append((seq, offset, length, KIND_DATA, pos + 64, data, dcrc))
+        self.pending.append((seq, offset, length, KIND_DATA, pos + 64, data, dcrc, crcs))
         self.data_bytes += length
         second = ts - ts % _NS
         if second != self._second:

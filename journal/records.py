@@ -57,6 +57,14 @@ class Record:
     - OVERFLOW: ``data`` is the little-endian u64 ``ts_ns`` of the first
       dropped write; ``[offset, offset+length)`` changed while records were
       dropped.
+
+    ``data_crc`` and ``block_crcs`` are optional CRC-32Cs of ``data`` that
+    the caller already has (the ring reader computes them to check the
+    producer's CRC): of the whole payload, and of each 4 KiB piece of a
+    block-aligned WRITE. The journal stores them instead of reading the
+    payload again; they are the producer's own, checked, so the CRC on disk
+    goes back to the moment of capture. A wrong one would be stored as
+    given and caught when the block is read back, never applied.
     """
 
     seq: int
@@ -66,6 +74,8 @@ class Record:
     offset: int = 0
     length: int = 0
     data: bytes | bytearray | memoryview = b""
+    data_crc: int | None = None
+    block_crcs: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,11 @@ def independently_checked(raw: bytes, entry: Entry) -> None:
     assert rec_len % 64 == 0 and 64 + data_len <= rec_len and o + rec_len <= DATA
     payload = raw[o + 64:o + 64 + data_len]
     assert bytes(entry.payload) == payload and (crc32c.crc32c(payload) if data_len else 0) == dcrc
+    assert entry.data_crc == dcrc
+    if rtype == RecType.WRITE and offset % 4096 == 0 and data_len % 4096 == 0:
+        assert entry.block_crcs == [crc32c.crc32c(payload[i:i + 4096]) for i in range(0, data_len, 4096)]
+    else:
+        assert entry.block_crcs is None
     assert entry.type == rtype and RecType.WRITE <= rtype < RecType.PAD
     if rtype in (RecType.WRITE, RecType.DISCARD, RecType.WRITE_ZEROES, RecType.OVERFLOW):
         assert offset % 512 == 0 and length % 512 == 0 and 0 < length and offset + length <= DEVICE
