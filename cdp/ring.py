@@ -14,8 +14,11 @@ Head, tail and state words are accessed through native ``memoryview.cast``
 views: an aligned 8- or 4-byte item access is one ``memcpy`` of that size,
 which compiles to a single load or store, so a word is never seen torn.
 The producer writes the header (state BUSY), then ``head``, then the payload,
-then the state word; the consumer loads ``head``, then a record's state, then
-its header and payload. On x86-64 (TSO) stores become visible to other cores
+then, for a WRITE, may rewrite ``data_crc`` and ``hdr_crc`` (the kernel
+computes the CRC after the bio completed), then the state word; the consumer
+loads ``head``, then a record's state, stops there if it is BUSY, and only
+then loads the header and payload. A BUSY header is never checked: its CRCs
+may be half written. On x86-64 (TSO) stores become visible to other cores
 in program order and loads are not reordered with older loads, and CPython
 cannot reorder these stores across its own opaque C calls, so a consumer that
 sees COMMITTED also sees the payload, and a producer that sees a new ``tail``
@@ -356,6 +359,11 @@ class Ring:
         while pos < head and len(out) < max_records and nbytes < max_bytes:
             o = pos & mask
             state = data32[(o >> 2) + _I_STATE]
+            if state == _BUSY and not self._ctl32[_I_FLAGS] & RING_FLAG_DETACHED:
+                # nothing of a BUSY record is final yet, its CRCs included
+                # (the kernel seals a WRITE after its bio completed): read the
+                # state first, then the header, never the other way round
+                break
             (magic, rtype, flags, rec_len, data_len, seq, ts, offset, length,
              dcrc, hcrc, _state) = _unpack_hdr(data, o)
             if (magic != REC_MAGIC or _crc(data[o:o + 52]) != hcrc or rec_len < REC_HDR_SIZE

@@ -25,7 +25,10 @@ Record (starts at a multiple of 64 in the data area)::
      56 u32 state         60 u32 reserved
 
 ``hdr_crc`` covers bytes 0..51, so the producer can flip ``state`` from BUSY
-to COMMITTED or DISCARDED without touching it.
+to COMMITTED or DISCARDED without touching it. ``data_crc`` and ``hdr_crc``
+are final only once ``state`` is not BUSY (the kernel computes a WRITE's CRC
+after its bio completed): the consumer reads ``state`` first and stops at
+BUSY before it checks anything else.
 """
 
 from __future__ import annotations

@@ -22,7 +22,10 @@
  * payload, zero padding up to rec_len.  The producer writes the header with
  * state BUSY, publishes head, copies the payload, and at last stores state
  * COMMITTED (or DISCARDED) with release semantics.  hdr_crc covers header
- * bytes 0..51, so the state flip never touches it.
+ * bytes 0..51, so the state flip never touches it.  data_crc and hdr_crc are
+ * final only once state is not BUSY: the producer may fill them in after the
+ * copy (dm-cdp computes a WRITE's CRC once its bio completed), so a consumer
+ * loads state first, stops at BUSY, and only then reads and checks the rest.
  */
 #ifndef _UAPI_CDP_RING_ABI_H
 #define _UAPI_CDP_RING_ABI_H

@@ -9,17 +9,22 @@
  * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
  *
  *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
- *    record at head under c->lock: the complete header (both CRCs: a
- *    WRITE's data CRC is computed from the bio before the reservation) is
- *    written with state BUSY, seq = ++last_seq, ts_ns = CLOCK_REALTIME
- *    clamped so it never goes backwards, and head is published with a
- *    release store.  A WRITE's payload is then copied out of the bio,
- *    outside the lock.  A consumer may thus check a BUSY header.  dm core
+ *    record at head under c->lock: the header is written with state BUSY,
+ *    seq = ++last_seq, ts_ns = CLOCK_REALTIME clamped so it never goes
+ *    backwards, and head is published with a release store.  A WRITE's
+ *    payload is then copied out of the bio, outside the lock.  dm core
  *    splits bios larger than a quarter of the ring (max_io_len), so one bio
  *    is always one record.
- *  - end_io: the record's state becomes COMMITTED, or DISCARDED if the
- *    device failed the bio; pollers are woken.  Records are reserved in
- *    seq order and committed in any order: the consumer stops at BUSY.
+ *  - end_io: a failed bio's record becomes DISCARDED.  A completed WRITE's
+ *    record is sealed: the payload's CRC-32C is computed from the ring
+ *    copy, data_crc and hdr_crc are rewritten, and only then COMMITTED is
+ *    stored (release).  A WRITE of 32 KiB or more is queued for the sealer,
+ *    a work item, so its CRC, the costliest step, runs off the completion
+ *    path and the writer's CPU; a smaller one is sealed right here.  Other
+ *    records are committed at once.  data_crc and hdr_crc are final only once the
+ *    state is not BUSY; the consumer reads the state first and stops at
+ *    BUSY before it checks anything.  Records are reserved in seq order
+ *    and committed in any order.
  *  - A record never crosses the end of the data area: the rest is first
  *    reserved as a PAD record, committed at once.
  *  - A FLUSH record is committed when the flush completes, so every record
@@ -34,13 +39,15 @@
  *    all carrying the ts of the first dropped write; when the bitmap is
  *    empty the flag is cleared and recording resumes.  Every changed byte
  *    is thus in a WRITE record or inside an OVERFLOW range.
- *  - dtr (the device is suspended: every bio has completed) emits what it
- *    can of a pending overflow and sets DETACHED.  The context is
+ *  - dtr (the device is suspended: every bio has completed) waits for the
+ *    sealer, emits what it can of a pending overflow and sets DETACHED.  The context is
  *    reference counted: an open or mapped /dev/cdp/<name> keeps the ring
  *    alive after the target is gone.
  *
- * The I/O path allocates nothing (the ring and the bitmap are allocated by
- * the constructor) and never sleeps under the spinlock.
+ * The I/O path allocates nothing (the ring, the bitmap and the sealer's
+ * queue are allocated by the constructor) and never sleeps under the
+ * spinlock.  When the sealer's queue is full, end_io seals the record
+ * itself.
  */
 
 #include <linux/device-mapper.h>
@@ -64,6 +71,8 @@
 #include <linux/sched.h>
 #include <linux/version.h>
 #include <linux/ctype.h>
+#include <linux/kfifo.h>
+#include <linux/workqueue.h>
 
 #include "cdp_ring_abi.h"
 
@@ -76,6 +85,8 @@
 #define CDP_MAX_WAIT_MS		60000
 #define CDP_BITMAP_BITS		65536	/* most chunks tracked during overflow */
 #define CDP_MIN_CHUNK		4096
+#define CDP_SEAL_QUEUE		4096	/* completed WRITEs waiting for their CRC */
+#define CDP_SEAL_DEFER_MIN	32768	/* smaller payloads: the hop costs more than the CRC */
 
 static_assert(sizeof(struct cdp_ring_ctl) == CDP_CONTROL_SIZE);
 static_assert(sizeof(struct cdp_rec_hdr) == CDP_REC_HDR_SIZE);
@@ -127,7 +138,15 @@ struct cdp_c {
 	atomic64_t committed;		/* records committed */
 	atomic64_t discarded;		/* records discarded */
 	wait_queue_head_t wq;		/* pollers */
+
+	spinlock_t seal_lock;		/* the sealer's queue */
+	DECLARE_KFIFO_PTR(sealq, s64);	/* positions of completed WRITEs */
+	struct work_struct seal_work;	/* the sealer */
+	atomic_t wake_after_seal;	/* a point was committed behind unsealed records */
 };
+
+/* Seals completed WRITEs for every target; WQ_MEM_RECLAIM: writeback may wait on it. */
+static struct workqueue_struct *cdp_seal_wq;
 
 /* Per-bio data: where the bio's record lives, or -1. */
 struct cdp_per_bio {
@@ -138,6 +157,7 @@ static void cdp_free(struct kref *kref)
 {
 	struct cdp_c *c = container_of(kref, struct cdp_c, kref);
 
+	kfifo_free(&c->sealq);
 	bitmap_free(c->bitmap);
 	vfree(c->ring);
 	kfree(c);
@@ -343,6 +363,37 @@ static void cdp_wake(struct cdp_c *c)
 }
 
 /*
+ * Batch the consumer's wake-ups: a point worth journaling now (FLUSH) or a
+ * ring an eighth full wakes it; otherwise its poll timeout collects the
+ * records, in larger batches.
+ */
+static void cdp_maybe_wake(struct cdp_c *c, bool point)
+{
+	if (point || READ_ONCE(c->head) - READ_ONCE(c->tail) >= c->data_size / 8)
+		cdp_wake(c);
+}
+
+/* Compute a completed WRITE's CRC from its ring copy, finish the header, commit. */
+static void cdp_seal_write(struct cdp_c *c, s64 pos)
+{
+	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
+
+	cdp_seal(h, cdp_crc(h + 1, le32_to_cpu(h->data_len)));
+	cdp_set_state(h, CDP_STATE_COMMITTED);
+	atomic64_inc(&c->committed);
+}
+
+static void cdp_sealer(struct work_struct *work)
+{
+	struct cdp_c *c = container_of(work, struct cdp_c, seal_work);
+	s64 pos;
+
+	while (kfifo_out_spinlocked(&c->sealq, &pos, 1, &c->seal_lock))
+		cdp_seal_write(c, pos);
+	cdp_maybe_wake(c, atomic_xchg(&c->wake_after_seal, 0));
+}
+
+/*
  * Reserve a record for an I/O.  Returns its position, or -1 when the write
  * was dropped (its range is then in the overflow bitmap) or, for FLUSH,
  * when there was no room (a lost point, never lost data).
@@ -386,22 +437,6 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 	}
 	spin_unlock_irqrestore(&c->lock, irqflags);
 	return pos;
-}
-
-/* CRC-32C of a bio's data, before it is reserved (the header is complete at BUSY). */
-static u32 cdp_bio_crc(struct bio *bio)
-{
-	struct bvec_iter iter;
-	struct bio_vec bv;
-	u32 crc = ~0U;
-
-	bio_for_each_segment(bv, bio, iter) {
-		void *src = bvec_kmap_local(&bv);
-
-		crc = crc32c(crc, src, bv.bv_len);
-		kunmap_local(src);
-	}
-	return ~crc;
 }
 
 /* Copy a WRITE bio's payload into its reserved record. */
@@ -695,6 +730,9 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	kref_init(&c->kref);
 	INIT_LIST_HEAD(&c->list);
 	spin_lock_init(&c->lock);
+	spin_lock_init(&c->seal_lock);
+	INIT_WORK(&c->seal_work, cdp_sealer);
+	atomic_set(&c->wake_after_seal, 0);
 	init_waitqueue_head(&c->wq);
 	atomic64_set(&c->committed, 0);
 	atomic64_set(&c->discarded, 0);
@@ -726,6 +764,12 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->bitmap = bitmap_zalloc(max_t(unsigned long, c->nbits, 1), GFP_KERNEL);
 	if (!c->bitmap) {
 		ti->error = "Cannot allocate the overflow bitmap";
+		r = -ENOMEM;
+		goto bad_dev;
+	}
+
+	if (kfifo_alloc(&c->sealq, CDP_SEAL_QUEUE, GFP_KERNEL)) {
+		ti->error = "Cannot allocate the sealer's queue";
 		r = -ENOMEM;
 		goto bad_dev;
 	}
@@ -798,7 +842,8 @@ static void cdp_dtr(struct dm_target *ti)
 	struct cdp_c *c = ti->private;
 	unsigned long irqflags;
 
-	/* the device is suspended: every bio has completed */
+	/* the device is suspended: every bio has completed; seal the last ones */
+	flush_work(&c->seal_work);
 	spin_lock_irqsave(&c->lock, irqflags);
 	cdp_emit_overflow_locked(c, 0);
 	c->detached = true;
@@ -839,8 +884,8 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0, 0);
 			break;
 		}
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, cdp_bio_crc(bio),
-					 offset, length);
+		/* data_crc is 0 until the sealer computes it */
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, 0, offset, length);
 		if (pb->pos >= 0)
 			cdp_copy_bio(c, pb->pos, bio);
 		break;
@@ -860,22 +905,32 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 {
 	struct cdp_c *c = ti->private;
 	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
+	struct cdp_rec_hdr *h;
+	s64 pos = pb->pos;
 
-	if (pb->pos >= 0) {
-		struct cdp_rec_hdr *h = cdp_hdr_at(c, pb->pos);
-		bool failed = *error != BLK_STS_OK;
-
-		cdp_set_state(h, failed ? CDP_STATE_DISCARDED : CDP_STATE_COMMITTED);
-		atomic64_inc(failed ? &c->discarded : &c->committed);
-		pb->pos = -1;
-		/*
-		 * Batch the consumer's wake-ups: a FLUSH (a point worth
-		 * journaling now) or a ring an eighth full wakes it; otherwise
-		 * its poll timeout collects the records, in larger batches.
-		 */
-		if (h->type != cpu_to_le16(CDP_REC_WRITE) ||
-		    READ_ONCE(c->head) - READ_ONCE(c->tail) >= c->data_size / 8)
-			cdp_wake(c);
+	if (pos < 0)
+		return DM_ENDIO_DONE;
+	pb->pos = -1;
+	h = cdp_hdr_at(c, pos);
+	if (*error != BLK_STS_OK) {
+		cdp_set_state(h, CDP_STATE_DISCARDED);
+		atomic64_inc(&c->discarded);
+		cdp_maybe_wake(c, false);
+	} else if (h->type == cpu_to_le16(CDP_REC_WRITE)) {
+		if (le32_to_cpu(h->data_len) >= CDP_SEAL_DEFER_MIN &&
+		    kfifo_in_spinlocked(&c->sealq, &pos, 1, &c->seal_lock)) {
+			queue_work(cdp_seal_wq, &c->seal_work);
+		} else {
+			cdp_seal_write(c, pos);	/* small, or the queue is full */
+			cdp_maybe_wake(c, false);
+		}
+	} else {
+		cdp_set_state(h, CDP_STATE_COMMITTED);
+		atomic64_inc(&c->committed);
+		/* the consumer cannot pass unsealed WRITEs: wake it after them too */
+		if (!kfifo_is_empty(&c->sealq))
+			atomic_set(&c->wake_after_seal, 1);
+		cdp_maybe_wake(c, true);
 	}
 	return DM_ENDIO_DONE;
 }
@@ -956,7 +1011,7 @@ static int cdp_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn 
 
 static struct target_type cdp_target = {
 	.name		 = "cdp",
-	.version	 = {1, 0, 0},
+	.version	 = {1, 1, 0},
 	.module		 = THIS_MODULE,
 	.ctr		 = cdp_ctr,
 	.dtr		 = cdp_dtr,
@@ -969,12 +1024,21 @@ static struct target_type cdp_target = {
 
 static int __init dm_cdp_init(void)
 {
-	return dm_register_target(&cdp_target);
+	int r;
+
+	cdp_seal_wq = alloc_workqueue("cdp_seal", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
+	if (!cdp_seal_wq)
+		return -ENOMEM;
+	r = dm_register_target(&cdp_target);
+	if (r)
+		destroy_workqueue(cdp_seal_wq);
+	return r;
 }
 
 static void __exit dm_cdp_exit(void)
 {
 	dm_unregister_target(&cdp_target);
+	destroy_workqueue(cdp_seal_wq);
 }
 
 module_init(dm_cdp_init);
