@@ -78,7 +78,7 @@ def test_a_damaged_piece_is_caught(tmp_path: Path, piece: int) -> None:
 
 
 def test_journal_stores_the_given_crcs_and_restore_checks_them(tmp_path: Path) -> None:
-    """A wrong block CRC handed in is stored as given and stops the restore: never applied."""
+    """A wrong block CRC handed in is stored as given, stops the restore (never applied) and verify reports it."""
     rng = random.Random(3)
     good, bad = rng.randbytes(16384), rng.randbytes(16384)
     journal = Journal.create(tmp_path / "j", device_bytes=DEVICE)
@@ -98,5 +98,8 @@ def test_journal_stores_the_given_crcs_and_restore_checks_them(tmp_path: Path) -
     assert image[16384:1 << 16] == bytes((1 << 16) - 16384)
     with pytest.raises(CorruptJournal, match="fails its CRC-32C"):
         journal.restore(out, seq=3, overwrite=True)
+    # and verify finds it first, where a restore would stop
+    problems = journal.verify().problems
+    assert [(p.seq, "block 34" in p.message) for p in problems] == [(3, True)]
     journal.close()
     os.unlink(out)
