@@ -169,6 +169,14 @@ class SegmentWriter:
             self._fd = -1
 
 
+def open_segment(directory: Path, seg_id: int) -> int:
+    """A read-only descriptor of segment ``seg_id``; a missing one is damage."""
+    try:
+        return os.open(directory / segment_name(seg_id), os.O_RDONLY)
+    except FileNotFoundError:
+        raise CorruptJournal(f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
+
+
 class SegmentReader:
     """Reads payload bytes from any segment of one journal, by position."""
 
@@ -179,12 +187,7 @@ class SegmentReader:
     def _fd(self, seg_id: int) -> int:
         fd = self._fds.get(seg_id)
         if fd is None:
-            try:
-                fd = os.open(self.directory / segment_name(seg_id), os.O_RDONLY)
-            except FileNotFoundError:
-                raise CorruptJournal(
-                    f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
-            self._fds[seg_id] = fd
+            fd = self._fds[seg_id] = open_segment(self.directory, seg_id)
         return fd
 
     def pread(self, seg_id: int, pos: int, length: int) -> bytes:
@@ -263,11 +266,7 @@ class SegmentViews:
     def _map(self, seg_id: int) -> memoryview:
         entry = self._maps.get(seg_id)
         if entry is None:
-            try:
-                fd = os.open(self.directory / segment_name(seg_id), os.O_RDONLY)
-            except FileNotFoundError:
-                raise CorruptJournal(
-                    f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
+            fd = open_segment(self.directory, seg_id)
             try:
                 size = os.fstat(fd).st_size
                 m = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else mmap.mmap(-1, 1)

@@ -43,18 +43,24 @@ def _records(rng: random.Random, ts0: int) -> list[Record]:
     return out
 
 
-def test_restores_at_every_stage_match_the_model(tmp_path: Path) -> None:
-    rng = random.Random(11)
-    base = random_device(SIZE, 5)
+def _journal(tmp_path: Path, seed: int, keep: set[int] | None, batch: int) -> tuple[Journal, DeviceModel, int]:
+    """A journal of :func:`_records` over a random baseline, the model beside it, the last seq."""
+    rng = random.Random(seed)
+    base = random_device(SIZE, seed)
     image = tmp_path / "base.img"
     image.write_bytes(base)
     journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=image)
     records = _records(rng, journal.info.created_ns)
-    model = DeviceModel(base, keep={0, 1, 1050, 2100, 2101, 2102, 2103, 2104, 2105})
+    model = DeviceModel(base, keep=keep if keep is not None else {len(records)})
     for r in records:
         model.apply(r)
-    for at in range(0, len(records), 700):
-        journal.append(records[at:at + 700])
+    for at in range(0, len(records), batch):
+        journal.append(records[at:at + batch])
+    return journal, model, len(records)
+
+
+def test_restores_at_every_stage_match_the_model(tmp_path: Path) -> None:
+    journal, model, _last = _journal(tmp_path, 11, {0, 1, 1050, 2100, 2101, 2102, 2103, 2104, 2105}, 700)
     out = tmp_path / "out.img"
     for seq in sorted(model.keep):
         journal.restore(out, seq=seq, overwrite=True)
@@ -72,28 +78,19 @@ def test_restore_to_a_block_device_writes_every_byte(tmp_path: Path) -> None:
     """The zero fill between extents on a target that has no holes."""
     if os.geteuid() != 0 or shutil.which("losetup") is None:
         pytest.skip("needs root and losetup for a loop device")
-    rng = random.Random(12)
-    base = random_device(SIZE, 6)
-    image = tmp_path / "base.img"
-    image.write_bytes(base)
-    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=image)
-    records = _records(rng, journal.info.created_ns)
-    model = DeviceModel(base, keep={len(records)})
-    for r in records:
-        model.apply(r)
-    journal.append(records)
+    journal, model, last = _journal(tmp_path, 12, None, 10_000)
     backing = tmp_path / "disk.img"
-    backing.write_bytes(rng.randbytes(SIZE))  # exactly the device, garbage to be overwritten
+    backing.write_bytes(random.Random(13).randbytes(SIZE))  # exactly the device, garbage to be overwritten
     loop = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
                           check=False)
     if loop.returncode != 0:
         pytest.skip(f"no loop device: {loop.stderr.strip()}")
     dev = loop.stdout.strip()
     try:
-        journal.restore(dev, seq=len(records))
+        journal.restore(dev, seq=last)
         with open(dev, "rb") as f:
             got = f.read(SIZE)
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
-    assert got == model.states[len(records)]
+    assert got == model.states[last]
     journal.close()
