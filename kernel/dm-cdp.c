@@ -94,6 +94,24 @@ static_assert(offsetof(struct cdp_ring_ctl, head) == 64);
 static_assert(offsetof(struct cdp_ring_ctl, tail) == 128);
 static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
 
+/*
+ * Per-bio data: where the bio's record lives (or -1) and its payload length.
+ * The length is kept here, not read back from the ring: the ring is shared
+ * memory, and a consumer that released a BUSY record too early could have
+ * let its space be reused.  Nothing the kernel writes or reads through a
+ * length or position then depends on the ring's contents.
+ */
+struct cdp_per_bio {
+	s64 pos;			/* ring position of the record */
+	u32 len;			/* WRITE payload bytes; 0 otherwise */
+};
+
+/* A completed WRITE waiting for the sealer. */
+struct cdp_seal_item {
+	s64 pos;
+	u32 len;
+};
+
 /* Every live target, to refuse a second one with the same name. */
 static LIST_HEAD(cdp_targets);
 static DEFINE_MUTEX(cdp_targets_lock);
@@ -140,18 +158,13 @@ struct cdp_c {
 	wait_queue_head_t wq;		/* pollers */
 
 	spinlock_t seal_lock;		/* the sealer's queue */
-	DECLARE_KFIFO_PTR(sealq, s64);	/* positions of completed WRITEs */
+	DECLARE_KFIFO_PTR(sealq, struct cdp_seal_item); /* completed WRITEs */
 	struct work_struct seal_work;	/* the sealer */
 	atomic_t wake_after_seal;	/* a point was committed behind unsealed records */
 };
 
 /* Seals completed WRITEs for every target; WQ_MEM_RECLAIM: writeback may wait on it. */
 static struct workqueue_struct *cdp_seal_wq;
-
-/* Per-bio data: where the bio's record lives, or -1. */
-struct cdp_per_bio {
-	s64 pos;			/* ring position of the record */
-};
 
 static void cdp_free(struct kref *kref)
 {
@@ -374,11 +387,11 @@ static void cdp_maybe_wake(struct cdp_c *c, bool point)
 }
 
 /* Compute a completed WRITE's CRC from its ring copy, finish the header, commit. */
-static void cdp_seal_write(struct cdp_c *c, s64 pos)
+static void cdp_seal_write(struct cdp_c *c, s64 pos, u32 len)
 {
 	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
 
-	cdp_seal(h, cdp_crc(h + 1, le32_to_cpu(h->data_len)));
+	cdp_seal(h, cdp_crc(h + 1, len));
 	cdp_set_state(h, CDP_STATE_COMMITTED);
 	atomic64_inc(&c->committed);
 }
@@ -386,10 +399,10 @@ static void cdp_seal_write(struct cdp_c *c, s64 pos)
 static void cdp_sealer(struct work_struct *work)
 {
 	struct cdp_c *c = container_of(work, struct cdp_c, seal_work);
-	s64 pos;
+	struct cdp_seal_item item;
 
-	while (kfifo_out_spinlocked(&c->sealq, &pos, 1, &c->seal_lock))
-		cdp_seal_write(c, pos);
+	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock))
+		cdp_seal_write(c, item.pos, item.len);
 	cdp_maybe_wake(c, atomic_xchg(&c->wake_after_seal, 0));
 }
 
@@ -440,11 +453,10 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 }
 
 /* Copy a WRITE bio's payload into its reserved record. */
-static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio)
+static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio, u32 len)
 {
 	struct cdp_rec_hdr *h = cdp_hdr_at(c, pos);
 	u8 *dst = (u8 *)(h + 1);
-	u32 len = le32_to_cpu(h->data_len);
 	u64 pad = cdp_rec_len(len) - CDP_REC_HDR_SIZE - len;
 	struct bvec_iter iter;
 	struct bio_vec bv;
@@ -868,6 +880,7 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 	u16 flags = 0;
 
 	pb->pos = -1;
+	pb->len = 0;
 	bio_set_dev(bio, c->dev->bdev);
 	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
 
@@ -886,8 +899,10 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 		}
 		/* data_crc is 0 until the sealer computes it */
 		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, 0, offset, length);
-		if (pb->pos >= 0)
-			cdp_copy_bio(c, pb->pos, bio);
+		if (pb->pos >= 0) {
+			pb->len = length;
+			cdp_copy_bio(c, pb->pos, bio, length);
+		}
 		break;
 	case REQ_OP_DISCARD:
 		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, 0, offset, length);
@@ -905,23 +920,23 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 {
 	struct cdp_c *c = ti->private;
 	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
+	struct cdp_seal_item item = { .pos = pb->pos, .len = pb->len };
 	struct cdp_rec_hdr *h;
-	s64 pos = pb->pos;
 
-	if (pos < 0)
+	if (item.pos < 0)
 		return DM_ENDIO_DONE;
 	pb->pos = -1;
-	h = cdp_hdr_at(c, pos);
+	h = cdp_hdr_at(c, item.pos);
 	if (*error != BLK_STS_OK) {
 		cdp_set_state(h, CDP_STATE_DISCARDED);
 		atomic64_inc(&c->discarded);
 		cdp_maybe_wake(c, false);
-	} else if (h->type == cpu_to_le16(CDP_REC_WRITE)) {
-		if (le32_to_cpu(h->data_len) >= CDP_SEAL_DEFER_MIN &&
-		    kfifo_in_spinlocked(&c->sealq, &pos, 1, &c->seal_lock)) {
+	} else if (item.len) {
+		if (item.len >= CDP_SEAL_DEFER_MIN &&
+		    kfifo_in_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
 			queue_work(cdp_seal_wq, &c->seal_work);
 		} else {
-			cdp_seal_write(c, pos);	/* small, or the queue is full */
+			cdp_seal_write(c, item.pos, item.len);	/* small, or the queue is full */
 			cdp_maybe_wake(c, false);
 		}
 	} else {

@@ -656,22 +656,23 @@ def t_bench() -> str:
     mb = 64
     sectors = mb << 11
     seconds = 1.0
-    # cdp-idle: the filter with nobody draining (a ring big enough for the run):
+    # cdp-idle: the filter with nobody draining (a fresh ring, big enough for a round):
     # its own cost, apart from the drain service's CPU inside the same guest
     names = ["raw", "linear", "log-writes", "cdp", "cdp-idle"]
     # dm-log-writes needs a log device: the second half of the disk
     dm_create("blin", f"0 {sectors} linear {DISK} 0")
     dm_create("blogdev", f"0 {min(disk_sectors() - sectors, 1 << 20)} linear {DISK} {sectors}")
     dm_create("blog", f"0 {sectors} log-writes {DISK} /dev/mapper/blogdev")
-    dm_create("bcdp", f"0 {sectors} cdp {DISK} bcdp ring_mb=64 policy=overflow")
+    # the service keeps up or the writer waits (policy=block): what it costs shows in MB/s
+    dm_create("bcdp", f"0 {sectors} cdp {DISK} bcdp ring_mb=64 policy=block wait_ms=5000")
     dm_create("bidle", f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow")
     j = "/tmp/j-bench"
     sh("rm", "-rf", j)
     Journal.create(j, device_bytes=sectors * 512).close()
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: drain(j, "/dev/cdp/bcdp", until_detached=True, stop=stop,
-                                               handle_signals=False), daemon=True)
-    th.start()
+    # the drain service in its own process, as `cdp run` runs under systemd
+    # (a thread of this process would fight the writer loop for the GIL)
+    service = subprocess.Popen([sys.executable, "-m", "cdp", "run", "--journal", j, "--ring", "/dev/cdp/bcdp",
+                                "--until-detached"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     paths = {"raw": DISK, "linear": "/dev/mapper/blin", "log-writes": "/dev/mapper/blog", "cdp": "/dev/mapper/bcdp",
              "cdp-idle": "/dev/mapper/bidle"}
     results: dict[tuple[str, int], list[float]] = {}
@@ -680,6 +681,9 @@ def t_bench() -> str:
         buf.write(os.urandom(bs))
         for rep in range(3):
             for name in names:
+                if name == "cdp-idle":  # a fresh ring each round: it must not fill up and drop
+                    dm_remove("bidle")
+                    dm_create("bidle", f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow")
                 fd = os.open(paths[name], os.O_WRONLY | os.O_DIRECT)
                 n = 0
                 t0 = time.perf_counter()
@@ -702,9 +706,9 @@ def t_bench() -> str:
     while cdpattach.info("/dev/cdp/bcdp").tail != cdpattach.info("/dev/cdp/bcdp").head and time.monotonic() - t0 < 60:
         time.sleep(0.1)
     lag = time.monotonic() - t0
-    stop.set()
-    th.join(120)
     dm_remove("bcdp")
+    _out, err = service.communicate(timeout=120)
+    assert service.returncode == 0, f"cdp run: rc {service.returncode}: {err.strip()[-300:]}"
     say("BENCH", f"cdp_dropped={st['dropped']}", f"cdp_records={st['records']}", f"drain_lag_s={lag:.1f}")
     parts = []
     for bs in (4096, 65536):
