@@ -20,6 +20,24 @@ from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, SECTOR, SECTO
 from journal.segments import SegmentReader
 
 ZERO_BLOCK = bytes(BLOCK)
+#: Zeros to compare against and to write from (a restore's largest extent).
+ZERO_RUN = bytes(8 << 20)
+
+
+def is_zero(data: bytes | memoryview) -> bool:
+    """Whether ``data`` (at most :data:`ZERO_RUN` long) is all zeros.
+
+    Data that is not is nearly always rejected by its first or last byte
+    without a scan; ``startswith`` compares with memcmp, where ``==`` on a
+    memoryview would go item by item.
+    """
+    return not data or (not data[0] and not data[-1] and ZERO_RUN.startswith(data))
+
+
+def bad_crc(block: int, seq: int, seg: int, offset: int) -> CorruptJournal:
+    """The error for a block whose bytes fail the CRC-32C the index holds for them."""
+    return CorruptJournal(f"block {block} of record seq {seq} (segment {segment_name(seg)}, "
+                          f"offset {offset}) fails its CRC-32C; run 'cdp verify'")
 
 
 class Version(NamedTuple):
@@ -44,9 +62,7 @@ def read_version(reader: SegmentReader, block: int, v: Version) -> bytes:
     first, count = covered_span(v.mask)
     data = reader.pread(v.seg, v.pos0 + first * SECTOR, count * SECTOR)
     if crc32c.crc32c(data) != v.crc:
-        raise CorruptJournal(
-            f"block {block} of record seq {v.seq} (segment {segment_name(v.seg)}, "
-            f"offset {v.pos0 + first * SECTOR}) fails its CRC-32C; run 'cdp verify'")
+        raise bad_crc(block, v.seq, v.seg, v.pos0 + first * SECTOR)
     return data
 
 

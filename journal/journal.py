@@ -30,7 +30,8 @@ import crc32c
 import lmdb
 import msgpack
 
-from journal.blockmap import ZeroExtents, compose_block, versions_back
+from journal.blockcrc import block_crcs
+from journal.blockmap import ZeroExtents, compose_block, is_zero, versions_back
 from journal.errors import (
     DeviceMismatch,
     JournalBusy,
@@ -718,13 +719,10 @@ class _Batch:
                 first = offset // BLOCK
                 if kind == KIND_DATA and length == BLOCK:
                     items.append((pack_key(first, seq), pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)))
-                elif kind == KIND_DATA and crcs is not None:
-                    items += [(pack_key(first + i, seq), pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c))
-                              for i, c in enumerate(crcs)]
                 elif kind == KIND_DATA:
-                    items += [(pack_key(first + i, seq),
-                               pack_val(seg, payload_pos + at, FULL_MASK, kind, crc(data[at:at + BLOCK])))
-                              for i, at in enumerate(range(0, length, BLOCK))]
+                    # the ring reader's CRCs when it handed them over, else one pass here
+                    items += [(pack_key(first + i, seq), pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c))
+                              for i, c in enumerate(crcs if crcs is not None else block_crcs(data))]
                 else:
                     items += [(pack_key(first + i, seq), pack_val(seg, 0, FULL_MASK, kind, 0))
                               for i in range(length // BLOCK)]
@@ -897,10 +895,6 @@ _pack_u64x2 = U64X2.pack
 _pack_seq = SEQ_VAL.pack
 
 
-_ZERO_CHUNK = bytes(1 << 20)
-_ZERO_BLOCK = bytes(BLOCK)
-
-
 def _next_data(fd: int, pos: int, end: int) -> int:
     """Where data resumes at or after ``pos`` (block-aligned); holes are skipped unread."""
     try:
@@ -916,12 +910,11 @@ def _is_regular(fd: int) -> bool:
 
 def _nonzero_runs(data: bytes) -> Iterator[tuple[int, int]]:
     """[start, end) of the runs of non-zero 4 KiB blocks in ``data``."""
-    if data == _ZERO_CHUNK[:len(data)]:
+    if is_zero(data):
         return
     start = None
     for pos in range(0, len(data), BLOCK):
-        piece = data[pos:pos + BLOCK]
-        if piece == _ZERO_BLOCK[:len(piece)]:
+        if is_zero(data[pos:pos + BLOCK]):
             if start is not None:
                 yield start, pos
                 start = None

@@ -14,7 +14,6 @@ long transaction pinning the writer's pages.
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import stat
@@ -22,22 +21,19 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import crc32c
-
-from journal.blockmap import ZeroExtents, compose_block, versions_back
-from journal.errors import CorruptJournal, JournalError, OutOfRange
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2, segment_name
-from journal.segments import SegmentViews
+from journal.blockcrc import block_crcs
+from journal.blockmap import ZERO_RUN, ZeroExtents, bad_crc, compose_block, is_zero, versions_back
+from journal.errors import JournalError, OutOfRange
+from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
+from journal.segments import IOV_MAX, SegmentViews, pwritev_all
 
 if TYPE_CHECKING:
     from journal.journal import Journal, Progress, RestoreResult
 
 _CHUNK_ENTRIES = 65536
-_MAX_RUN = 8 << 20
+_MAX_RUN = len(ZERO_RUN)  # 8 MiB: a run is checked for zeros against ZERO_RUN
 _MAX_RUN_BLOCKS = _MAX_RUN // BLOCK
-_IOV_MAX = 1024
 _WRITE_BEHIND = 64 << 20
-_ZERO_FILL = bytes(1 << 20)
 
 
 class Cancelled(JournalError):
@@ -90,16 +86,7 @@ class _Output:
         if self.is_device:
             self._zero_to(pos)
             self.filled = pos + total
-        done = os.pwritev(self.fd, buffers, pos)
-        self._write_behind(pos + done)
-        if done < total:  # short write: finish it byte-exactly
-            rest = b"".join(bytes(b) for b in buffers)[done:]
-            while rest:
-                n = os.pwrite(self.fd, rest, pos + done)
-                if n == 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                done += n
-                rest = rest[n:]
+        self._write_behind(pos + pwritev_all(self.fd, buffers, pos))
 
     def _write_behind(self, end: int) -> None:
         """Start writeback of what lies behind ``end``, so the closing fsync finds little left.
@@ -113,9 +100,10 @@ class _Output:
             self.flushed = end
 
     def _zero_to(self, pos: int) -> None:
+        zeros = memoryview(ZERO_RUN)
         while self.filled < pos:
-            n = min(len(_ZERO_FILL), pos - self.filled)
-            os.pwrite(self.fd, _ZERO_FILL[:n], self.filled)
+            n = min(len(zeros), pos - self.filled)
+            os.pwrite(self.fd, zeros[:n], self.filled)
             self.filled += n
 
     def finish(self) -> None:
@@ -132,9 +120,6 @@ class _Output:
             self.path.unlink(missing_ok=True)
 
 
-_ZEROS = bytes(_MAX_RUN)
-
-
 def _trim(buffers: list[bytes | memoryview], length: int) -> list[bytes | memoryview]:
     """The first ``length`` bytes of ``buffers``."""
     out = []
@@ -144,12 +129,6 @@ def _trim(buffers: list[bytes | memoryview], length: int) -> list[bytes | memory
         out.append(buf[:length])
         length -= len(buf)
     return out
-
-
-def _is_zero(data: bytes | memoryview) -> bool:
-    # random data is rejected by its first or last byte without a scan;
-    # startswith compares with memcmp (== on a memoryview goes item by item)
-    return not data or (not data[0] and not data[-1] and _ZEROS.startswith(data))
 
 
 class _Writer:
@@ -180,20 +159,18 @@ class _Writer:
     def run(self, seg: int, pos: int, block: int, crcs: list[int], seqs: list[int]) -> None:
         """Check blocks ``block..`` that lie back to back at ``pos`` in ``seg`` and add them."""
         data = self._views.view(seg, pos, len(crcs) * BLOCK)
-        crc = crc32c.crc32c
-        for i, want in enumerate(crcs):
-            if crc(data[i * BLOCK:(i + 1) * BLOCK]) != want:
-                raise CorruptJournal(
-                    f"block {block + i} of record seq {seqs[i]} (segment {segment_name(seg)}, "
-                    f"offset {pos + i * BLOCK}) fails its CRC-32C; run 'cdp verify'")
+        got = block_crcs(data)
+        if got != crcs:
+            i = next(i for i, (a, b) in enumerate(zip(got, crcs)) if a != b)
+            raise bad_crc(block + i, seqs[i], seg, pos + i * BLOCK)
         self.data(block, data)
 
     def data(self, block: int, data: bytes | memoryview) -> None:
         """Add checked bytes for ``block..``; zeros are left out (a hole, or zero-filled)."""
-        if _is_zero(data):
+        if is_zero(data):
             self._flush()
             return
-        if block != self._next or self._bytes >= _MAX_RUN or len(self._bufs) >= _IOV_MAX:
+        if block != self._next or self._bytes >= _MAX_RUN or len(self._bufs) >= IOV_MAX:
             self._flush()
             self._start = block
         self._bufs.append(data)

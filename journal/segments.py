@@ -10,6 +10,7 @@ map whole segments); they never look past what the index points at.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -31,7 +32,8 @@ from journal.format import (
     segment_name,
 )
 
-_IOV_MAX = 512
+#: Most buffers one pwritev takes (Linux's UIO_MAXIOV).
+IOV_MAX = 1024
 _BODY = REC_HDR_BODY
 _U32 = struct.Struct("<I")
 _crc = crc32c.crc32c
@@ -142,19 +144,7 @@ class SegmentWriter:
 
     def write(self, buffers: Sequence[bytes | bytearray | memoryview], total: int) -> None:
         """Append ``buffers`` (headers and payloads) at :attr:`end`, not yet durable."""
-        pos = self.end
-        for start in range(0, len(buffers), _IOV_MAX):
-            chunk = buffers[start:start + _IOV_MAX]
-            want = sum(map(len, chunk))
-            written = os.pwritev(self._fd, chunk, pos)
-            pos += written
-            if written < want:
-                # a short write: finish the rest of this chunk byte-exactly
-                rest = b"".join(bytes(b) for b in chunk)[written:]
-                while rest:
-                    n = os.pwrite(self._fd, rest, pos)
-                    pos += n
-                    rest = rest[n:]
+        pos = self.end + pwritev_all(self._fd, buffers, self.end)
         if pos != self.end + total:
             raise OSError(f"segment write came out at {pos}, expected {self.end + total}")
         self.end = pos
@@ -167,6 +157,30 @@ class SegmentWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def pwritev_all(fd: int, buffers: Sequence[bytes | bytearray | memoryview], pos: int) -> int:
+    """Write ``buffers`` back to back at ``pos``, all of them; returns the bytes written.
+
+    ``pwritev`` of up to :data:`IOV_MAX` buffers at a time (no copy of the
+    payload views); a short write is finished byte-exactly, and a write that
+    makes no progress (the end of a block device) is ENOSPC, not a loop.
+    """
+    done = 0
+    for start in range(0, len(buffers), IOV_MAX):
+        chunk = buffers[start:start + IOV_MAX]
+        want = sum(map(len, chunk))
+        written = os.pwritev(fd, chunk, pos + done)
+        done += written
+        if written < want:
+            rest = b"".join(bytes(b) for b in chunk)[written:]
+            while rest:
+                n = os.pwrite(fd, rest, pos + done)
+                if n == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+                rest = rest[n:]
+    return done
 
 
 def open_segment(directory: Path, seg_id: int) -> int:

@@ -14,10 +14,11 @@ import crc32c
 
 from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U64X2, segment_name
 
+from journal.blockmap import covered_span
 from journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from journal.journal import Journal, Progress, VerifyReport
+    from journal.journal import Journal, Problem, Progress, VerifyReport
 
 
 def verify_journal(journal: Journal, progress: Progress | None) -> VerifyReport:
@@ -102,8 +103,7 @@ def _check_blocks(journal: Journal, txn, blocks_db, name: str, rec) -> list[Prob
         if kind != KIND_DATA or not mask:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block} has a bad block index entry"))
             continue
-        low = (mask & -mask).bit_length() - 1
-        count = mask.bit_count()
+        low, count = covered_span(mask)
         try:
             data = journal._reader.pread(seg, pos0 + low * SECTOR, count * SECTOR)
         except JournalError as exc:
