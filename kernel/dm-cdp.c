@@ -409,10 +409,11 @@ static void cdp_sealer(struct work_struct *work)
 /*
  * Reserve a record for an I/O.  Returns its position, or -1 when the write
  * was dropped (its range is then in the overflow bitmap) or, for FLUSH,
- * when there was no room (a lost point, never lost data).
+ * when there was no room (a lost point, never lost data).  data_crc is 0
+ * until a WRITE is sealed.
  */
 static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
-			  u32 data_len, u32 data_crc, u64 offset, u64 length)
+			  u32 data_len, u64 offset, u64 length)
 {
 	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
@@ -428,7 +429,7 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 			break;
 		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
 			cdp_refresh_tail(c);
-			pos = cdp_reserve_locked(c, type, flags, data_len, data_crc, offset, length,
+			pos = cdp_reserve_locked(c, type, flags, data_len, 0, offset, length,
 						 ts, &seq);
 			if (pos >= 0) {
 				if (type == CDP_REC_WRITE)
@@ -894,21 +895,20 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 		if (!length) {
 			/* an empty flush */
 			if (bio->bi_opf & REQ_PREFLUSH)
-				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0, 0);
+				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0);
 			break;
 		}
-		/* data_crc is 0 until the sealer computes it */
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, offset, length);
 		if (pb->pos >= 0) {
 			pb->len = length;
 			cdp_copy_bio(c, pb->pos, bio, length);
 		}
 		break;
 	case REQ_OP_DISCARD:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, offset, length);
 		break;
 	case REQ_OP_WRITE_ZEROES:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, offset, length);
 		break;
 	default:
 		break;
