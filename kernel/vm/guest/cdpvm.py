@@ -400,6 +400,13 @@ def _debugfs_cat(image: str, path: str) -> bytes:
     return p.stdout
 
 
+def _assert_files(image: str, want: dict[str, str], where: str) -> None:
+    """Every file of ``want`` (name -> sha256) reads back identical from the ext4 ``image``."""
+    for name, digest in want.items():
+        got = hashlib.sha256(_debugfs_cat(image, f"/{name}")).hexdigest()
+        assert got == digest, f"{name} differs {where}"
+
+
 def t_ext4() -> str:
     """ext4 on the filter: every FLUSH point passes e2fsck -fn; marks after sync hold the files."""
     rnd = random.Random(2)
@@ -448,9 +455,7 @@ def t_ext4() -> str:
             if label == "mkfs":
                 continue
             j.restore("/tmp/m.img", seq=marks[label])
-            for name, digest in want.items():
-                got = hashlib.sha256(_debugfs_cat("/tmp/m.img", f"/{name}")).hexdigest()
-                assert got == digest, f"{name} differs at mark {label}"
+            _assert_files("/tmp/m.img", want, f"at mark {label}")
             os.unlink("/tmp/m.img")
     return f"flush_points={len(flushes)} fsck_checked={checked} marks={len(files)}"
 
@@ -605,9 +610,7 @@ def t_live() -> str:
         j.restore("/tmp/live.img", seq=mark_points(j)["synced"])
     r = subprocess.run(["e2fsck", "-fn", "/tmp/live.img"], capture_output=True, text=True)
     assert r.returncode == 0, f"e2fsck of the restored volume: {r.stdout[-300:]}"
-    for name, digest in want.items():
-        got = hashlib.sha256(_debugfs_cat("/tmp/live.img", f"/{name}")).hexdigest()
-        assert got == digest, f"{name} differs"
+    _assert_files("/tmp/live.img", want, "in the restored volume")
     os.unlink("/tmp/live.img")
     return f"files={len(want)} writes={count[0]}"
 
