@@ -654,6 +654,13 @@ def t_cli() -> str:
     return f"loop={loop}"
 
 
+def _cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user + system ticks of process ``pid``, idle ticks of the whole guest), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    idle = int(open("/proc/stat").readline().split()[4])
+    return int(fields[11]) + int(fields[12]), idle
+
+
 def t_bench() -> str:
     """4 KiB and 64 KiB direct writes through raw, dm-linear, dm-log-writes and dm-cdp, interleaved."""
     mb = 64
@@ -679,6 +686,7 @@ def t_bench() -> str:
     paths = {"raw": DISK, "linear": "/dev/mapper/blin", "log-writes": "/dev/mapper/blog", "cdp": "/dev/mapper/bcdp",
              "cdp-idle": "/dev/mapper/bidle"}
     results: dict[tuple[str, int], list[float]] = {}
+    cpu_use: dict[int, list[tuple[float, float]]] = {}
     for bs in (4096, 65536):
         buf = mmap.mmap(-1, bs)
         buf.write(os.urandom(bs))
@@ -689,6 +697,7 @@ def t_bench() -> str:
                     dm_create("bidle", f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow")
                 fd = os.open(paths[name], os.O_WRONLY | os.O_DIRECT)
                 n = 0
+                cpu0 = _cpu_ticks(service.pid)
                 t0 = time.perf_counter()
                 while time.perf_counter() - t0 < seconds:
                     os.pwrite(fd, buf, (n * bs) % (32 << 20))
@@ -697,8 +706,12 @@ def t_bench() -> str:
                         os.fsync(fd)
                 os.fsync(fd)
                 dt = time.perf_counter() - t0
+                cpu1 = _cpu_ticks(service.pid)
                 os.close(fd)
                 results.setdefault((name, bs), []).append(n * bs / dt / (1 << 20))
+                if name == "cdp":   # where the guest's CPU went, per write
+                    tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / n
+                    cpu_use.setdefault(bs, []).append(((cpu1[0] - cpu0[0]) * tick_us, (cpu1[1] - cpu0[1]) * tick_us))
         buf.close()
     st = dm_status("bcdp")
     idle = dm_status("bidle")
@@ -719,6 +732,9 @@ def t_bench() -> str:
         for n in names:
             say("BENCH", f"bs={bs}", f"target={n}", f"MBps={med[n]:.2f}",
                 f"vs_linear={med[n] / med['linear']:.2f}")
+        service_us, idle_us = sorted(cpu_use[bs])[1]
+        say("BENCH", f"bs={bs}", "target=cdp", f"service_cpu_us_per_write={service_us:.0f}",
+            f"guest_idle_us_per_write={idle_us:.0f}")
         parts.append(f"{bs // 1024}k:cdp/linear={med['cdp'] / med['linear']:.2f},"
                      f"cdp/logwrites={med['cdp'] / med['log-writes']:.2f},"
                      f"idle/linear={med['cdp-idle'] / med['linear']:.2f}")
