@@ -45,7 +45,7 @@ timeout_s="${CDP_VM_TIMEOUT:-900}"
 log="$out/console.log"
 echo "run.sh: booting $rel (log: $log)" >&2
 set +e
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-max,-sse4.2}" -m "$mem" -smp "${CDP_VM_SMP:-2}" \
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-qemu64}" -m "$mem" -smp "${CDP_VM_SMP:-2}" \
     -nodefaults -no-user-config -display none -no-reboot -serial stdio \
     -kernel "$out/root/boot/vmlinuz-$rel" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 $*" \
