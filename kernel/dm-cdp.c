@@ -21,10 +21,10 @@
  *    stored (release).  A WRITE of 32 KiB or more is queued for the sealer,
  *    a work item, so its CRC, the costliest step, runs off the completion
  *    path and the writer's CPU; a smaller one is sealed right here.  Other
- *    records are committed at once.  data_crc and hdr_crc are final only once the
- *    state is not BUSY; the consumer reads the state first and stops at
- *    BUSY before it checks anything.  Records are reserved in seq order
- *    and committed in any order.
+ *    records are committed at once.  data_crc and hdr_crc are final only
+ *    once the state is not BUSY; the consumer reads the state first and
+ *    stops at BUSY before it checks anything.  Records are reserved in seq
+ *    order and committed in any order.
  *  - A record never crosses the end of the data area: the rest is first
  *    reserved as a PAD record, committed at once.
  *  - A FLUSH record is committed when the flush completes, so every record
@@ -40,9 +40,9 @@
  *    empty the flag is cleared and recording resumes.  Every changed byte
  *    is thus in a WRITE record or inside an OVERFLOW range.
  *  - dtr (the device is suspended: every bio has completed) waits for the
- *    sealer, emits what it can of a pending overflow and sets DETACHED.  The context is
- *    reference counted: an open or mapped /dev/cdp/<name> keeps the ring
- *    alive after the target is gone.
+ *    sealer, emits what it can of a pending overflow and sets DETACHED.
+ *    The context is reference counted: an open or mapped /dev/cdp/<name>
+ *    keeps the ring alive after the target is gone.
  *
  * The I/O path allocates nothing (the ring, the bitmap and the sealer's
  * queue are allocated by the constructor) and never sleeps under the
@@ -95,21 +95,16 @@ static_assert(offsetof(struct cdp_ring_ctl, tail) == 128);
 static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
 
 /*
- * Per-bio data: where the bio's record lives (or -1) and its payload length.
- * The length is kept here, not read back from the ring: the ring is shared
- * memory, and a consumer that released a BUSY record too early could have
- * let its space be reused.  Nothing the kernel writes or reads through a
- * length or position then depends on the ring's contents.
+ * Where a bio's record lives (or -1) and its payload length: the per-bio
+ * data, and, once a WRITE completed, the sealer's queue item.  The length
+ * is kept here, not read back from the ring: the ring is shared memory, and
+ * a consumer that released a BUSY record too early could have let its space
+ * be reused.  Nothing the kernel writes or reads through a length or
+ * position then depends on the ring's contents.
  */
 struct cdp_per_bio {
 	s64 pos;			/* ring position of the record */
 	u32 len;			/* WRITE payload bytes; 0 otherwise */
-};
-
-/* A completed WRITE waiting for the sealer. */
-struct cdp_seal_item {
-	s64 pos;
-	u32 len;
 };
 
 /* Every live target, to refuse a second one with the same name. */
@@ -158,7 +153,7 @@ struct cdp_c {
 	wait_queue_head_t wq;		/* pollers */
 
 	spinlock_t seal_lock;		/* the sealer's queue */
-	DECLARE_KFIFO_PTR(sealq, struct cdp_seal_item); /* completed WRITEs */
+	DECLARE_KFIFO_PTR(sealq, struct cdp_per_bio); /* completed WRITEs */
 	struct work_struct seal_work;	/* the sealer */
 	atomic_t wake_after_seal;	/* a point was committed behind unsealed records */
 };
@@ -399,7 +394,7 @@ static void cdp_seal_write(struct cdp_c *c, s64 pos, u32 len)
 static void cdp_sealer(struct work_struct *work)
 {
 	struct cdp_c *c = container_of(work, struct cdp_c, seal_work);
-	struct cdp_seal_item item;
+	struct cdp_per_bio item;
 
 	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock))
 		cdp_seal_write(c, item.pos, item.len);
@@ -920,7 +915,7 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 {
 	struct cdp_c *c = ti->private;
 	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
-	struct cdp_seal_item item = { .pos = pb->pos, .len = pb->len };
+	struct cdp_per_bio item = *pb;
 	struct cdp_rec_hdr *h;
 
 	if (item.pos < 0)
