@@ -675,7 +675,8 @@ def t_bench() -> str:
     dm_create("blog", f"0 {sectors} log-writes {DISK} /dev/mapper/blogdev")
     # the service keeps up or the writer waits (policy=block): what it costs shows in MB/s
     dm_create("bcdp", f"0 {sectors} cdp {DISK} bcdp ring_mb=64 policy=block wait_ms=5000")
-    dm_create("bidle", f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow")
+    idle_table = f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow"
+    dm_create("bidle", idle_table)
     j = "/tmp/j-bench"
     sh("rm", "-rf", j)
     Journal.create(j, device_bytes=sectors * 512).close()
@@ -694,7 +695,7 @@ def t_bench() -> str:
             for name in names:
                 if name == "cdp-idle":  # a fresh ring each round: it must not fill up and drop
                     dm_remove("bidle")
-                    dm_create("bidle", f"0 {sectors} cdp {DISK} bidle ring_mb=512 policy=overflow")
+                    dm_create("bidle", idle_table)
                 fd = os.open(paths[name], os.O_WRONLY | os.O_DIRECT)
                 n = 0
                 cpu0 = _cpu_ticks(service.pid)
