@@ -18,17 +18,17 @@ import os
 import queue
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import lmdb
 
 from journal.blockcrc import block_crcs
 from journal.blockmap import ZERO_RUN, ZeroExtents, bad_crc, compose_block, is_zero, versions_back
 from journal.errors import JournalError, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
+from journal.reader import JournalReader, Progress
 from journal.segments import IOV_MAX, SegmentViews, pwritev_all
-
-if TYPE_CHECKING:
-    from journal.journal import Journal, Progress, RestoreResult
 
 _CHUNK_ENTRIES = 65536
 _MAX_RUN = len(ZERO_RUN)  # 8 MiB: a run is checked for zeros against ZERO_RUN
@@ -38,6 +38,17 @@ _WRITE_BEHIND = 64 << 20
 
 class Cancelled(JournalError):
     """The restore was cancelled; a target file it created was removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What a restore wrote."""
+
+    seq: int
+    ts_ns: int
+    bytes_written: int
+    target: str
+    whole: bool
 
 
 class _Output:
@@ -144,7 +155,7 @@ class _Writer:
     device's zero fill relies on. An error stops the walk at the next put.
     """
 
-    def __init__(self, journal: Journal, out: _Output) -> None:
+    def __init__(self, journal: JournalReader, out: _Output) -> None:
         self._views = SegmentViews(journal.path / "segments")
         self._out = out
         self._queue: queue.Queue[tuple[int, list[bytes | memoryview]] | None] = queue.Queue(maxsize=8)
@@ -206,17 +217,20 @@ class _Writer:
 
 
 def restore_to(
-    journal: Journal, target: str | os.PathLike[str], *, seq: int | None, at_ns: int | None,
+    journal: JournalReader, target: str | os.PathLike[str], *, seq: int | None, at_ns: int | None,
     progress: Progress | None, allow_partial: bool, overwrite: bool,
     cancel: threading.Event | None,
 ) -> RestoreResult:
-    """See :meth:`journal.journal.Journal.restore`."""
-    from journal.journal import RestoreResult
+    """Write the whole device as of a seq or time (the newest without either) to ``target``.
 
-    index = journal._index
+    A point inside an overflow window is refused unless ``allow_partial``;
+    a target file that exists is refused unless ``overwrite``; ``cancel``
+    stops the walk at its next chunk and removes a file this call created.
+    """
+    index = journal.index
     with index.read() as txn:
-        seq, ts = journal._target(txn, seq, at_ns)
-        zext = journal._zero_extents(txn, seq)
+        seq, ts = journal.target(txn, seq, at_ns)
+        zext = journal.zero_extents(txn, seq)
     whole = journal.is_whole(seq, ts)
     if not whole and not allow_partial:
         journal.check_whole(seq, ts)
@@ -238,7 +252,7 @@ def restore_to(
     return RestoreResult(seq, ts, device, os.fspath(target), whole)
 
 
-def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblocks: int,
+def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, nblocks: int,
           progress: Progress | None, cancel: threading.Event | None) -> None:
     """Visit every block that has versions, in block order, and queue its winner.
 
@@ -249,7 +263,7 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
     The rare block that needs composing (a partial newest version, or a newer
     zeroing extent) has its versions fetched again and composed.
     """
-    index = journal._index
+    index = journal.index
     unpack_key = U64X2.unpack
     unpack_val = BLOCK_VAL.unpack
     sector_seqs = zext.sector_seqs if zext else None
@@ -260,7 +274,7 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
             writer.run(run[0], run[1], run[2], run[3], run[4])
             run[3], run[4] = [], []
 
-    def settle(block: int, top_seq: int, top_raw: bytes) -> None:
+    def settle(txn: lmdb.Transaction, block: int, top_seq: int, top_raw: bytes) -> None:
         seg, pos0, mask, kind, crc = unpack_val(top_raw)
         if mask == FULL_MASK and kind == KIND_DATA:
             zseqs = sector_seqs(block) if sector_seqs is not None else None
@@ -276,9 +290,10 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
                 run[4].append(top_seq)
                 return
         flush()
-        with index.read() as txn:
-            versions = versions_back(txn.cursor(db=index.db("blocks")), block, seq)
-        writer.data(block, compose_block(journal._reader, block, versions,
+        # in the walk's own transaction: a second one here could meet a map
+        # the writer grew while the first is still open
+        versions = versions_back(txn.cursor(db=index.db("blocks")), block, seq)
+        writer.data(block, compose_block(journal.segments, block, versions,
                                          sector_seqs(block) if sector_seqs is not None else None))
 
     top_seq = -1
@@ -298,7 +313,7 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
                 block, vseq = unpack_key(key)
                 if block != group_block:
                     if top_seq >= 0:
-                        settle(group_block, top_seq, top_raw)
+                        settle(txn, group_block, top_seq, top_raw)
                         top_seq = -1
                     if block >= nblocks:
                         done = True
@@ -316,5 +331,6 @@ def _walk(journal: Journal, writer: _Writer, seq: int, zext: ZeroExtents, nblock
         if progress is not None:
             progress(min(max(group_block, 0), nblocks) * BLOCK, nblocks * BLOCK)
     if top_seq >= 0:
-        settle(group_block, top_seq, top_raw)
+        with index.read() as txn:
+            settle(txn, group_block, top_seq, top_raw)
     flush()

@@ -8,24 +8,50 @@ the committed end, so it is safe to run while the service appends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import crc32c
+import lmdb
 
 from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U64X2, segment_name
 
 from journal.blockmap import covered_span
 from journal.errors import JournalError
+from journal.reader import JournalReader, Progress
+from journal.records import DATA_TYPES
+from journal.segments import SegmentRecord
 
-if TYPE_CHECKING:
-    from journal.journal import Journal, Problem, Progress, VerifyReport
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing `verify` found wrong, located precisely."""
+
+    segment: str
+    offset: int
+    seq: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"segment {self.segment} offset {self.offset}"
+        return f"{where}{'' if self.seq is None else f' seq {self.seq}'}: {self.message}"
 
 
-def verify_journal(journal: Journal, progress: Progress | None) -> VerifyReport:
-    """See :meth:`journal.journal.Journal.verify`."""
-    from journal.journal import Problem, VerifyReport
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of `verify`: how much was checked, what was wrong."""
 
-    index = journal._index
+    records: int
+    bytes: int
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyReport:
+    """Check every segment record's CRCs, and the index against the segments."""
+    index = journal.index
     with index.read() as txn:
         seg_id = index.get_meta(txn, "seg_id")
         seg_end = index.get_meta(txn, "seg_end")
@@ -46,14 +72,14 @@ def verify_journal(journal: Journal, progress: Progress | None) -> VerifyReport:
         with index.read() as txn:
             db = index.db("seq")
             blocks_db = index.db("blocks")
-            for item in journal._reader.scan(seg, limit):
+            for item in journal.segments.scan(seg, limit):
                 if isinstance(item, tuple):
                     pos, reason = item
                     problems.append(Problem(name, pos, None, reason))
                     continue
                 records += 1
                 checked += item.end - item.pos
-                if item.type in _DATA_TYPES and item.data_len:
+                if item.type in DATA_TYPES and item.data_len:
                     problems += _check_blocks(journal, txn, blocks_db, name, item)
                 if item.seq == 0:
                     continue
@@ -80,18 +106,13 @@ def verify_journal(journal: Journal, progress: Progress | None) -> VerifyReport:
     return VerifyReport(records, checked, problems)
 
 
-#: WRITE, RESYNC, BASELINE: the records whose payload the block index points into.
-_DATA_TYPES = frozenset({1, 100, 101})
-
-
-def _check_blocks(journal: Journal, txn, blocks_db, name: str, rec) -> list[Problem]:  # noqa: ANN001
+def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: object, name: str,
+                  rec: SegmentRecord) -> list[Problem]:
     """Each block the record wrote: in the index, and its CRC there is the segment's bytes'.
 
     A restore checks exactly these CRCs before it applies a block, so this
     finds beforehand what would stop a restore.
     """
-    from journal.journal import Problem
-
     out = []
     first, last = rec.offset // BLOCK, (rec.offset + rec.length - 1) // BLOCK
     for block in range(first, last + 1):
@@ -105,7 +126,7 @@ def _check_blocks(journal: Journal, txn, blocks_db, name: str, rec) -> list[Prob
             continue
         low, count = covered_span(mask)
         try:
-            data = journal._reader.pread(seg, pos0 + low * SECTOR, count * SECTOR)
+            data = journal.segments.pread(seg, pos0 + low * SECTOR, count * SECTOR)
         except JournalError as exc:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block}: {exc}"))
             continue

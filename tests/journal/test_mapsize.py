@@ -28,10 +28,10 @@ def _discards(start: int, count: int, ts0: int) -> list[Record]:
 def test_map_grows_under_the_writer(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(index_module, "_INITIAL_MAP", 1 << 20)
     with Journal.create(tmp_path / "j", device_bytes=SIZE) as journal:
-        before = journal._index.env.info()["map_size"]
+        before = journal.index.env.info()["map_size"]
         for start in range(1, 2001, 200):
             journal.append(_discards(start, 200, journal.info.created_ns))
-        after = journal._index.env.info()["map_size"]
+        after = journal.index.env.info()["map_size"]
         assert after > before
         assert journal.last_seq == 2000
         assert journal.read(0, 4096) == bytes(4096)
@@ -55,7 +55,7 @@ def test_reader_adopts_a_map_grown_by_another_process(tmp_path: Path, monkeypatc
     """)
     subprocess.run([sys.executable, "-c", writer], cwd=ROOT, check=True)
     assert reader.last_seq == 2001
-    assert reader._index.env.info()["map_size"] > 1 << 20  # adopted the grown map
+    assert reader.index.env.info()["map_size"] > 1 << 20  # adopted the grown map
     assert reader.read(0, 4096) == b"z" * 4096
     assert len(reader.points()) == 1
     reader.close()

@@ -1,0 +1,294 @@
+"""One append's framing and index entries, built before anything is written.
+
+``Journal.append`` hands each record to a :class:`Batch`: the batch frames
+it for the segment (header + payload views, no copy) and gathers the index
+entries it implies (seq, time, block versions, zero extents, points,
+overflow windows, activity). The segment write, its sync and the one LMDB
+transaction that commits the entries are the journal's job; a batch only
+computes, so a failure before the commit leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import crc32c
+import lmdb
+import msgpack
+
+from journal.blockcrc import block_crcs
+from journal.errors import JournalError, OutOfRange
+from journal.format import (
+    BIG_ZERO,
+    BLOCK,
+    BLOCK_VAL,
+    FULL_MASK,
+    KIND_DATA,
+    KIND_ZERO,
+    REC_HDR,
+    SECTOR,
+    SEQ_VAL,
+    U64,
+    U64X2,
+)
+from journal.index import Index
+from journal.points import MAX_MARK_NAME, OverflowWindow
+from journal.records import DATA_TYPES, ZERO_TYPES, Record, RecordType
+from journal.segments import pack_header
+
+_NS = 1_000_000_000
+_KNOWN_TYPES = frozenset(int(t) for t in RecordType)
+_HDR = REC_HDR.size
+_crc = crc32c.crc32c
+_pack_u64 = U64.pack
+_pack_u64x2 = U64X2.pack
+_pack_seq = SEQ_VAL.pack
+
+
+@dataclass(slots=True)
+class AppendState:
+    """What the writer knows between batches: the committed end of the history."""
+
+    last_seq: int
+    last_ts: int
+    records: int
+    data_bytes: int
+    #: Overflow windows no resync has closed yet, by the OVERFLOW record's seq.
+    open_windows: dict[int, OverflowWindow] = field(default_factory=dict)
+
+    def advance(self, batch: Batch) -> None:
+        """Take in a batch that was committed."""
+        self.last_seq, self.last_ts = batch.last_seq, batch.last_ts
+        self.records += batch.count
+        self.data_bytes += batch.data_bytes
+        for window in batch.windows.values():
+            if window.resync_seq is None:
+                self.open_windows[window.seq] = window
+            else:
+                self.open_windows.pop(window.seq, None)
+
+
+class Batch:
+    """Framing and index entries of one append."""
+
+    def __init__(self, state: AppendState, device_bytes: int, seg_id: int, start: int) -> None:
+        self.state = state
+        self.device = device_bytes
+        self.seg = seg_id
+        self.start = self.pos = start
+        self.last_seq = state.last_seq
+        self.last_ts = state.last_ts
+        self.count = 0
+        self.data_bytes = 0
+        self.buffers: list[bytes | memoryview] = []
+        self.seq_items: list[tuple[bytes, bytes]] = []
+        self.time_items: list[tuple[bytes, bytes]] = []
+        self.block_items: list[tuple[bytes, bytes]] = []
+        self.pending: list[tuple[int, int, int, int, int, memoryview | None, int, list[int] | None]] = []
+        self._second = -1
+        self._bucket = [0, 0]
+        self.zext_items: list[tuple[bytes, bytes]] = []
+        self.point_items: list[tuple[bytes, bytes]] = []
+        self.activity: dict[int, list[int]] = {}
+        self.windows: dict[int, OverflowWindow] = {}
+
+    # ----------------------------------------------------------------- framing
+
+    def _frame(self, rtype: int, flags: int, data: memoryview, seq: int, ts: int,
+               offset: int, length: int, aux: int, dcrc: int) -> int:
+        """Queue the record's header and payload; returns where the record starts."""
+        self.buffers.append(pack_header(rtype, flags, data, seq, ts, offset, length, aux, dcrc))
+        if len(data):
+            self.buffers.append(data)
+        rec_pos = self.pos
+        self.pos = rec_pos + _HDR + len(data)
+        return rec_pos
+
+    def _index_record(self, seq: int, ts: int, rtype: int, flags: int, offset: int,
+                      length: int, data_len: int, rec_pos: int) -> None:
+        """The seq and time entries every record gets, and the batch's running end."""
+        self.seq_items.append((_pack_u64(seq), _pack_seq(self.seg, rec_pos, ts, offset, length,
+                                                          data_len, rtype, flags)))
+        self.time_items.append((_pack_u64x2(ts, seq), b""))
+        self.last_seq = seq
+        self.last_ts = ts
+        self.count += 1
+
+    def _count_activity(self, ts: int, length: int) -> None:
+        second = ts - ts % _NS
+        if second != self._second:
+            self._second = second
+            self._bucket = self.activity.setdefault(second, [0, 0])
+        self._bucket[0] += 1
+        self._bucket[1] += length
+
+    # ----------------------------------------------------------------- records
+
+    def add_baseline(self, ts: int, offset: int, data: memoryview) -> None:
+        """Part of the baseline copy: seq 0, block entries only."""
+        dcrc = _crc(data)
+        rec_pos = self._frame(RecordType.BASELINE, 0, data, 0, ts, offset, len(data), 0, dcrc)
+        self.pending.append((0, offset, len(data), KIND_DATA, rec_pos + _HDR, data, dcrc, None))
+
+    def add(self, r: Record) -> None:
+        """Frame and index one record; records at or below the last seq are skipped."""
+        if r.seq <= self.last_seq:
+            return
+        if r.type == RecordType.WRITE and self._add_write(r):
+            return
+        self._add_checked(r)
+
+    def _add_write(self, r: Record) -> bool:
+        """The hot path for a well-formed WRITE; False sends it to the checks."""
+        data = r.data
+        offset = r.offset
+        length = r.length
+        if (offset | length) & (SECTOR - 1) or length <= 0 or offset + length > self.device or len(data) != length:
+            return False
+        if not isinstance(data, memoryview):
+            data = memoryview(data)
+        ts = r.ts_ns if r.ts_ns > self.last_ts else self.last_ts
+        dcrc = r.data_crc if r.data_crc is not None else _crc(data)
+        crcs = r.block_crcs
+        if crcs is not None and (offset % BLOCK or len(crcs) * BLOCK != length):
+            crcs = None  # not one per 4 KiB block of this record: work them out
+        rec_pos = self._frame(RecordType.WRITE, r.flags, data, r.seq, ts, offset, length, 0, dcrc)
+        self._index_record(r.seq, ts, RecordType.WRITE, r.flags, offset, length, length, rec_pos)
+        self.pending.append((r.seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, crcs))
+        self.data_bytes += length
+        self._count_activity(ts, length)
+        return True
+
+    def _add_checked(self, r: Record) -> None:
+        """Every other record, and a WRITE the hot path turned down: check, then frame."""
+        seq, rtype = r.seq, r.type
+        if rtype not in _KNOWN_TYPES or rtype == RecordType.BASELINE:
+            raise JournalError(f"record seq {seq} has unknown type {rtype}")
+        data = r.data if isinstance(r.data, memoryview) else memoryview(r.data)
+        offset, length = r.offset, r.length
+        if rtype in DATA_TYPES or rtype in ZERO_TYPES or rtype == RecordType.OVERFLOW:
+            if offset % SECTOR or length % SECTOR or length <= 0 or offset + length > self.device:
+                raise OutOfRange(f"record seq {seq} range {offset}+{length} is not sector-aligned "
+                                 f"inside the device ({self.device} bytes)")
+        if rtype in DATA_TYPES and len(data) != length:
+            raise JournalError(f"record seq {seq} carries {len(data)} bytes for a {length}-byte range")
+        ts = r.ts_ns if r.ts_ns > self.last_ts else self.last_ts
+        aux = 0
+        name = ""
+        if rtype == RecordType.RESYNC:
+            ts, aux = self.last_ts, r.ts_ns
+        elif rtype == RecordType.OVERFLOW:
+            aux = int.from_bytes(data[:8], "little") if len(data) >= 8 else ts
+            aux = min(aux, ts)
+        elif rtype == RecordType.MARK:
+            try:
+                name = bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise JournalError(f"record seq {seq}: mark name is not UTF-8") from None
+            if len(data) > MAX_MARK_NAME:
+                raise JournalError(f"record seq {seq}: mark name longer than {MAX_MARK_NAME} bytes")
+        dcrc = _crc(data) if len(data) else 0
+        rec_pos = self._frame(rtype, r.flags, data, seq, ts, offset, length, aux, dcrc)
+        self._index_record(seq, ts, rtype, r.flags, offset, length, len(data), rec_pos)
+        key = _pack_u64(seq)
+        if rtype in DATA_TYPES:
+            self.pending.append((seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, None))
+            self.data_bytes += length
+        elif rtype in ZERO_TYPES:
+            if length >= BIG_ZERO:
+                self.zext_items.append((key, U64X2.pack(offset, length)))
+            else:
+                self.pending.append((seq, offset, length, KIND_ZERO, 0, None, 0, None))
+        if rtype == RecordType.FLUSH:
+            self.point_items.append((key, msgpack.packb(["flush", ts, ""])))
+        elif rtype == RecordType.MARK:
+            self.point_items.append((key, msgpack.packb(["mark", ts, name])))
+        elif rtype == RecordType.OVERFLOW:
+            self.windows[seq] = OverflowWindow(seq, aux, ts, offset, length, offset)
+            self.point_items.append((key, msgpack.packb(["overflow", ts, ""])))
+        elif rtype == RecordType.RESYNC:
+            self._resync(seq, ts, aux, offset, length)
+        if rtype == RecordType.WRITE or rtype in ZERO_TYPES:
+            self._count_activity(ts, length)
+
+    def _resync(self, seq: int, ts: int, read_ts: int, offset: int, length: int) -> None:
+        """Advance every open window this copy continues; close the ones it completes."""
+        pending = dict(self.state.open_windows)
+        pending.update({k: w for k, w in self.windows.items() if w.resync_seq is None})
+        for wseq, w in pending.items():
+            if w.resync_seq is not None or wseq >= seq:
+                continue
+            if offset <= w.resynced_to < offset + length:
+                w = OverflowWindow(w.seq, w.start_ts, w.end_ts, w.offset, w.length,
+                                   max(w.resynced_to, offset + length))
+                if w.resynced_to >= w.offset + w.length:
+                    w.resync_seq, w.resync_ts = seq, max(read_ts, w.end_ts)
+                    self.point_items.append((_pack_u64(seq), msgpack.packb(["resync", ts, ""])))
+                self.windows[wseq] = w
+
+    # ------------------------------------------------------------------ blocks
+
+    def build_blocks(self) -> None:
+        """Turn the batch's ranges into block-version entries (one per 4 KiB block)."""
+        items = self.block_items
+        pack_key = U64X2.pack
+        pack_val = BLOCK_VAL.pack
+        seg = self.seg
+        for seq, offset, length, kind, payload_pos, data, dcrc, crcs in self.pending:
+            if offset % BLOCK == 0 and length % BLOCK == 0:
+                first = offset // BLOCK
+                if kind == KIND_DATA and length == BLOCK:
+                    items.append((pack_key(first, seq), pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)))
+                elif kind == KIND_DATA:
+                    # the ring reader's CRCs when it handed them over, else one pass here
+                    items += [(pack_key(first + i, seq), pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c))
+                              for i, c in enumerate(crcs if crcs is not None else block_crcs(data))]
+                else:
+                    items += [(pack_key(first + i, seq), pack_val(seg, 0, FULL_MASK, kind, 0))
+                              for i in range(length // BLOCK)]
+                continue
+            end = offset + length
+            for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
+                lo = max(offset, block * BLOCK)
+                hi = min(end, block * BLOCK + BLOCK)
+                s0 = (lo - block * BLOCK) // SECTOR
+                mask = ((1 << ((hi - lo) // SECTOR)) - 1) << s0
+                bcrc = _crc(data[lo - offset:hi - offset]) if data is not None else 0
+                pos0 = payload_pos + block * BLOCK - offset if data is not None else 0
+                items.append((pack_key(block, seq), pack_val(seg, pos0, mask, kind, bcrc)))
+        self.pending = []
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(self, index: Index, txn: lmdb.Transaction, seg_end: int, cursor: dict[str, Any] | None) -> None:
+        """Put every entry of the batch and the new committed end, in the caller's transaction."""
+        if self.seq_items:
+            txn.cursor(db=index.db("seq")).putmulti(self.seq_items, append=True)
+            txn.cursor(db=index.db("time")).putmulti(self.time_items, append=True)
+        if self.block_items:
+            txn.cursor(db=index.db("blocks")).putmulti(self.block_items)
+        if self.zext_items:
+            txn.cursor(db=index.db("zext")).putmulti(self.zext_items)
+        if self.point_items:
+            txn.cursor(db=index.db("points")).putmulti(self.point_items)
+        for wseq, w in self.windows.items():
+            txn.put(U64.pack(wseq), w.pack(), db=index.db("windows"))
+        adb = index.db("activity")
+        for second, (count, nbytes) in self.activity.items():
+            key = U64.pack(second)
+            old = txn.get(key, db=adb)
+            if old is not None:
+                c0, b0 = msgpack.unpackb(old)
+                count, nbytes = count + c0, nbytes + b0
+            txn.put(key, msgpack.packb([count, nbytes]), db=adb)
+        put = index.put_meta
+        put(txn, "seg_id", self.seg)
+        put(txn, "seg_end", seg_end)
+        if self.count:
+            put(txn, "last_seq", self.last_seq)
+            put(txn, "last_ts", self.last_ts)
+            put(txn, "records", self.state.records + self.count)
+            put(txn, "data_bytes", self.state.data_bytes + self.data_bytes)
+        if cursor is not None:
+            put(txn, "cursor", cursor)

@@ -1,0 +1,148 @@
+"""Rewind points, user marks and overflow windows: which moments a journal can give back.
+
+The index keeps kernel-made points (flush, mark, overflow, resync) by seq
+in ``points``, user marks by time in ``umarks``, and one entry per overflow
+window in ``windows``. A point is *whole* unless an overflow window that no
+resync has closed covers it. Everything here works inside a caller's read
+transaction, so one query sees one state of the journal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import lmdb
+import msgpack
+
+from journal.errors import JournalError, NotWhole
+from journal.format import U64, U64X2
+from journal.index import Index
+from journal.records import Point
+
+#: Longest mark name in bytes (the ring ABI's limit).
+MAX_MARK_NAME = 255
+_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class OverflowWindow:
+    """A span of time in which writes were dropped, until a resync closes it."""
+
+    seq: int
+    start_ts: int
+    end_ts: int
+    offset: int
+    length: int
+    resynced_to: int
+    resync_seq: int | None = None
+    resync_ts: int | None = None
+
+    def covers(self, seq: int, ts_ns: int) -> bool:
+        """Whether the device is not whole at the point (seq, ts_ns)."""
+        if ts_ns < self.start_ts:
+            return False
+        if self.resync_seq is None or self.resync_ts is None:
+            return True
+        return not (seq >= self.resync_seq and ts_ns >= self.resync_ts)
+
+    def pack(self) -> bytes:
+        return msgpack.packb([self.start_ts, self.end_ts, self.offset, self.length,
+                              self.resynced_to, self.resync_seq, self.resync_ts])
+
+    @classmethod
+    def unpack(cls, seq: int, raw: bytes) -> OverflowWindow:
+        return cls(seq, *msgpack.unpackb(raw))
+
+
+def fmt_time(ts_ns: int) -> str:
+    """Local time with nanoseconds, for error messages."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts_ns // _NS)) + f".{ts_ns % _NS:09d}"
+
+
+def check_mark_name(name: str) -> bytes:
+    """The name's UTF-8 bytes, or an error saying what a mark name may be."""
+    raw = name.encode("utf-8")
+    if not name or len(raw) > MAX_MARK_NAME or any(ch in name for ch in "\0\n"):
+        raise JournalError(f"a mark name must be 1..{MAX_MARK_NAME} bytes of UTF-8 with no newline")
+    return raw
+
+
+def windows(index: Index, txn: lmdb.Transaction) -> list[OverflowWindow]:
+    """Every overflow window, open or closed, oldest first."""
+    return [OverflowWindow.unpack(U64.unpack(k)[0], v) for k, v in txn.cursor(db=index.db("windows"))]
+
+
+def not_whole_error(ws: Iterable[OverflowWindow], seq: int, ts_ns: int) -> NotWhole | None:
+    """The error for a point inside an overflow window, or None when it is whole."""
+    for w in ws:
+        if w.covers(seq, ts_ns):
+            state = "not resynced yet" if w.resync_seq is None else f"resynced at seq {w.resync_seq}"
+            return NotWhole(
+                f"the device is not whole at {fmt_time(ts_ns)}: writes were dropped from "
+                f"{fmt_time(w.start_ts)} (overflow at seq {w.seq}, {state}); "
+                "pick another point or allow a partial restore")
+    return None
+
+
+def resolve(index: Index, txn: lmdb.Transaction, ts_ns: int) -> int:
+    """Seq of the last record at or before ``ts_ns`` (0: the baseline)."""
+    cur = txn.cursor(db=index.db("time"))
+    if cur.set_range(U64X2.pack(ts_ns + 1, 0)):
+        if not cur.prev():
+            return 0
+    elif not cur.last():
+        return 0
+    return U64X2.unpack(cur.key())[1]
+
+
+def first_seq_at(index: Index, txn: lmdb.Transaction, ts_ns: int) -> int:
+    """Seq of the first record at or after ``ts_ns`` (last_seq + 1 if none)."""
+    cur = txn.cursor(db=index.db("time"))
+    if cur.set_range(U64X2.pack(ts_ns, 0)):
+        return U64X2.unpack(cur.key())[1]
+    return index.get_meta(txn, "last_seq", 0) + 1
+
+
+def query(
+    index: Index, txn: lmdb.Transaction, created_ns: int, *, kinds: Iterable[str] | None,
+    start_ns: int | None, end_ns: int | None, reverse: bool, limit: int | None,
+) -> list[Point]:
+    """Rewind points in time order (newest first with ``reverse``); see ``Journal.points``."""
+    wanted = None if kinds is None else frozenset(kinds)
+    ws = windows(index, txn)
+    marks: list[Point] = []
+    if wanted is None or "user-mark" in wanted:
+        for key in txn.cursor(db=index.db("umarks")).iternext(values=False):
+            ts = U64.unpack(key[:8])[0]
+            if (start_ns is None or ts >= start_ns) and (end_ns is None or ts <= end_ns):
+                seq = resolve(index, txn, ts)
+                marks.append(Point(seq, ts, "user-mark", key[8:].decode("utf-8", "replace"),
+                                   not any(w.covers(seq, ts) for w in ws)))
+    found: list[Point] = []
+    cur = txn.cursor(db=index.db("points"))
+    if reverse:
+        ok = end_ns is not None and cur.set_range(U64.pack(resolve(index, txn, end_ns) + 1))
+        ok = cur.prev() if ok else cur.last()
+        step = cur.prev
+    else:
+        ok = (start_ns is not None and start_ns > created_ns
+              and cur.set_range(U64.pack(first_seq_at(index, txn, start_ns))))
+        ok = ok or (start_ns is None or start_ns <= created_ns) and cur.first()
+        step = cur.next
+    while ok:
+        seq = U64.unpack(cur.key())[0]
+        kind, ts, name = msgpack.unpackb(cur.value())
+        ok = step()
+        if (end_ns is not None and ts > end_ns) or (start_ns is not None and ts < start_ns):
+            if reverse == (start_ns is not None and ts < start_ns):
+                break
+            continue
+        if wanted is not None and kind not in wanted:
+            continue
+        found.append(Point(seq, ts, kind, name, not any(w.covers(seq, ts) for w in ws)))
+        if limit is not None and len(found) >= limit and not marks:
+            break
+    merged = sorted(found + marks, key=lambda p: (p.ts_ns, p.seq), reverse=reverse)
+    return merged if limit is None else merged[:limit]

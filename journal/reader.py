@@ -1,0 +1,255 @@
+"""The read side of a journal: what restores, verifies and the user interfaces ask.
+
+:class:`JournalReader` is the small public surface that every reader works
+through: the journal's fixed facts (:class:`JournalInfo`), its index and
+segment reader, the resolution of a seq or time to a point, block reads,
+points, overflow windows, records and counters. ``journal.restore`` and
+``journal.verify`` are functions over it; :class:`journal.journal.Journal`
+adds the writer on top. Keeping the two apart keeps the import graph one
+way: journal -> restore/verify -> reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from journal import points as _points
+from journal.blockmap import ZeroExtents, compose_block, versions_back
+from journal.errors import OutOfRange
+from journal.format import BLOCK, SEQ_VAL, U64, U64X2
+from journal.index import Index
+from journal.points import OverflowWindow, fmt_time
+from journal.records import Point
+from journal.segments import SegmentReader
+
+#: A progress callback: (done, total) in bytes.
+Progress = Callable[[int, int], None]
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class JournalInfo:
+    """What the journal protects; fixed when it is created."""
+
+    device_bytes: int
+    block_size: int
+    device_id: bytes
+    created_ns: int
+    schema: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """A record as the index knows it (no payload)."""
+
+    seq: int
+    ts_ns: int
+    type: int
+    flags: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    """Counters for `cdp status` and the TUI's status bar."""
+
+    records: int
+    data_bytes: int
+    disk_bytes: int
+    first_ts_ns: int
+    last_ts_ns: int
+    last_seq: int
+    segments: int
+
+
+class JournalReader:
+    """One journal directory, read through its index; see the module docstring."""
+
+    def __init__(self, path: Path, index: Index) -> None:
+        self.path = path
+        self.index = index
+        self.segments = SegmentReader(path / "segments")
+        with index.read() as txn:
+            get = lambda key, default=None: index.get_meta(txn, key, default)  # noqa: E731
+            self.info = JournalInfo(get("device_bytes"), get("block_size"), bytes(get("device_id")),
+                                    get("created_ns"), get("schema"), get("source", ""))
+
+    def close(self) -> None:
+        """Release the segment files and the index."""
+        self.segments.close()
+        self.index.close()
+
+    # ----------------------------------------------------------------- where
+
+    @property
+    def last_seq(self) -> int:
+        """The newest committed seq (0: only the baseline)."""
+        with self.index.read() as txn:
+            return self.index.get_meta(txn, "last_seq", 0)
+
+    @property
+    def last_ts_ns(self) -> int:
+        """Time of the newest committed record (creation time if none)."""
+        with self.index.read() as txn:
+            return self.index.get_meta(txn, "last_ts", self.info.created_ns)
+
+    def cursor(self) -> dict[str, Any] | None:
+        """The resume state the service committed with its last batch."""
+        with self.index.read() as txn:
+            return self.index.get_meta(txn, "cursor")
+
+    def resolve(self, ts_ns: int) -> int:
+        """Seq of the last record at or before ``ts_ns`` (0: the baseline)."""
+        self._check_not_before(ts_ns)
+        with self.index.read() as txn:
+            return _points.resolve(self.index, txn, ts_ns)
+
+    def _check_not_before(self, ts_ns: int) -> None:
+        if ts_ns < self.info.created_ns:
+            raise OutOfRange(f"that time is before the journal began ({fmt_time(self.info.created_ns)})")
+
+    def target(self, txn: lmdb.Transaction, seq: int | None, at_ns: int | None) -> tuple[int, int]:
+        """(seq, ts) a read or restore is for: a time, a seq, or (neither) the newest."""
+        if at_ns is not None:
+            self._check_not_before(at_ns)
+            return _points.resolve(self.index, txn, at_ns), at_ns
+        last = self.index.get_meta(txn, "last_seq", 0)
+        if seq is None:
+            seq = last
+        if not 0 <= seq <= last:
+            raise OutOfRange(f"seq {seq} is not in the journal (0..{last})")
+        return seq, self.ts_of(txn, seq)
+
+    def ts_of(self, txn: lmdb.Transaction, seq: int) -> int:
+        """The time stamp of record ``seq`` (the creation time for 0, the baseline)."""
+        if seq == 0:
+            return self.info.created_ns
+        raw = txn.get(U64.pack(seq), db=self.index.db("seq"))
+        if raw is None:
+            raise OutOfRange(f"seq {seq} is not in the journal")
+        return SEQ_VAL.unpack(raw)[2]
+
+    # ----------------------------------------------------------------- bytes
+
+    def read(self, offset: int, length: int, *, seq: int | None = None, at_ns: int | None = None) -> bytes:
+        """The device's bytes ``[offset, offset+length)`` at a seq or time."""
+        if offset < 0 or length < 0 or offset + length > self.info.device_bytes:
+            raise OutOfRange(f"range {offset}+{length} is outside the device ({self.info.device_bytes} bytes)")
+        if length == 0:
+            return b""
+        with self.index.read() as txn:
+            seq, _ts = self.target(txn, seq, at_ns)
+            zext = self.zero_extents(txn, seq, offset, offset + length)
+            cur = txn.cursor(db=self.index.db("blocks"))
+            first, last = offset // BLOCK, (offset + length - 1) // BLOCK
+            out = bytearray()
+            for block in range(first, last + 1):
+                versions = versions_back(cur, block, seq)
+                out += compose_block(self.segments, block, versions, zext.sector_seqs(block))
+        start = offset - first * BLOCK
+        return bytes(out[start:start + length])
+
+    def zero_extents(self, txn: lmdb.Transaction, seq: int, lo: int = 0, hi: int | None = None) -> ZeroExtents:
+        """The big zeroing extents at or below ``seq`` that touch ``[lo, hi)``."""
+        hi = self.info.device_bytes if hi is None else hi
+        found = []
+        for key, raw in txn.cursor(db=self.index.db("zext")):
+            zseq = U64.unpack(key)[0]
+            if zseq > seq:
+                break
+            offset, length = U64X2.unpack(raw)
+            if offset < hi and offset + length > lo:
+                found.append((zseq, offset, length))
+        return ZeroExtents(found)
+
+    # ---------------------------------------------------------------- points
+
+    def overflow_windows(self) -> list[OverflowWindow]:
+        """Every overflow window, open or closed, oldest first."""
+        with self.index.read() as txn:
+            return _points.windows(self.index, txn)
+
+    def is_whole(self, seq: int, ts_ns: int) -> bool:
+        """Whether the device at (seq, ts) is known byte for byte."""
+        return not any(w.covers(seq, ts_ns) for w in self.overflow_windows())
+
+    def check_whole(self, seq: int, ts_ns: int) -> None:
+        """Raise :class:`NotWhole` for a point inside an unresynced overflow window."""
+        error = _points.not_whole_error(self.overflow_windows(), seq, ts_ns)
+        if error is not None:
+            raise error
+
+    def points(
+        self, *, kinds: Iterable[str] | None = None, start_ns: int | None = None,
+        end_ns: int | None = None, reverse: bool = False, limit: int | None = None,
+    ) -> list[Point]:
+        """Rewind points in time order (newest first with ``reverse``)."""
+        with self.index.read() as txn:
+            return _points.query(self.index, txn, self.info.created_ns, kinds=kinds, start_ns=start_ns,
+                                 end_ns=end_ns, reverse=reverse, limit=limit)
+
+    # ------------------------------------------------------------ inspection
+
+    def records(self, start_seq: int = 1, end_seq: int | None = None, reverse: bool = False) -> Iterator[RecordInfo]:
+        """Index entries in seq order, a short transaction per chunk of rows."""
+        pos = end_seq if reverse else start_seq
+        while True:
+            rows: list[RecordInfo] = []
+            with self.index.read() as txn:
+                cur = txn.cursor(db=self.index.db("seq"))
+                if reverse:
+                    ok = cur.set_range(U64.pack(pos + 1)) if pos is not None else False
+                    ok = cur.prev() if ok else cur.last()
+                else:
+                    ok = cur.set_range(U64.pack(pos))
+                while ok and len(rows) < 4096:
+                    seq = U64.unpack(cur.key())[0]
+                    if (not reverse and end_seq is not None and seq > end_seq) or (reverse and seq < start_seq):
+                        ok = False
+                        break
+                    _seg, _pos, ts, off, length, _dl, rtype, flags = SEQ_VAL.unpack(cur.value())
+                    rows.append(RecordInfo(seq, ts, rtype, flags, off, length))
+                    ok = cur.prev() if reverse else cur.next()
+            yield from rows
+            if not ok or not rows:
+                return
+            pos = rows[-1].seq - 1 if reverse else rows[-1].seq + 1
+
+    def activity(self, start_ns: int, end_ns: int) -> list[tuple[int, int, int]]:
+        """(second, records, bytes) for each second in the range that had writes."""
+        out = []
+        with self.index.read() as txn:
+            cur = txn.cursor(db=self.index.db("activity"))
+            ok = cur.set_range(U64.pack(start_ns - start_ns % _NS))
+            while ok:
+                second = U64.unpack(cur.key())[0]
+                if second > end_ns:
+                    break
+                count, nbytes = msgpack.unpackb(cur.value())
+                out.append((second, count, nbytes))
+                ok = cur.next()
+        return out
+
+    def stats(self) -> JournalStats:
+        """Counters and on-disk size."""
+        segs = list((self.path / "segments").glob("*.seg"))
+        disk = sum(p.stat().st_size for p in segs) + self.index.size_bytes()
+        with self.index.read() as txn:
+            get = lambda key, default=0: self.index.get_meta(txn, key, default)  # noqa: E731
+            cur = txn.cursor(db=self.index.db("time"))
+            first = U64X2.unpack(cur.key())[0] if cur.first() else self.info.created_ns
+            return JournalStats(get("records"), get("data_bytes"), disk, first,
+                                get("last_ts", self.info.created_ns), get("last_seq"), len(segs))
+
+    def status(self) -> dict[str, Any] | None:
+        """The service's last published status, if any."""
+        with self.index.read() as txn:
+            return self.index.get_meta(txn, "status")
