@@ -50,6 +50,7 @@ def copy_baseline(
                     batch.build_blocks()
                     writer.sync()
                     index.write(lambda txn, b=batch: b.commit(index, txn, writer.end, None))
+                    state.advance(batch)
                     if writer.end >= SEGMENT_TARGET:
                         writer.roll()
                 batch = Batch(state, device_bytes, writer.seg_id, writer.end)

@@ -10,6 +10,7 @@ computes, so a failure before the commit leaves nothing behind.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from journal.format import (
     U64,
     U64X2,
 )
-from journal.index import Index
+from journal.index import Index, seal, unseal
 from journal.points import MAX_MARK_NAME, OverflowWindow
 from journal.records import DATA_TYPES, ZERO_TYPES, Record, RecordType
 from journal.segments import pack_header
@@ -44,6 +45,7 @@ _crc = crc32c.crc32c
 _pack_u64 = U64.pack
 _pack_u64x2 = U64X2.pack
 _pack_seq = SEQ_VAL.pack
+_pack_u32 = struct.Struct("<I").pack
 
 
 @dataclass(slots=True)
@@ -54,6 +56,10 @@ class AppendState:
     last_ts: int
     records: int
     data_bytes: int
+    #: Block and zero-extent entries at or below last_seq, the baseline's included.
+    entries: int = 0
+    #: OVERFLOW records at or below last_seq.
+    overflows: int = 0
     #: Overflow windows no resync has closed yet, by the OVERFLOW record's seq.
     open_windows: dict[int, OverflowWindow] = field(default_factory=dict)
 
@@ -62,6 +68,7 @@ class AppendState:
         self.last_seq, self.last_ts = batch.last_seq, batch.last_ts
         self.records += batch.count
         self.data_bytes += batch.data_bytes
+        self.entries, self.overflows = batch.entries, batch.overflows
         for window in batch.windows.values():
             if window.resync_seq is None:
                 self.open_windows[window.seq] = window
@@ -81,6 +88,12 @@ class Batch:
         self.last_ts = state.last_ts
         self.count = 0
         self.data_bytes = 0
+        self.entries = state.entries
+        self.overflows = state.overflows
+        #: seq -> block/zext entries it adds, filled as entries are built
+        self.entry_counts: dict[int, int] = {}
+        #: the seq entries' fields but the running totals, until build_blocks counts them
+        self.records: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.buffers: list[bytes | memoryview] = []
         self.seq_items: list[tuple[bytes, bytes]] = []
         self.time_items: list[tuple[bytes, bytes]] = []
@@ -107,10 +120,14 @@ class Batch:
 
     def _index_record(self, seq: int, ts: int, rtype: int, flags: int, offset: int,
                       length: int, data_len: int, rec_pos: int) -> None:
-        """The seq and time entries every record gets, and the batch's running end."""
-        self.seq_items.append((_pack_u64(seq), _pack_seq(self.seg, rec_pos, ts, offset, length,
-                                                          data_len, rtype, flags)))
-        self.time_items.append((_pack_u64x2(ts, seq), b""))
+        """The seq and time entries every record gets, and the batch's running end.
+
+        The seq entry is packed by :meth:`build_blocks`, once the running
+        totals it carries are known.
+        """
+        self.records.append((seq, rec_pos, ts, offset, length, data_len, rtype, flags))
+        tkey = _pack_u64x2(ts, seq)
+        self.time_items.append((tkey, _pack_u32(_crc(tkey))))
         self.last_seq = seq
         self.last_ts = ts
         self.count += 1
@@ -197,16 +214,17 @@ class Batch:
             self.data_bytes += length
         elif rtype in ZERO_TYPES:
             if length >= BIG_ZERO:
-                self.zext_items.append((key, U64X2.pack(offset, length)))
+                self.zext_items.append((key, seal(key, U64X2.pack(offset, length))))
+                self.entry_counts[seq] = 1
             else:
                 self.pending.append((seq, offset, length, KIND_ZERO, 0, None, 0, None))
         if rtype == RecordType.FLUSH:
-            self.point_items.append((key, msgpack.packb(["flush", ts, ""])))
+            self.point_items.append((key, seal(key, msgpack.packb(["flush", ts, ""]))))
         elif rtype == RecordType.MARK:
-            self.point_items.append((key, msgpack.packb(["mark", ts, name])))
+            self.point_items.append((key, seal(key, msgpack.packb(["mark", ts, name]))))
         elif rtype == RecordType.OVERFLOW:
             self.windows[seq] = OverflowWindow(seq, aux, ts, offset, length, offset)
-            self.point_items.append((key, msgpack.packb(["overflow", ts, ""])))
+            self.point_items.append((key, seal(key, msgpack.packb(["overflow", ts, ""]))))
         elif rtype == RecordType.RESYNC:
             self._resync(seq, ts, aux, offset, length)
         if rtype == RecordType.WRITE or rtype in ZERO_TYPES:
@@ -224,40 +242,76 @@ class Batch:
                                    max(w.resynced_to, offset + length))
                 if w.resynced_to >= w.offset + w.length:
                     w.resync_seq, w.resync_ts = seq, max(read_ts, w.end_ts)
-                    self.point_items.append((_pack_u64(seq), msgpack.packb(["resync", ts, ""])))
+                    pkey = _pack_u64(seq)
+                    self.point_items.append((pkey, seal(pkey, msgpack.packb(["resync", ts, ""]))))
                 self.windows[wseq] = w
 
     # ------------------------------------------------------------------ blocks
 
     def build_blocks(self) -> None:
-        """Turn the batch's ranges into block-version entries (one per 4 KiB block)."""
+        """Turn the batch's ranges into block-version entries (one per 4 KiB block), sealed.
+
+        Then pack the seq entries, whose running totals count these entries.
+        """
         items = self.block_items
         pack_key = U64X2.pack
         pack_val = BLOCK_VAL.pack
         seg = self.seg
+        counts = self.entry_counts
+        before = len(items)
         for seq, offset, length, kind, payload_pos, data, dcrc, crcs in self.pending:
             if offset % BLOCK == 0 and length % BLOCK == 0:
                 first = offset // BLOCK
                 if kind == KIND_DATA and length == BLOCK:
-                    items.append((pack_key(first, seq), pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)))
+                    k = pack_key(first, seq)
+                    v = pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)
+                    items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
                 elif kind == KIND_DATA:
                     # the ring reader's CRCs when it handed them over, else one pass here
-                    items += [(pack_key(first + i, seq), pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c))
-                              for i, c in enumerate(crcs if crcs is not None else block_crcs(data))]
+                    for i, c in enumerate(crcs if crcs is not None else block_crcs(data)):
+                        k = pack_key(first + i, seq)
+                        v = pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c)
+                        items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
                 else:
-                    items += [(pack_key(first + i, seq), pack_val(seg, 0, FULL_MASK, kind, 0))
-                              for i in range(length // BLOCK)]
-                continue
-            end = offset + length
-            for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
-                lo = max(offset, block * BLOCK)
-                hi = min(end, block * BLOCK + BLOCK)
-                s0 = (lo - block * BLOCK) // SECTOR
-                mask = ((1 << ((hi - lo) // SECTOR)) - 1) << s0
-                bcrc = _crc(data[lo - offset:hi - offset]) if data is not None else 0
-                pos0 = payload_pos + block * BLOCK - offset if data is not None else 0
-                items.append((pack_key(block, seq), pack_val(seg, pos0, mask, kind, bcrc)))
+                    v = pack_val(seg, 0, FULL_MASK, kind, 0)
+                    for i in range(length // BLOCK):
+                        k = pack_key(first + i, seq)
+                        items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
+            else:
+                end = offset + length
+                for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
+                    lo = max(offset, block * BLOCK)
+                    hi = min(end, block * BLOCK + BLOCK)
+                    s0 = (lo - block * BLOCK) // SECTOR
+                    mask = ((1 << ((hi - lo) // SECTOR)) - 1) << s0
+                    bcrc = _crc(data[lo - offset:hi - offset]) if data is not None else 0
+                    pos0 = payload_pos + block * BLOCK - offset if data is not None else 0
+                    k = pack_key(block, seq)
+                    v = pack_val(seg, pos0, mask, kind, bcrc)
+                    items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
+            counts[seq] = counts.get(seq, 0) + len(items) - before
+            before = len(items)
         self.pending = []
+        self._pack_seq_items()
+
+    def _pack_seq_items(self) -> None:
+        """The seq entries, with the running entry and OVERFLOW totals at each seq."""
+        entries = self.entries
+        overflows = self.overflows
+        counts = self.entry_counts
+        if 0 in counts:  # the baseline's entries
+            entries += counts.pop(0)
+        seg = self.seg
+        out = self.seq_items
+        for seq, rec_pos, ts, offset, length, data_len, rtype, flags in self.records:
+            entries += counts.get(seq, 0)
+            if rtype == RecordType.OVERFLOW:
+                overflows += 1
+            k = _pack_u64(seq)
+            v = _pack_seq(seg, rec_pos, ts, offset, length, data_len, rtype, flags, entries, overflows)
+            out.append((k, v + _pack_u32(_crc(v, _crc(k)))))
+        self.records = []
+        self.entries, self.overflows = entries, overflows
 
     # ------------------------------------------------------------------ commit
 
@@ -273,19 +327,24 @@ class Batch:
         if self.point_items:
             txn.cursor(db=index.db("points")).putmulti(self.point_items)
         for wseq, w in self.windows.items():
-            txn.put(U64.pack(wseq), w.pack(), db=index.db("windows"))
+            wkey = U64.pack(wseq)
+            txn.put(wkey, seal(wkey, w.pack()), db=index.db("windows"))
         adb = index.db("activity")
         for second, (count, nbytes) in self.activity.items():
             key = U64.pack(second)
             old = txn.get(key, db=adb)
             if old is not None:
-                c0, b0 = msgpack.unpackb(old)
+                c0, b0 = msgpack.unpackb(unseal("activity", key, old))
                 count, nbytes = count + c0, nbytes + b0
-            txn.put(key, msgpack.packb([count, nbytes]), db=adb)
+            txn.put(key, seal(key, msgpack.packb([count, nbytes])), db=adb)
         put = index.put_meta
         put(txn, "seg_id", self.seg)
         put(txn, "seg_end", seg_end)
+        put(txn, "entries", self.entries)
+        if self.last_seq == 0:  # the baseline copy
+            put(txn, "base_entries", self.entries)
         if self.count:
+            put(txn, "overflows", self.overflows)
             put(txn, "last_seq", self.last_seq)
             put(txn, "last_ts", self.last_ts)
             put(txn, "records", self.state.records + self.count)

@@ -17,6 +17,7 @@ import crc32c
 
 from journal.errors import CorruptJournal
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, SECTOR, SECTORS_PER_BLOCK, U64X2, segment_name
+from journal.index import check, damaged
 from journal.segments import SegmentReader
 
 ZERO_BLOCK = bytes(BLOCK)
@@ -74,7 +75,9 @@ class ZeroExtents:
     and when.
     """
 
-    def __init__(self, extents: Iterable[tuple[int, int, int]]) -> None:
+    def __init__(self, extents: Iterable[tuple[int, int, int]], count: int = 0) -> None:
+        #: How many extents at or below the seq the index held (all of them, not only these).
+        self.count = count
         starts: list[int] = []
         spans: list[tuple[int, int, int]] = []
         for seq, offset, length in sorted(extents):
@@ -171,10 +174,14 @@ def versions_back(cur: Any, block: int, seq: int) -> list[Version]:
         ok = cur.last()
     mask = 0
     while ok:
-        b, vseq = U64X2.unpack(cur.key())
+        key = cur.key()
+        b, vseq = U64X2.unpack(key)
         if b != block:
             break
-        v = Version(vseq, *BLOCK_VAL.unpack(cur.value()))
+        raw = cur.value()
+        if not check(key, raw):
+            raise damaged("blocks", key)
+        v = Version(vseq, *BLOCK_VAL.unpack_from(raw))
         out.append(v)
         mask |= v.mask
         if mask == FULL_MASK:

@@ -29,13 +29,27 @@ LMDB index
 
 All integer keys are big-endian so LMDB's byte order is numeric order.
 
+Every value below is *sealed*: it is followed by a little-endian u32, the
+CRC-32C of the entry's key then the value (``journal.index.seal``). A
+reader checks each entry it uses, so a flipped byte in a key or a value is
+reported as damage, never applied to the wrong block, seq, time or mark.
+Entries that vanish as a whole (a damaged page) are caught by counts: each
+``seq`` value carries how many ``blocks`` and ``zext`` entries exist at or
+below its seq and how many OVERFLOW records; a restore at seq S counts what
+its walk finds at or below S and fails unless both agree. The index can be
+rebuilt from the segments alone (``cdp reindex``).
+
 ``meta``     str key -> msgpack value: schema, device_bytes, block_size,
              device_id, created_ns, source, last_seq, last_ts, seg_id,
              seg_end, records, data_bytes, cursor (the service's resume
              state), status (the service's live status).
 ``seq``      seq -> :data:`SEQ_VAL` (segment, record position, ts, offset,
-             length, data_len, type, flags).
-``time``     ts_ns ‖ seq -> b"": a time resolves to a seq with one seek.
+             length, data_len, type, flags, entries, overflows): the last two
+             are running totals at this seq (block + zero-extent entries,
+             the baseline's included; OVERFLOW records). ``meta`` holds the
+             baseline's as ``base_entries`` and the newest as ``entries``.
+``time``     ts_ns ‖ seq -> b"" (only the seal): a time resolves to a seq with
+             one seek, checked against the next record's time.
 ``blocks``   block ‖ seq -> :data:`BLOCK_VAL` (segment, pos0, mask, kind,
              crc): one entry per 4 KiB block a WRITE, RESYNC, BASELINE or
              small zeroing record touched. ``pos0`` is where the block's
@@ -59,7 +73,9 @@ from __future__ import annotations
 
 import struct
 
-SCHEMA = 1
+SCHEMA = 2
+#: Segment files did not change with schema 2: their header still says 1.
+SEGMENT_SCHEMA = 1
 MARKER = "cdp-journal"
 
 #: The block-version index works in 4 KiB blocks of eight 512-byte sectors.
@@ -79,7 +95,9 @@ REC_HDR_CRC_SPAN = 60
 REC_HDR_BODY = struct.Struct("<IHHIIQQQQQI")
 assert SEG_HDR.size == 64 and REC_HDR.size == 64 and REC_HDR_BODY.size == REC_HDR_CRC_SPAN
 
-SEQ_VAL = struct.Struct("<IQQQQIHH")
+SEQ_VAL = struct.Struct("<IQQQQIHHQI")
+#: The seal every index value ends with (see journal.index).
+SEAL = 4
 BLOCK_VAL = struct.Struct("<IqBBI")
 KIND_DATA = 0
 KIND_ZERO = 1

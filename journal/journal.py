@@ -40,7 +40,7 @@ from journal.errors import (
     UnsupportedVersion,
 )
 from journal.format import MARKER, SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
-from journal.index import Index
+from journal.index import Index, seal
 from journal.points import fmt_time
 from journal.reader import JournalReader, Progress
 from journal.records import Point, Record
@@ -78,10 +78,10 @@ class Journal(JournalReader):
         self._lock_fd = lock_fd
         self._pool: ThreadPoolExecutor | None = None
         with index.read() as txn:
-            get = lambda key, default=None: index.get_meta(txn, key, default)  # noqa: E731
+            need = lambda key: index.require_meta(txn, key)  # noqa: E731
             self._state = AppendState(
-                get("last_seq", 0), get("last_ts", self.info.created_ns), get("records", 0),
-                get("data_bytes", 0),
+                need("last_seq"), need("last_ts"), need("records"), need("data_bytes"),
+                need("entries"), need("overflows"),
                 {w.seq: w for w in _points.windows(index, txn) if w.resync_seq is None})
 
     # ----------------------------------------------------------------- opening
@@ -119,9 +119,11 @@ class Journal(JournalReader):
                                ("block_size", block_size), ("device_id", bytes(device_id)),
                                ("created_ns", created), ("source", os.fspath(source or "")),
                                ("last_seq", 0), ("last_ts", created), ("seg_id", 1),
-                               ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0)):
+                               ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
+                               ("entries", 0), ("base_entries", 0), ("overflows", 0)):
                 index.put_meta(txn, key, value)
-            txn.put(U64.pack(0), msgpack.packb(["baseline", created, ""]), db=index.db("points"))
+            key = U64.pack(0)
+            txn.put(key, seal(key, msgpack.packb(["baseline", created, ""])), db=index.db("points"))
 
         index.write(init)
         lock_fd = cls._lock(path)
@@ -138,23 +140,28 @@ class Journal(JournalReader):
         return journal
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Journal:
-        """Open an existing journal; the writer (``readonly=False``) is exclusive."""
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, marks: bool = False) -> Journal:
+        """Open an existing journal; the writer (``readonly=False``) is exclusive.
+
+        A reader (``readonly=True``) opens the index read-only and changes
+        nothing; ``marks=True`` lets it add user marks too, where the
+        filesystem allows writing.
+        """
         path = Path(path)
         _check_dir(path)
         lock_fd = -1 if readonly else cls._lock(path)
         try:
-            index = Index(path / "index")
-        except lmdb.Error as exc:
+            index = Index(path / "index", readonly=(None if marks else True) if readonly else False)
+        except BaseException:
             if lock_fd >= 0:
                 os.close(lock_fd)
-            raise NotAJournal(f"{path}: cannot open the index: {exc}") from None
+            raise
         writer = None
         if not readonly:
             with index.read() as txn:
-                seg_id = index.get_meta(txn, "seg_id")
-                seg_end = index.get_meta(txn, "seg_end")
-                device_id = bytes(index.get_meta(txn, "device_id"))
+                seg_id = index.require_meta(txn, "seg_id")
+                seg_end = index.require_meta(txn, "seg_end")
+                device_id = bytes(index.require_meta(txn, "device_id"))
             writer = SegmentWriter(path / "segments", device_id, seg_id, seg_end)
         return cls(path, index, writer, lock_fd)
 
@@ -246,7 +253,8 @@ class Journal(JournalReader):
         raw = _points.check_mark_name(name)
         ts = time.time_ns() if ts_ns is None else ts_ns
         self._check_not_before(ts)
-        self.index.write(lambda txn: txn.put(U64.pack(ts) + raw, b"", db=self.index.db("umarks")))
+        key = U64.pack(ts) + raw
+        self.index.write(lambda txn: txn.put(key, seal(key, b""), db=self.index.db("umarks")))
         with self.index.read() as txn:
             seq = _points.resolve(self.index, txn, ts)
         return Point(seq, ts, "user-mark", name, self.is_whole(seq, ts))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import lmdb
 import msgpack
 
-from journal.errors import JournalError, NotWhole
-from journal.format import U64, U64X2
-from journal.index import Index
+from journal.errors import CorruptJournal, JournalError, NotWhole
+from journal.format import SEQ_VAL, U64, U64X2
+from journal.index import REINDEX_HINT, Index, check, damaged, unseal
 from journal.records import Point
 
 #: Longest mark name in bytes (the ring ABI's limit).
@@ -71,7 +71,8 @@ def check_mark_name(name: str) -> bytes:
 
 def windows(index: Index, txn: lmdb.Transaction) -> list[OverflowWindow]:
     """Every overflow window, open or closed, oldest first."""
-    return [OverflowWindow.unpack(U64.unpack(k)[0], v) for k, v in txn.cursor(db=index.db("windows"))]
+    return [OverflowWindow.unpack(U64.unpack(k)[0], unseal("windows", k, v))
+            for k, v in txn.cursor(db=index.db("windows"))]
 
 
 def not_whole_error(ws: Iterable[OverflowWindow], seq: int, ts_ns: int) -> NotWhole | None:
@@ -87,22 +88,58 @@ def not_whole_error(ws: Iterable[OverflowWindow], seq: int, ts_ns: int) -> NotWh
 
 
 def resolve(index: Index, txn: lmdb.Transaction, ts_ns: int) -> int:
-    """Seq of the last record at or before ``ts_ns`` (0: the baseline)."""
+    """Seq of the last record at or before ``ts_ns`` (0: the baseline).
+
+    The answer is checked against the ``seq`` table: record ``seq`` is
+    stamped at or before ``ts_ns`` and record ``seq + 1``, if any, after it.
+    A lost or damaged ``time`` entry therefore fails here instead of
+    resolving a time to the wrong record.
+    """
     cur = txn.cursor(db=index.db("time"))
     if cur.set_range(U64X2.pack(ts_ns + 1, 0)):
-        if not cur.prev():
-            return 0
-    elif not cur.last():
-        return 0
-    return U64X2.unpack(cur.key())[1]
+        found = cur.prev()
+    else:
+        found = cur.last()
+    seq = 0
+    if found:
+        key = cur.key()
+        if not check(key, cur.value()):
+            raise damaged("time", key)
+        seq = U64X2.unpack(key)[1]
+    seq_db = index.db("seq")
+    if seq:
+        if record_ts(txn, seq_db, seq) > ts_ns:
+            raise _time_damage(ts_ns)
+    after = U64.pack(seq + 1)
+    raw = txn.get(after, db=seq_db)
+    if raw is not None and SEQ_VAL.unpack_from(unseal("seq", after, raw))[2] <= ts_ns:
+        raise _time_damage(ts_ns)
+    return seq
+
+
+def record_ts(txn: lmdb.Transaction, seq_db: object, seq: int) -> int:
+    """The time stamp of record ``seq`` from the ``seq`` table (checked); it must exist."""
+    key = U64.pack(seq)
+    raw = txn.get(key, db=seq_db)
+    if raw is None:
+        raise CorruptJournal(f"the index has a time for seq {seq} but no record; {REINDEX_HINT}")
+    return SEQ_VAL.unpack_from(unseal("seq", key, raw))[2]
+
+
+def _time_damage(ts_ns: int) -> CorruptJournal:
+    return CorruptJournal(f"the index's time table does not agree with its records at {fmt_time(ts_ns)}; "
+                          f"{REINDEX_HINT}")
 
 
 def first_seq_at(index: Index, txn: lmdb.Transaction, ts_ns: int) -> int:
     """Seq of the first record at or after ``ts_ns`` (last_seq + 1 if none)."""
     cur = txn.cursor(db=index.db("time"))
     if cur.set_range(U64X2.pack(ts_ns, 0)):
-        return U64X2.unpack(cur.key())[1]
-    return index.get_meta(txn, "last_seq", 0) + 1
+        key = cur.key()
+        if not check(key, cur.value()):
+            raise damaged("time", key)
+        return U64X2.unpack(key)[1]
+    return index.require_meta(txn, "last_seq") + 1
 
 
 def query(
@@ -114,7 +151,9 @@ def query(
     ws = windows(index, txn)
     marks: list[Point] = []
     if wanted is None or "user-mark" in wanted:
-        for key in txn.cursor(db=index.db("umarks")).iternext(values=False):
+        for key, raw in txn.cursor(db=index.db("umarks")):
+            if not check(key, raw):
+                raise damaged("umarks", key)
             ts = U64.unpack(key[:8])[0]
             if (start_ns is None or ts >= start_ns) and (end_ns is None or ts <= end_ns):
                 seq = resolve(index, txn, ts)
@@ -132,8 +171,9 @@ def query(
         ok = ok or (start_ns is None or start_ns <= created_ns) and cur.first()
         step = cur.next
     while ok:
-        seq = U64.unpack(cur.key())[0]
-        kind, ts, name = msgpack.unpackb(cur.value())
+        key = cur.key()
+        seq = U64.unpack(key)[0]
+        kind, ts, name = msgpack.unpackb(unseal("points", key, cur.value()))
         ok = step()
         if (end_ns is not None and ts > end_ns) or (start_ns is not None and ts < start_ns):
             if reverse == (start_ns is not None and ts < start_ns):

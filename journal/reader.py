@@ -23,7 +23,7 @@ from journal import points as _points
 from journal.blockmap import ZeroExtents, compose_block, versions_back
 from journal.errors import OutOfRange
 from journal.format import BLOCK, SEQ_VAL, U64, U64X2
-from journal.index import Index
+from journal.index import Index, check, damaged, unseal
 from journal.points import OverflowWindow, fmt_time
 from journal.records import Point
 from journal.segments import SegmentReader
@@ -78,9 +78,9 @@ class JournalReader:
         self.index = index
         self.segments = SegmentReader(path / "segments")
         with index.read() as txn:
-            get = lambda key, default=None: index.get_meta(txn, key, default)  # noqa: E731
-            self.info = JournalInfo(get("device_bytes"), get("block_size"), bytes(get("device_id")),
-                                    get("created_ns"), get("schema"), get("source", ""))
+            need = lambda key: index.require_meta(txn, key)  # noqa: E731
+            self.info = JournalInfo(need("device_bytes"), need("block_size"), bytes(need("device_id")),
+                                    need("created_ns"), need("schema"), index.get_meta(txn, "source", ""))
 
     def close(self) -> None:
         """Release the segment files and the index."""
@@ -93,13 +93,13 @@ class JournalReader:
     def last_seq(self) -> int:
         """The newest committed seq (0: only the baseline)."""
         with self.index.read() as txn:
-            return self.index.get_meta(txn, "last_seq", 0)
+            return self.index.require_meta(txn, "last_seq")
 
     @property
     def last_ts_ns(self) -> int:
         """Time of the newest committed record (creation time if none)."""
         with self.index.read() as txn:
-            return self.index.get_meta(txn, "last_ts", self.info.created_ns)
+            return self.index.require_meta(txn, "last_ts")
 
     def cursor(self) -> dict[str, Any] | None:
         """The resume state the service committed with its last batch."""
@@ -121,7 +121,7 @@ class JournalReader:
         if at_ns is not None:
             self._check_not_before(at_ns)
             return _points.resolve(self.index, txn, at_ns), at_ns
-        last = self.index.get_meta(txn, "last_seq", 0)
+        last = self.index.require_meta(txn, "last_seq")
         if seq is None:
             seq = last
         if not 0 <= seq <= last:
@@ -132,10 +132,22 @@ class JournalReader:
         """The time stamp of record ``seq`` (the creation time for 0, the baseline)."""
         if seq == 0:
             return self.info.created_ns
-        raw = txn.get(U64.pack(seq), db=self.index.db("seq"))
+        key = U64.pack(seq)
+        raw = txn.get(key, db=self.index.db("seq"))
         if raw is None:
             raise OutOfRange(f"seq {seq} is not in the journal")
-        return SEQ_VAL.unpack(raw)[2]
+        return SEQ_VAL.unpack_from(unseal("seq", key, raw))[2]
+
+    def expected_counts(self, txn: lmdb.Transaction, seq: int) -> tuple[int, int]:
+        """(block + zero-extent entries, OVERFLOW records) the index holds at or below ``seq``."""
+        if seq == 0:
+            return self.index.require_meta(txn, "base_entries"), 0
+        key = U64.pack(seq)
+        raw = txn.get(key, db=self.index.db("seq"))
+        if raw is None:
+            raise OutOfRange(f"seq {seq} is not in the journal")
+        entries, overflows = SEQ_VAL.unpack_from(unseal("seq", key, raw))[8:]
+        return entries, overflows
 
     # ----------------------------------------------------------------- bytes
 
@@ -161,14 +173,16 @@ class JournalReader:
         """The big zeroing extents at or below ``seq`` that touch ``[lo, hi)``."""
         hi = self.info.device_bytes if hi is None else hi
         found = []
+        count = 0
         for key, raw in txn.cursor(db=self.index.db("zext")):
             zseq = U64.unpack(key)[0]
             if zseq > seq:
                 break
-            offset, length = U64X2.unpack(raw)
+            offset, length = U64X2.unpack(unseal("zext", key, raw))
+            count += 1
             if offset < hi and offset + length > lo:
                 found.append((zseq, offset, length))
-        return ZeroExtents(found)
+        return ZeroExtents(found, count)
 
     # ---------------------------------------------------------------- points
 
@@ -211,11 +225,13 @@ class JournalReader:
                 else:
                     ok = cur.set_range(U64.pack(pos))
                 while ok and len(rows) < 4096:
-                    seq = U64.unpack(cur.key())[0]
+                    key = cur.key()
+                    seq = U64.unpack(key)[0]
                     if (not reverse and end_seq is not None and seq > end_seq) or (reverse and seq < start_seq):
                         ok = False
                         break
-                    _seg, _pos, ts, off, length, _dl, rtype, flags = SEQ_VAL.unpack(cur.value())
+                    _seg, _pos, ts, off, length, _dl, rtype, flags, _e, _o = SEQ_VAL.unpack(
+                        unseal("seq", key, cur.value()))
                     rows.append(RecordInfo(seq, ts, rtype, flags, off, length))
                     ok = cur.prev() if reverse else cur.next()
             yield from rows
@@ -230,10 +246,11 @@ class JournalReader:
             cur = txn.cursor(db=self.index.db("activity"))
             ok = cur.set_range(U64.pack(start_ns - start_ns % _NS))
             while ok:
-                second = U64.unpack(cur.key())[0]
+                key = cur.key()
+                second = U64.unpack(key)[0]
                 if second > end_ns:
                     break
-                count, nbytes = msgpack.unpackb(cur.value())
+                count, nbytes = msgpack.unpackb(unseal("activity", key, cur.value()))
                 out.append((second, count, nbytes))
                 ok = cur.next()
         return out
@@ -243,11 +260,15 @@ class JournalReader:
         segs = list((self.path / "segments").glob("*.seg"))
         disk = sum(p.stat().st_size for p in segs) + self.index.size_bytes()
         with self.index.read() as txn:
-            get = lambda key, default=0: self.index.get_meta(txn, key, default)  # noqa: E731
+            need = lambda key: self.index.require_meta(txn, key)  # noqa: E731
             cur = txn.cursor(db=self.index.db("time"))
-            first = U64X2.unpack(cur.key())[0] if cur.first() else self.info.created_ns
-            return JournalStats(get("records"), get("data_bytes"), disk, first,
-                                get("last_ts", self.info.created_ns), get("last_seq"), len(segs))
+            first = self.info.created_ns
+            if cur.first():
+                if not check(cur.key(), cur.value()):
+                    raise damaged("time", cur.key())
+                first = U64X2.unpack(cur.key())[0]
+            return JournalStats(need("records"), need("data_bytes"), disk, first,
+                                need("last_ts"), need("last_seq"), len(segs))
 
     def status(self) -> dict[str, Any] | None:
         """The service's last published status, if any."""

@@ -21,12 +21,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import crc32c
 import lmdb
 
 from journal.blockcrc import block_crcs
 from journal.blockmap import ZERO_RUN, ZeroExtents, bad_crc, compose_block, is_zero, versions_back
-from journal.errors import JournalError, OutOfRange
+from journal.errors import CorruptJournal, JournalError, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
+from journal.index import REINDEX_HINT, RESIDUE, damaged
 from journal.reader import JournalReader, Progress
 from journal.segments import IOV_MAX, SegmentViews, pwritev_all
 
@@ -231,6 +233,10 @@ def restore_to(
     with index.read() as txn:
         seq, ts = journal.target(txn, seq, at_ns)
         zext = journal.zero_extents(txn, seq)
+        expected, overflows = journal.expected_counts(txn, seq)
+    if sum(1 for w in journal.overflow_windows() if w.seq <= seq) != overflows:
+        raise CorruptJournal(f"the index's overflow windows do not match its OVERFLOW records at seq {seq}; "
+                             f"{REINDEX_HINT}")
     whole = journal.is_whole(seq, ts)
     if not whole and not allow_partial:
         journal.check_whole(seq, ts)
@@ -240,7 +246,11 @@ def restore_to(
     try:
         writer = _Writer(journal, out)
         try:
-            _walk(journal, writer, seq, zext, nblocks, progress, cancel)
+            seen = _walk(journal, writer, seq, zext, nblocks, progress, cancel)
+            if seen + zext.count != expected:
+                raise CorruptJournal(
+                    f"the index holds {seen + zext.count} block entries at or below seq {seq} where its "
+                    f"records count {expected}; {REINDEX_HINT}")
         finally:
             writer.close()
         out.finish()
@@ -253,8 +263,13 @@ def restore_to(
 
 
 def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, nblocks: int,
-          progress: Progress | None, cancel: threading.Event | None) -> None:
+          progress: Progress | None, cancel: threading.Event | None) -> int:
     """Visit every block that has versions, in block order, and queue its winner.
+
+    Every entry's seal is checked, keys must come in strictly increasing
+    order and lie on the device; the return value is how many entries at or
+    below ``seq`` were seen, for the caller to hold against the index's own
+    count (an entry lost with a damaged page shows there).
 
     This is the restore's hot path: each index entry is touched once through
     C-level calls (``iternext``, precompiled structs); per block only the
@@ -265,7 +280,10 @@ def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, 
     """
     index = journal.index
     unpack_key = U64X2.unpack
-    unpack_val = BLOCK_VAL.unpack
+    unpack_val = BLOCK_VAL.unpack_from
+    crc = crc32c.crc32c
+    seen = 0
+    prev_key = b""
     sector_seqs = zext.sector_seqs if zext else None
     run: list = [-1, -1, -1, [], []]  # segment, position, first block, crcs, seqs
 
@@ -310,18 +328,25 @@ def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, 
             # an unpositioned cursor would iterate from the first entry again
             entries = cur.iternext() if cur.set_range(resume) else iter(())
             for key, raw in entries:
+                if crc(key + raw) != RESIDUE:
+                    raise damaged("blocks", key)
+                if key <= prev_key:
+                    raise CorruptJournal(f"the index's block entries are out of order at key {key.hex()}; "
+                                         f"{REINDEX_HINT}")
+                prev_key = key
                 block, vseq = unpack_key(key)
                 if block != group_block:
                     if top_seq >= 0:
                         settle(txn, group_block, top_seq, top_raw)
                         top_seq = -1
                     if block >= nblocks:
-                        done = True
-                        break
+                        raise CorruptJournal(f"the index has an entry for block {block}, past the device's "
+                                             f"{nblocks}; {REINDEX_HINT}")
                     group_block = block
                 if vseq <= seq:
                     top_seq = vseq
                     top_raw = raw
+                    seen += 1
                 n += 1
                 if n >= _CHUNK_ENTRIES:
                     resume = U64X2.pack(block, vseq + 1)
@@ -334,3 +359,4 @@ def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, 
         with index.read() as txn:
             settle(txn, group_block, top_seq, top_raw)
     flush()
+    return seen

@@ -26,7 +26,7 @@ from journal.format import (
     REC_HDR_BODY,
     REC_HDR_CRC_SPAN,
     REC_MAGIC,
-    SCHEMA,
+    SEGMENT_SCHEMA,
     SEG_HDR,
     SEG_MAGIC,
     segment_name,
@@ -127,8 +127,9 @@ class SegmentWriter:
         if self._fd >= 0:
             os.close(self._fd)
         path = self._path(seg_id)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        os.write(self._fd, SEG_HDR.pack(SEG_MAGIC, SCHEMA, seg_id, self.device_id))
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(self._fd, 0o600)  # whatever the umask: a journal is its owner's alone
+        os.write(self._fd, SEG_HDR.pack(SEG_MAGIC, SEGMENT_SCHEMA, seg_id, self.device_id))
         os.fsync(self._fd)
         dfd = os.open(self.directory, os.O_RDONLY)
         try:

@@ -17,6 +17,7 @@ from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U6
 
 from journal.blockmap import covered_span
 from journal.errors import JournalError
+from journal.index import DB_NAMES, check
 from journal.reader import JournalReader, Progress
 from journal.records import DATA_TYPES
 from journal.segments import SegmentRecord
@@ -53,9 +54,9 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
     """Check every segment record's CRCs, and the index against the segments."""
     index = journal.index
     with index.read() as txn:
-        seg_id = index.get_meta(txn, "seg_id")
-        seg_end = index.get_meta(txn, "seg_end")
-        last_seq = index.get_meta(txn, "last_seq", 0)
+        seg_id = index.require_meta(txn, "seg_id")
+        seg_end = index.require_meta(txn, "seg_end")
+        last_seq = index.require_meta(txn, "last_seq")
     segments = sorted(int(p.stem) for p in (journal.path / "segments").glob("*.seg") if p.stem.isdigit())
     problems: list[Problem] = []
     for missing in sorted(set(range(1, seg_id + 1)) - set(segments)):
@@ -83,11 +84,15 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
                     problems += _check_blocks(journal, txn, blocks_db, name, item)
                 if item.seq == 0:
                     continue
-                raw = txn.get(U64.pack(item.seq), db=db)
+                key = U64.pack(item.seq)
+                raw = txn.get(key, db=db)
                 if raw is None:
                     problems.append(Problem(name, item.pos, item.seq, "record is not in the index"))
                     continue
-                iseg, ipos, _ts, off, length, _dl, rtype, _fl = SEQ_VAL.unpack(raw)
+                if not check(key, raw):
+                    problems.append(Problem(name, item.pos, item.seq, "its index entry fails its CRC-32C"))
+                    continue
+                iseg, ipos, _ts, off, length, _dl, rtype, _fl, _e, _o = SEQ_VAL.unpack_from(raw)
                 if (iseg, ipos, off, length, rtype) != (seg, item.pos, item.offset, item.length, item.type):
                     problems.append(Problem(name, item.pos, item.seq, "index entry does not match the record"))
                     continue
@@ -100,10 +105,48 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
             for key, raw in txn.cursor(db=index.db("seq")):
                 seq = U64.unpack(key)[0]
                 if seq <= last_seq and not seen[seq]:
-                    iseg, ipos = SEQ_VAL.unpack(raw)[:2]
+                    iseg, ipos = SEQ_VAL.unpack_from(raw)[:2]
                     problems.append(Problem(segment_name(iseg), ipos, seq,
                                             "indexed record is missing or damaged in its segment"))
+    problems += _check_index(journal)
     return VerifyReport(records, checked, problems)
+
+
+def _check_index(journal: JournalReader) -> list[Problem]:
+    """Every entry of every table against its seal, and the running totals against the tables.
+
+    The segments are the truth and the index a view of them; this finds
+    every damaged or lost index entry a read could otherwise trust, so that
+    'cdp reindex' is run before a restore meets it.
+    """
+    index = journal.index
+    out: list[Problem] = []
+
+    def problem(message: str) -> None:
+        out.append(Problem("index", 0, None, message))
+
+    with index.read() as txn:
+        for name in DB_NAMES:
+            bad = sum(1 for key, raw in txn.cursor(db=index.db(name)) if not check(key, raw))
+            if bad:
+                problem(f"{bad} '{name}' entries fail their CRC-32C; run 'cdp reindex'")
+        if out:
+            return out
+        try:
+            last_seq = index.require_meta(txn, "last_seq")
+            want, overflows = journal.expected_counts(txn, last_seq)
+        except JournalError as exc:
+            problem(str(exc))
+            return out
+        have = txn.stat(index.db("blocks"))["entries"] + txn.stat(index.db("zext"))["entries"]
+        if have != want:
+            problem(f"the index holds {have} block entries where its records count {want}; "
+                    "run 'cdp reindex'")
+        windows = txn.stat(index.db("windows"))["entries"]
+        if windows != overflows:
+            problem(f"the index holds {windows} overflow windows for {overflows} OVERFLOW records; "
+                    "run 'cdp reindex'")
+    return out
 
 
 def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: object, name: str,
@@ -120,7 +163,10 @@ def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: obje
         if raw is None:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block} is missing from the block index"))
             continue
-        seg, pos0, mask, kind, crc = BLOCK_VAL.unpack(raw)
+        if not check(U64X2.pack(block, rec.seq), raw):
+            out.append(Problem(name, rec.pos, rec.seq, f"block {block}: its index entry fails its CRC-32C"))
+            continue
+        seg, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
         if kind != KIND_DATA or not mask:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block} has a bad block index entry"))
             continue

@@ -66,7 +66,7 @@ class CdpApp(App[int]):
     @journal_worker("open")
     def open_journal(self) -> None:
         try:
-            journal = Journal.open(self.journal_path, readonly=True)
+            journal = Journal.open(self.journal_path, readonly=True, marks=True)
             span, last_seq = journal_span(journal), journal.last_seq
         except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
             self.post_message(self.OpenFailed(describe_error(exc)))

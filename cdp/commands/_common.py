@@ -60,12 +60,12 @@ def existing_journal_path(args: argparse.Namespace) -> Path:
     return path
 
 
-def open_journal(args: argparse.Namespace, *, readonly: bool = True) -> Journal:
+def open_journal(args: argparse.Namespace, *, readonly: bool = True, marks: bool = False) -> Journal:
     """Open the journal named by the arguments, with a clear error if there is none."""
     path = existing_journal_path(args)
     from journal import Journal
 
-    return Journal.open(path, readonly=readonly)
+    return Journal.open(path, readonly=readonly, marks=marks)
 
 
 def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_time wants
