@@ -6,6 +6,7 @@ interfaces. Restore and verify are functions over the journal's read
 surface (:class:`journal.reader.JournalReader`), each owning its results.
 """
 
+from journal.errors import JournalError
 from journal.journal import Journal, device_size
 from journal.points import OverflowWindow
 from journal.reader import JournalInfo, JournalReader, JournalStats, RecordInfo
@@ -14,7 +15,7 @@ from journal.restore import Cancelled, RestoreResult, restore_to
 from journal.verify import Problem, VerifyReport, verify_journal
 
 __all__ = [
-    "Cancelled", "Journal", "JournalInfo", "JournalReader", "JournalStats", "OverflowWindow", "Point",
+    "Cancelled", "Journal", "JournalError", "JournalInfo", "JournalReader", "JournalStats", "OverflowWindow", "Point",
     "Problem", "Record", "RecordFlag", "RecordType", "RecordInfo", "RestoreResult", "VerifyReport",
     "device_size", "restore_to", "verify_journal",
 ]

@@ -90,6 +90,8 @@ class Batch:
         self.data_bytes = 0
         self.entries = state.entries
         self.overflows = state.overflows
+        #: running total once the batch's baseline entries are in (None: it has none)
+        self.base_entries: int | None = None
         #: seq -> block/zext entries it adds, filled as entries are built
         self.entry_counts: dict[int, int] = {}
         #: the seq entries' fields but the running totals, until build_blocks counts them
@@ -301,6 +303,7 @@ class Batch:
         counts = self.entry_counts
         if 0 in counts:  # the baseline's entries
             entries += counts.pop(0)
+            self.base_entries = entries
         seg = self.seg
         out = self.seq_items
         for seq, rec_pos, ts, offset, length, data_len, rtype, flags in self.records:
@@ -341,8 +344,8 @@ class Batch:
         put(txn, "seg_id", self.seg)
         put(txn, "seg_end", seg_end)
         put(txn, "entries", self.entries)
-        if self.last_seq == 0:  # the baseline copy
-            put(txn, "base_entries", self.entries)
+        if self.base_entries is not None:
+            put(txn, "base_entries", self.base_entries)
         if self.count:
             put(txn, "overflows", self.overflows)
             put(txn, "last_seq", self.last_seq)

@@ -299,6 +299,9 @@ class Index:
         txn = self._begin(write=False)
         try:
             yield txn
+        except lmdb.Error as exc:
+            # LMDB's own checks found a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...)
+            raise CorruptJournal(f"the index is damaged ({str(exc).splitlines()[0]}); {REINDEX_HINT}") from None
         finally:
             txn.abort()
             self._end()

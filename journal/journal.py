@@ -35,11 +35,11 @@ from journal.errors import (
     DeviceMismatch,
     JournalBusy,
     JournalError,
-    NotAJournal,
     OutOfRange,
     UnsupportedVersion,
 )
-from journal.format import MARKER, SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
+from journal.facts import Facts, append_mark, fsync_dir, read_marker, write_marker
+from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.points import fmt_time
 from journal.reader import JournalReader, Progress
@@ -50,19 +50,12 @@ from journal.verify import VerifyReport, verify_journal
 
 
 def _check_dir(path: Path) -> None:
-    marker = path / MARKER
-    try:
-        text = marker.read_text()
-    except (FileNotFoundError, NotADirectoryError):
-        raise NotAJournal(f"{path} is not a cdp journal (no {MARKER} file)") from None
-    except OSError as exc:
-        raise NotAJournal(f"{path}: cannot read the journal: {exc.strerror}") from None
-    parts = text.split()
-    if len(parts) != 2 or parts[0] != MARKER or not parts[1].isdigit():
-        raise NotAJournal(f"{path} is not a cdp journal (bad {MARKER} file)")
-    if int(parts[1]) != SCHEMA:
+    """Refuse what is not a journal this code can read, with what to do about it."""
+    schema, _facts = read_marker(path)
+    if schema != SCHEMA:
         raise UnsupportedVersion(
-            f"{path} is a journal of schema {parts[1]}; this cdp reads schema {SCHEMA}")
+            f"{path} is a journal of schema {schema}; this cdp reads schema {SCHEMA}: "
+            "run 'cdp reindex' to rebuild its index in the new format")
 
 
 #: Kept under its old name: the CLI sizes devices with it.
@@ -107,8 +100,10 @@ class Journal(JournalReader):
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise JournalError(f"{path} already exists and is not an empty directory")
         try:
-            (path / "segments").mkdir(parents=True, exist_ok=True)
-            (path / "index").mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for sub in (path, path / "segments", path / "index"):
+                sub.mkdir(exist_ok=True, mode=0o700)
+                os.chmod(sub, 0o700)  # whatever the umask: payloads and marks are the owner's alone
         except OSError as exc:
             raise JournalError(f"cannot create {path}: {exc.strerror}") from None
         created = time.time_ns()
@@ -131,12 +126,9 @@ class Journal(JournalReader):
         journal = cls(path, index, writer, lock_fd)
         if source is not None:
             copy_baseline(index, writer, journal._state, device_bytes, created, source, progress)
-        (path / MARKER).write_text(f"{MARKER} {SCHEMA}\n")
-        dfd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_marker(path, Facts(device_bytes, block_size, bytes(device_id).hex(), created,
+                                 os.fspath(source or "")))
+        fsync_dir(path)
         return journal
 
     @classmethod
@@ -167,7 +159,7 @@ class Journal(JournalReader):
 
     @staticmethod
     def _lock(path: Path) -> int:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -254,6 +246,9 @@ class Journal(JournalReader):
         ts = time.time_ns() if ts_ns is None else ts_ns
         self._check_not_before(ts)
         key = U64.pack(ts) + raw
+        if self.index.readonly:
+            raise JournalError(f"{self.path} is read-only here: no mark can be added")
+        append_mark(self.path, ts, raw)
         self.index.write(lambda txn: txn.put(key, seal(key, b""), db=self.index.db("umarks")))
         with self.index.read() as txn:
             seq = _points.resolve(self.index, txn, ts)

@@ -1,0 +1,287 @@
+"""Rebuild a journal's index from its segments alone: a damaged index costs time, never history.
+
+The segments hold every record with its own CRC-32Cs; the marker file the
+journal's facts; ``marks.log`` the user marks. Reindexing feeds the
+records, in segment order, through the same :class:`journal.batch.Batch`
+that indexed them when they were appended (framing is deterministic, so
+every position comes out where the record lies), into a new LMDB
+environment beside the old one, which replaces it only once complete:
+``index.new`` is built and synced, then ``index`` -> ``index.old`` and
+``index.new`` -> ``index``, then ``index.old`` is removed. A crash before
+the renames leaves the old index; between them, no ``index`` (open says
+so, and a new reindex starts over).
+
+What only the old index knew is taken from it where its seal still checks:
+how far the newest segment was committed (bytes past it are a batch whose
+commit never happened, cut off as the writer would) and the service's
+resume cursor. Without them every well-formed record counts and the
+service treats its ring as a new session (its ranges resynced).
+
+Reindex needs the writer lock: it refuses while ``cdp run`` runs. A
+damaged segment record stops it with the old index untouched: history
+past that point cannot be rebuilt and ``cdp verify`` says where.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import lmdb
+import msgpack
+
+from journal.batch import AppendState, Batch
+from journal.errors import CorruptJournal, JournalBusy, JournalError, NotAJournal
+from journal.facts import Facts, fsync_dir, read_marker, read_marks, write_marker
+from journal.format import (
+    REC_HDR,
+    SCHEMA,
+    SEG_HDR,
+    SEG_MAGIC,
+    U64,
+    segment_name,
+)
+from journal.index import Index, check, check_data_file, seal
+from journal.records import Record, RecordType
+from journal.segments import SegmentViews, parse_header
+
+Progress = Callable[[int, int], None]
+#: Records per index transaction while rebuilding.
+_CHUNK = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexResult:
+    """What the rebuilt index holds."""
+
+    records: int
+    last_seq: int
+    segments: int
+    marks: int
+    bytes_scanned: int
+    kept_cursor: bool
+
+
+def reindex(path: str | os.PathLike[str], progress: Progress | None = None) -> ReindexResult:
+    """Rebuild ``path``'s index from its segments; see the module docstring."""
+    path = Path(path)
+    schema, facts = read_marker(path)
+    lock_fd = _lock(path)
+    try:
+        old = _salvage(path / "index")
+        if facts is None:
+            facts = old.get("facts")
+        if facts is None:
+            raise CorruptJournal(f"{path}: neither the marker nor the old index says what device this "
+                                 "journal protects; it cannot be reindexed")
+        new_dir = path / "index.new"
+        shutil.rmtree(new_dir, ignore_errors=True)
+        new_dir.mkdir(mode=0o700)
+        index = Index(new_dir, create=True)
+        try:
+            result = _rebuild(path, index, facts, old, progress)
+            index.env.sync(True)
+        finally:
+            index.close()
+        _swap(path)
+        if schema != SCHEMA:
+            write_marker(path, facts)
+        return result
+    finally:
+        os.close(lock_fd)
+
+
+def _lock(path: Path) -> int:
+    try:
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise NotAJournal(f"{path}: cannot lock the journal: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalBusy(f"{path} is being written by another process (stop 'cdp run' first)") from None
+    return fd
+
+
+def _salvage(index_dir: Path) -> dict[str, Any]:
+    """What the old index still knows intact: committed end, cursor, facts, user marks."""
+    out: dict[str, Any] = {"umarks": []}
+    data = index_dir / "data.mdb"
+    if not data.exists():
+        return out
+    try:
+        check_data_file(index_dir)
+        env = lmdb.open(str(index_dir), readonly=True, lock=False, max_dbs=16, subdir=True)
+    except (lmdb.Error, JournalError):
+        return out
+    try:
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(db=meta) as txn:
+            for key in ("seg_id", "seg_end", "cursor", "device_bytes", "block_size", "device_id",
+                        "created_ns", "source"):
+                raw = txn.get(key.encode(), db=meta)
+                if raw is not None and check(key.encode(), raw):
+                    out[key] = msgpack.unpackb(raw[:-4])
+        umarks = env.open_db(b"umarks", create=False)
+        with env.begin(db=umarks) as txn:
+            out["umarks"] = [(U64.unpack(k[:8])[0], k[8:]) for k, v in txn.cursor(db=umarks) if check(k, v)]
+    except (lmdb.Error, ValueError):
+        pass
+    finally:
+        env.close()
+    need = ("device_bytes", "block_size", "device_id", "created_ns")
+    if all(k in out for k in need):
+        out["facts"] = Facts(out["device_bytes"], out["block_size"], bytes(out["device_id"]).hex(),
+                             out["created_ns"], out.get("source", ""))
+    return out
+
+
+def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progress: Progress | None) -> ReindexResult:
+    seg_dir = path / "segments"
+    segments = sorted(int(p.stem) for p in seg_dir.glob("*.seg") if p.stem.isdigit())
+    if not segments:
+        raise CorruptJournal(f"{seg_dir} holds no segment; nothing to rebuild from")
+    if segments != list(range(1, segments[-1] + 1)):
+        missing = sorted(set(range(1, segments[-1] + 1)) - set(segments))
+        raise CorruptJournal(f"segment {segment_name(missing[0])} is missing; the history past it is lost")
+    committed = (old["seg_id"], old["seg_end"]) if "seg_id" in old and "seg_end" in old else None
+    _init_meta(index, facts)
+    state = AppendState(0, facts.created_ns, 0, 0)
+    views = SegmentViews(seg_dir)
+    total = sum((seg_dir / segment_name(s)).stat().st_size for s in segments)
+    done = 0
+    seg_id, seg_end = 1, SEG_HDR.size
+    try:
+        for seg in segments:
+            if committed is not None and seg > committed[0]:
+                break  # a segment the writer began but never committed into
+            limit = committed[1] if committed is not None and seg == committed[0] else None
+            size = (seg_dir / segment_name(seg)).stat().st_size
+            end = size if limit is None else limit
+            if size < end:
+                raise CorruptJournal(f"segment {segment_name(seg)} holds {size} bytes but {end} were committed")
+            if size < SEG_HDR.size or bytes(views.view(seg, 0, 4)) != SEG_MAGIC:
+                raise CorruptJournal(f"segment {segment_name(seg)} has a bad header")
+            # without the old index's committed end, a torn record at the very end of the
+            # newest segment is the batch whose commit never happened
+            tail_ok = committed is None and seg == segments[-1]
+            seg_end = _index_segment(index, state, facts.device_bytes, views, seg, end, tail_ok)
+            seg_id = seg
+            done += size
+            if progress is not None:
+                progress(done, total)
+    finally:
+        views.close()
+    marks = _index_marks(index, path, old, facts.created_ns)
+    cursor = old.get("cursor") if committed is not None else None
+
+    def finish(txn: lmdb.Transaction) -> None:
+        index.put_meta(txn, "seg_id", seg_id)
+        index.put_meta(txn, "seg_end", seg_end)
+        if cursor is not None:
+            index.put_meta(txn, "cursor", cursor)
+
+    index.write(finish)
+    return ReindexResult(state.records, state.last_seq, seg_id, marks, done, cursor is not None)
+
+
+def _init_meta(index: Index, facts: Facts) -> None:
+    def init(txn: lmdb.Transaction) -> None:
+        for key, value in (("schema", SCHEMA), ("device_bytes", facts.device_bytes),
+                           ("block_size", facts.block_size), ("device_id", bytes.fromhex(facts.device_id)),
+                           ("created_ns", facts.created_ns), ("source", facts.source),
+                           ("last_seq", 0), ("last_ts", facts.created_ns), ("seg_id", 1),
+                           ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
+                           ("entries", 0), ("base_entries", 0), ("overflows", 0)):
+            index.put_meta(txn, key, value)
+        key = U64.pack(0)
+        txn.put(key, seal(key, msgpack.packb(["baseline", facts.created_ns, ""])), db=index.db("points"))
+
+    index.write(init)
+
+
+def _index_segment(index: Index, state: AppendState, device_bytes: int, views: SegmentViews,
+                   seg: int, end: int, tail_ok: bool) -> int:
+    """Index every record of segment ``seg`` up to ``end``; returns where its records end."""
+    pos = SEG_HDR.size
+    batch = Batch(state, device_bytes, seg, pos)
+    pending = 0
+    while pos < end:
+        if pos + REC_HDR.size > end:
+            if tail_ok:
+                break
+            raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: truncated record header")
+        rec = parse_header(bytes(views.view(seg, pos, REC_HDR.size)), pos)
+        if isinstance(rec, str):
+            raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: {rec}; "
+                                 "the history past it cannot be rebuilt ('cdp verify' lists the damage)")
+        if rec.end > end:
+            if tail_ok:
+                break
+            raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq} runs past "
+                                 "the committed end")
+        data = views.view(seg, pos + REC_HDR.size, rec.data_len)
+        if crc32c.crc32c(data) != rec.data_crc:
+            raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq} payload "
+                                 "fails its CRC-32C; the history past it cannot be rebuilt")
+        if rec.type == RecordType.BASELINE:
+            batch.add_baseline(rec.ts_ns, rec.offset, data)
+        else:
+            # a RESYNC's header ts is the clamped journal time, its aux the read time the
+            # service gave: hand the batch what the service handed append
+            ts = rec.aux if rec.type == RecordType.RESYNC else rec.ts_ns
+            batch.add(Record(rec.seq, ts, rec.type, rec.flags, rec.offset, rec.length, data,
+                             data_crc=rec.data_crc))
+        if batch.pos != rec.end:
+            raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq} is not "
+                                 "in seq order")
+        pos = rec.end
+        pending += 1
+        if pending >= _CHUNK:
+            _commit(index, state, batch, pos)
+            batch = Batch(state, device_bytes, seg, pos)
+            pending = 0
+    _commit(index, state, batch, pos)
+    return pos
+
+
+def _commit(index: Index, state: AppendState, batch: Batch, seg_end: int) -> None:
+    batch.build_blocks()
+    index.write(lambda txn: batch.commit(index, txn, seg_end, None))
+    state.advance(batch)
+    batch.buffers.clear()
+
+
+def _index_marks(index: Index, path: Path, old: dict[str, Any], created_ns: int) -> int:
+    """User marks from the log, and any the old index held that the log lacks (older journals)."""
+    marks = {(ts, name) for ts, name in read_marks(path)}
+    marks.update((ts, bytes(name)) for ts, name in old.get("umarks", []))
+    marks = {(ts, name) for ts, name in marks if ts >= created_ns and name}
+
+    def put(txn: lmdb.Transaction) -> None:
+        for ts, name in marks:
+            key = U64.pack(ts) + name
+            txn.put(key, seal(key, b""), db=index.db("umarks"))
+
+    index.write(put)
+    return len(marks)
+
+
+def _swap(path: Path) -> None:
+    """Put ``index.new`` in the place of ``index``; see the module docstring."""
+    old, new, cur = path / "index.old", path / "index.new", path / "index"
+    shutil.rmtree(old, ignore_errors=True)
+    if cur.exists():
+        os.rename(cur, old)
+    os.rename(new, cur)
+    fsync_dir(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
