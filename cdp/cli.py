@@ -54,11 +54,26 @@ Set CDP_DEBUG=1 to see a traceback when cdp reports an internal error."""
 
 
 class CdpArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line, ``cdp: VERB: message``, exit 2."""
+    """ArgumentParser whose errors are one line, ``cdp: VERB: message``, exit 2.
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    ``time_help=True`` (for verbs whose options take a TIME) appends the TIME
+    grammar, :data:`journal.timespec.TIME_HELP`, to the description when the
+    help is shown, not when the verb is registered: registering every verb
+    for ``cdp --help`` must not load the journal package.
+    """
+
+    def __init__(self, *args: object, time_help: bool = False, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._time_help = time_help
+
+    def format_help(self) -> str:
+        if self._time_help:
+            from journal.timespec import TIME_HELP
+
+            self.description = f"{self.description}\n\n{TIME_HELP}" if self.description else TIME_HELP
+            self._time_help = False
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         unknown = re.match(r"argument (?:command|COMMAND): invalid choice: '([^']*)'", message)

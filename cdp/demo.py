@@ -200,8 +200,8 @@ class Demo:
             raise CdpError("a restore differs from the device it should reproduce: this is a bug in cdp")
 
     def show_points(self) -> None:
-        from cdp.timespec import format_ts
         from journal import Journal
+        from journal.units import format_ts
 
         with Journal.open(self.journal, readonly=True) as journal:
             points = journal.points()
@@ -221,7 +221,7 @@ class Demo:
         self.flush_example = flushes[len(flushes) // 2] if flushes else None
 
     def show_commands(self) -> None:
-        from cdp.timespec import format_ts
+        from journal.units import format_ts
 
         j = _quote(self.journal)
         cdp = cdp_command()

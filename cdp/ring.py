@@ -50,9 +50,6 @@ from typing import NamedTuple, Self
 
 import crc32c
 
-from journal.blockcrc import block_crcs as _block_crcs
-from journal.blockcrc import combined as _combined
-
 from cdp.ringabi import (
     CONTROL_SIZE,
     DEVICE_ID_SIZE,
@@ -84,6 +81,8 @@ from cdp.ringabi import (
     rec_len_for,
     unpack_control,
 )
+from journal.blockcrc import block_crcs as _block_crcs
+from journal.blockcrc import combined as _combined
 
 _crc = crc32c.crc32c
 _unpack_hdr = REC_HDR.unpack_from

@@ -12,5 +12,7 @@ Layout, one job per module:
   (restore, verify, mark, go to, block chooser, keys, open error).
 - :mod:`tui.widgets`: status bar, timeline, virtual points list, hex view; they
   render what they are given and read nothing themselves.
-- :mod:`tui.format`: how times, sizes and rates are written.
+
+How times, sizes and rates are written is :mod:`journal.units`, shared with
+the CLI; the TIME grammar is :mod:`journal.timespec`.
 """

@@ -14,12 +14,12 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cdp.timespec import parse_time
 from journal import Journal, Point, RecordType
 from journal.errors import JournalError
+from journal.format import BLOCK
+from journal.timespec import parse_time
+from journal.units import NS
 
-NS = 1_000_000_000
-BLOCK = 4096
 MARK_KINDS = frozenset({"mark", "user-mark"})
 #: Point kinds in the order the timeline prefers to draw them when several
 #: fall in one column: the rarer and more telling kind wins.

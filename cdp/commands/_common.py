@@ -69,7 +69,7 @@ def open_journal(args: argparse.Namespace, *, readonly: bool = True, marks: bool
 
 
 def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_time wants
-    """A ``marks`` callback for :func:`cdp.timespec.parse_time` over the journal's marks.
+    """A ``marks`` callback for :func:`journal.timespec.parse_time` over the journal's marks.
 
     Two marks with one name make ``mark:NAME`` ambiguous: that is an error,
     not a guess at which one was meant.
@@ -78,7 +78,7 @@ def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_
     def lookup(name: str) -> int | None:
         found = [p for p in journal.points(kinds={"mark", "user-mark"}) if p.name == name]
         if len(found) > 1:
-            from cdp.timespec import format_ts
+            from journal.units import format_ts
 
             times = ", ".join(format_ts(p.ts_ns) for p in found[:3])
             raise ValueError(f"{len(found)} marks are named {name!r} ({times}{', ...' if len(found) > 3 else ''}); "
@@ -91,7 +91,7 @@ def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_
 def parse_time_arg(text: str, journal: Journal | None = None, *, option: str = "TIME",
                    now_ns: int | None = None) -> int:
     """A TIME argument as ns, or a one-line usage error naming the option."""
-    from cdp.timespec import parse_time
+    from journal.timespec import parse_time
 
     try:
         return parse_time(text, now_ns=now_ns, marks=mark_lookup(journal) if journal is not None else None)
@@ -106,30 +106,7 @@ def print_json(obj: Any) -> None:
 
 def point_json(point: Point) -> dict[str, Any]:
     """A point as scripts read it: exact ns plus the same moment in ISO 8601."""
-    from cdp.timespec import format_ts
+    from journal.units import format_ts
 
     return {"seq": point.seq, "ts_ns": point.ts_ns, "time": format_ts(point.ts_ns),
             "kind": point.kind, "name": point.name, "whole": point.whole}
-
-
-def human_bytes(n: int | float) -> str:
-    """1536 -> '1.5 KiB': sizes for people (binary units, like the progress bars)."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_seconds(seconds: float) -> str:
-    """0.25 -> '0.25 s', 3700 -> '1 h 1 min': durations for people."""
-    if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} d {hours % 24} h"

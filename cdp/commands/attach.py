@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from cdp.commands._common import add_journal_option, human_bytes, journal_path
+from cdp.commands._common import add_journal_option, journal_path
 from cdp.errors import CdpError, UsageError
 
 ORDER = 30
@@ -83,6 +83,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     try:
         from journal import Journal
         from journal.errors import JournalError
+        from journal.units import format_bytes
         nbytes = attach.device_bytes(path)
         block = attach.info(name).block_size or 512
         try:
@@ -92,7 +93,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except BaseException:
         attach.detach(name)
         raise
-    print(f"cdp: attach: {how}; journal {jpath} holds the baseline ({human_bytes(nbytes)})", file=sys.stderr)
+    print(f"cdp: attach: {how}; journal {jpath} holds the baseline ({format_bytes(nbytes)})", file=sys.stderr)
     run = f"cdp run --journal {jpath} --ring {attach.ring_path(name)} --device {path} --until-detached"
     if not args.run:
         print(f"cdp: attach: now start the drain service: systemctl start cdp@{name}  (or: {run})",

@@ -20,8 +20,6 @@ from cdp.commands._common import (
     KIND_LABEL,
     add_journal_option,
     add_json_option,
-    human_bytes,
-    human_seconds,
     journal_path,
     open_journal,
     parse_time_arg,
@@ -29,7 +27,6 @@ from cdp.commands._common import (
     print_json,
 )
 from cdp.errors import CdpError, UsageError
-from cdp.timespec import TIME_HELP
 
 ORDER = 10
 _BLKSSZGET = 0x1268  # <linux/fs.h>: logical sector size of a block device
@@ -86,6 +83,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cdp.progress import progress_bar
     from journal import Journal, device_size
     from journal.format import MARKER
+    from journal.units import NS, format_bytes, format_duration
 
     path = journal_path(args)
     device = args.device
@@ -123,8 +121,8 @@ def cmd_init(args: argparse.Namespace) -> int:
                     "disk_bytes": stats.disk_bytes, "created_ns": info.created_ns,
                     "seconds": round(elapsed, 3)})
     else:
-        print(f"created journal {path} for {device} ({human_bytes(size)}, {block_size}-byte blocks); "
-              f"baseline copied in {human_seconds(elapsed)}, {human_bytes(stats.disk_bytes)} on disk")
+        print(f"created journal {path} for {device} ({format_bytes(size)}, {block_size}-byte blocks); "
+              f"baseline copied in {format_duration(int(elapsed * NS))}, {format_bytes(stats.disk_bytes)} on disk")
         print(f"next: cdp run --journal {path} --ring RING")
     return 0
 
@@ -181,7 +179,7 @@ def writer_pid(path: Path) -> int | None:
 
 
 def _status_doc(journal: Any, path: Path) -> dict[str, Any]:
-    from cdp.timespec import format_ts
+    from journal.units import NS, format_ts
 
     info = journal.info
     stats = journal.stats()
@@ -204,12 +202,14 @@ def _status_doc(journal: Any, path: Path) -> dict[str, Any]:
     }
     updated = live.get("updated_ns")
     if isinstance(updated, int):
-        doc["service"]["status_age_seconds"] = round((now - updated) / 1e9, 3)
+        doc["service"]["status_age_seconds"] = round((now - updated) / NS, 3)
     return doc
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the journal's counters and the service's last published status."""
+    from journal.units import NS, format_bytes, format_duration
+
     path = journal_path(args)
     with open_journal(args) as journal:
         doc = _status_doc(journal, path)
@@ -219,9 +219,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     dev = doc["device"]
     svc = doc["service"]
     print(f"journal   {path}")
-    print(f"device    {dev['source'] or '(no source)'}: {human_bytes(dev['bytes'])}, {dev['block_size']}-byte blocks")
-    print(f"records   {doc['records']} (last seq {doc['last_seq']}), {human_bytes(doc['data_bytes'])} of data, "
-          f"{human_bytes(doc['disk_bytes'])} on disk in {doc['segments']} segment(s)")
+    print(f"device    {dev['source'] or '(no source)'}: {format_bytes(dev['bytes'])}, {dev['block_size']}-byte blocks")
+    print(f"records   {doc['records']} (last seq {doc['last_seq']}), {format_bytes(doc['data_bytes'])} of data, "
+          f"{format_bytes(doc['disk_bytes'])} on disk in {doc['segments']} segment(s)")
     print(f"span      {doc['first']['time']} .. {doc['last']['time']}")
     if svc["running"]:
         state = f"running (pid {svc['pid']})"
@@ -231,7 +231,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "not running"
     age = svc.get("status_age_seconds")
     if age is not None:
-        state += f"; last report {human_seconds(age)} ago"
+        state += f"; last report {format_duration(int(age * NS))} ago"
     print(f"service   {state}")
     for label, line in _service_lines(svc, live=bool(svc["running"])):
         print(f"{label:<9} {line}")
@@ -244,27 +244,29 @@ def _service_lines(svc: dict[str, Any], *, live: bool) -> list[tuple[str, str]]:
     Lag, rates and ring fill mean something only while the service runs; the
     rest (drops, pending resync, damage) stays true of the journal after it.
     """
+    from journal.units import NS, format_bytes, format_duration
+
     out: list[tuple[str, str]] = []
     if not live:
         if isinstance(svc.get("records"), int):
-            out.append(("last run", f"{svc['records']} records ({human_bytes(int(svc.get('bytes', 0)))}) "
+            out.append(("last run", f"{svc['records']} records ({format_bytes(int(svc.get('bytes', 0)))}) "
                                     f"from {svc.get('ring') or 'the ring'}"))
     elif "lag_bytes" in svc or "lag_seconds" in svc:
-        out.append(("lag", f"{human_bytes(int(svc.get('lag_bytes', 0)))} and "
-                           f"{human_seconds(float(svc.get('lag_seconds', 0.0)))} behind the device"))
+        out.append(("lag", f"{format_bytes(int(svc.get('lag_bytes', 0)))} and "
+                           f"{format_duration(int(float(svc.get('lag_seconds', 0.0)) * NS))} behind the device"))
     if live and ("rate_records" in svc or "rate_bytes" in svc):
         out.append(("rates", f"{float(svc.get('rate_records', 0)):.0f} records/s, "
-                             f"{human_bytes(int(svc.get('rate_bytes', 0)))}/s"))
+                             f"{format_bytes(int(svc.get('rate_bytes', 0)))}/s"))
     if live and "ring_fill" in svc:
         size = svc.get("ring_size")
-        extra = f" of {human_bytes(size)}" if isinstance(size, int) else ""
+        extra = f" of {format_bytes(size)}" if isinstance(size, int) else ""
         ring = f"{svc.get('ring', '')}: " if svc.get("ring") else ""
         out.append(("ring", f"{ring}{float(svc['ring_fill']) * 100:.1f}% full{extra}"))
     if svc.get("overflow") or svc.get("dropped"):
         out.append(("dropped", f"{svc.get('dropped', 0)} writes dropped since attach"
                                + ("; dropping now (ring full)" if svc.get("overflow") else "")))
     if svc.get("resync_pending_bytes"):
-        out.append(("resync", f"{human_bytes(int(svc['resync_pending_bytes']))} still to copy from the device"))
+        out.append(("resync", f"{format_bytes(int(svc['resync_pending_bytes']))} still to copy from the device"))
     if svc.get("corrupt"):
         out.append(("damaged", f"{svc['corrupt']} ring records failed their checks (see the service's log)"))
     if live and svc.get("detached"):
@@ -282,7 +284,8 @@ def _register_points(subparsers: argparse._SubParsersAction) -> None:
                     "(named points from the device or 'cdp mark'), overflow windows and their\n"
                     "resyncs. A point marked 'partial' lies where writes were dropped; restoring\n"
                     "it needs --allow-partial. Times are exact to the nanosecond, so any of them\n"
-                    "can be pasted into 'cdp restore --at'.\n\n" + TIME_HELP,
+                    "can be pasted into 'cdp restore --at'.",
+        time_help=True,
         epilog="examples:\n"
                "  cdp points --since -1h\n"
                "  cdp points --marks\n"
@@ -301,7 +304,7 @@ def _register_points(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_points(args: argparse.Namespace) -> int:
     """Print the points in the asked-for window."""
-    from cdp.timespec import format_ts
+    from journal.units import format_ts
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -343,8 +346,8 @@ def _register_mark(subparsers: argparse._SubParsersAction) -> None:
                     "is draining. A mark names a moment: restoring it gives every write made up\n"
                     "to then, including writes the service had not journaled yet when the mark\n"
                     "was made. (A mark sent through the device, as the kernel filter or the\n"
-                    "simulator does, is instead ordered exactly among the writes.)\n\n"
-                    + TIME_HELP,
+                    "simulator does, is instead ordered exactly among the writes.)",
+        time_help=True,
         epilog="examples:\n"
                "  cdp mark before-upgrade\n"
                "  cdp mark nightly-check --at 2026-03-01T02:00:00Z\n"
@@ -365,7 +368,7 @@ def _register_mark(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_mark(args: argparse.Namespace) -> int:
     """Add a user mark by time, or a MARK record through the filter's ring device."""
-    from cdp.timespec import format_ts
+    from journal.units import format_ts
 
     if args.freeze is not None and args.at is not None:
         raise UsageError("--freeze marks the present moment; it cannot be used with --at")
@@ -395,7 +398,7 @@ def _maybe_frozen(mountpoint: str | None) -> contextlib.AbstractContextManager[N
 def _mark_through_ring(args: argparse.Namespace) -> int:
     """MARK via the kernel's ioctl: the filter stamps it between two writes."""
     from cdp import attach
-    from cdp.timespec import format_ts
+    from journal.units import format_ts
 
     if args.at is not None:
         raise UsageError("--at cannot be used with --ring: the filter stamps the mark itself")
@@ -436,6 +439,7 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify the journal; exit 1 when anything is wrong."""
     from cdp.progress import progress_bar
+    from journal.units import NS, format_bytes, format_duration
 
     started = time.monotonic()
     with open_journal(args) as journal, progress_bar("verify") as progress:
@@ -447,7 +451,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     "problems": [{"segment": p.segment, "offset": p.offset, "seq": p.seq,
                                   "message": p.message} for p in report.problems]})
     elif report.ok:
-        print(f"ok: {report.records} records, {human_bytes(report.bytes)} checked in {human_seconds(elapsed)}")
+        print(f"ok: {report.records} records, {format_bytes(report.bytes)} checked in {format_duration(int(elapsed * NS))}")
     else:
         for problem in report.problems:
             print(str(problem))

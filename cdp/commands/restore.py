@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any
 from cdp.commands._common import (
     add_journal_option,
     add_json_option,
-    human_bytes,
-    human_seconds,
     open_journal,
     parse_time_arg,
     print_json,
 )
 from cdp.errors import CdpError, UsageError
-from cdp.timespec import TIME_HELP
 
 if TYPE_CHECKING:
     from journal import Journal
@@ -45,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "zero blocks stay holes) or, with --force, an existing file or a block\n"
                     "device. The point TIME resolved to (its seq, time and kind) is printed.\n"
                     "A TIME inside an overflow window (writes were dropped) is refused unless\n"
-                    "--allow-partial is given.\n\n" + TIME_HELP,
+                    "--allow-partial is given.",
+        time_help=True,
         epilog="examples:\n"
                "  cdp restore --at -5m --to /tmp/5-minutes-ago.img\n"
                "  cdp restore --at mark:before-upgrade --to /tmp/before.img\n"
@@ -67,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Check the target, restore, and say which point was restored."""
     from cdp.progress import progress_bar
-    from cdp.timespec import format_ts
+    from journal.units import NS, format_bytes, format_duration, format_ts
 
     target = Path(args.to)
     if args.seq is not None and args.seq < 0:
@@ -101,7 +99,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             asked = f"mark {mark!r} ({format_ts(at_ns)})" if mark else format_ts(at_ns)
             line += f" is the last record at or before {asked}"
         print(line + (" [whole]" if result.whole else " [partial: writes were dropped then]"))
-        print(f"restored it to {target}: {human_bytes(result.bytes_written)} in {human_seconds(elapsed)}")
+        print(f"restored it to {target}: {format_bytes(result.bytes_written)} in {format_duration(int(elapsed * NS))}")
     if not result.whole:
         print("cdp: restore: warning: writes were dropped around that time; the result is not exact",
               file=sys.stderr)
@@ -127,8 +125,8 @@ def describe_point(journal: Journal, seq: int) -> dict[str, Any]:
     The kind is the point's (flush, mark, ...) when the record is one, and
     the record type's (write, discard, ...) otherwise.
     """
-    from cdp.timespec import format_ts
     from journal import RecordType
+    from journal.units import format_ts
 
     if seq == 0:
         ts, kind, name = journal.info.created_ns, "baseline", ""

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from cdp.commands._common import add_journal_option, existing_journal_path, human_bytes, human_seconds
+from cdp.commands._common import add_journal_option, existing_journal_path
 
 ORDER = 20
 
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Drain until stopped; SIGTERM/SIGINT set the stop event, a second one aborts."""
     from cdp import service
+    from journal.units import NS, format_bytes, format_duration
 
     path = existing_journal_path(args)
     stop = threading.Event()
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     why = f"stopped by {signal.Signals(signals[0]).name}" if signals else "ring detached and drained"
     problems = f"; {len(result.problems)} problem(s) reported above" if result.problems else ""
-    print(f"cdp: run: {why} after {human_seconds(elapsed)}: {result.records} records "
-          f"({human_bytes(result.bytes)}) in {result.batches} batches, journal at seq "
+    print(f"cdp: run: {why} after {format_duration(int(elapsed * NS))}: {result.records} records "
+          f"({format_bytes(result.bytes)}) in {result.batches} batches, journal at seq "
           f"{result.last_journal_seq}{problems}", file=sys.stderr)
     return 0

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
+from journal.units import NS
 
 #: The console script of the installed package, next to this interpreter.
 CDP = Path(sys.executable).parent / "cdp"
-NS = 1_000_000_000
 
 
 @dataclass

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cdp.timespec import NS, format_ts, parse_time
+from journal.timespec import parse_time
+from journal.units import NS, format_ts
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/St_Johns"]
 # 1970 .. 2200: everything a journal can hold, well inside time_t and datetime.

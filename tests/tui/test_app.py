@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
+from journal.units import format_ts_ms
 from tests.tui.helpers import NOW_NS, make_app, screen_text, settle, until
 from tests.tui.journals import BASE_NS, MS, build, build_many_entries
-from tui.format import fmt_ts
 from tui.model import point_key
 from tui.screens.detail import DetailScreen
 from tui.screens.error import ErrorScreen
@@ -625,4 +625,4 @@ async def test_q_quits(journal_dir: Path) -> None:
 
 
 def test_fmt_ts_is_what_the_list_shows() -> None:
-    assert fmt_ts(BASE_NS + 1_234_567_890) == "2026-03-01 12:00:01.234"
+    assert format_ts_ms(BASE_NS + 1_234_567_890) == "2026-03-01 12:00:01.234"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, RecordType
+from journal.units import format_bytes, format_duration, format_ts
 from tests.tui.journals import BASE_NS, MS
 from tui import model
-from tui.format import fmt_bytes, fmt_duration, fmt_ts_full
 from tui.model import point_key
 from tui.screens.block import parse_block
 from tui.widgets.hexview import first_change_line, hex_rows
@@ -145,6 +145,6 @@ def test_parse_block() -> None:
 
 
 def test_formats() -> None:
-    assert fmt_bytes(512) == "512 B" and fmt_bytes(1536) == "1.5 KiB" and fmt_bytes(3 << 30) == "3.0 GiB"
-    assert fmt_duration(350 * MS) == "350 ms" and fmt_duration(200 * 10**9) == "3 m 20 s"
-    assert fmt_ts_full(BASE_NS + 5) == "2026-03-01T12:00:00.000000005+00:00"
+    assert format_bytes(512) == "512 B" and format_bytes(1536) == "1.5 KiB" and format_bytes(3 << 30) == "3.0 GiB"
+    assert format_duration(350 * MS) == "350 ms" and format_duration(200 * 10**9) == "3 m 20 s"
+    assert format_ts(BASE_NS + 5) == "2026-03-01T12:00:00.000000005+00:00"

@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from tui.model import BLOCK
+from journal.format import BLOCK
 
 
 def parse_block(text: str, device_bytes: int) -> int:

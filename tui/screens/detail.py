@@ -14,9 +14,10 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from journal import Journal, Point
+from journal.format import BLOCK
+from journal.units import format_bytes, format_count, format_duration, format_ts, format_ts_ms
 from tui import model
-from tui.format import fmt_bytes, fmt_count, fmt_duration, fmt_ts, fmt_ts_full
-from tui.model import BLOCK, PointDetail
+from tui.model import PointDetail
 from tui.screens.block import BlockScreen
 from tui.screens.help import HelpScreen
 from tui.screens.restore import RestoreScreen
@@ -84,7 +85,7 @@ class DetailScreen(Screen):
         text.append(f"{p.kind}", style="bold")
         if p.name:
             text.append(f" {p.name!r}", style="bold yellow")
-        text.append(f"  seq {p.seq}  {fmt_ts_full(p.ts_ns)}")
+        text.append(f"  seq {p.seq}  {format_ts(p.ts_ns)}")
         if not p.whole:
             text.append("  NOT WHOLE (inside an overflow window)", style="bold red")
         return text
@@ -139,15 +140,15 @@ class DetailScreen(Screen):
         else:
             prev = d.previous
             text.append(f"since the previous point ({prev.kind}{' ' + repr(prev.name) if prev.name else ''}, "
-                        f"seq {prev.seq}, {fmt_ts(prev.ts_ns)}, {fmt_duration(max(0, self.point.ts_ns - prev.ts_ns))} earlier):\n")
-            text.append(f"  {fmt_count(d.writes)} writes, {fmt_bytes(d.write_bytes)} written")
+                        f"seq {prev.seq}, {format_ts_ms(prev.ts_ns)}, {format_duration(max(0, self.point.ts_ns - prev.ts_ns))} earlier):\n")
+            text.append(f"  {format_count(d.writes)} writes, {format_bytes(d.write_bytes)} written")
             if d.zeroed_bytes:
-                text.append(f", {fmt_bytes(d.zeroed_bytes)} discarded or zeroed")
-            text.append(f"; {fmt_count(d.records)} records in all\n")
-            text.append(f"  {fmt_count(len(d.touched))} blocks of 4 KiB written, ")
-            text.append(f"{fmt_count(len(d.changed))} changed", style="bold")
+                text.append(f", {format_bytes(d.zeroed_bytes)} discarded or zeroed")
+            text.append(f"; {format_count(d.records)} records in all\n")
+            text.append(f"  {format_count(len(d.touched))} blocks of 4 KiB written, ")
+            text.append(f"{format_count(len(d.changed))} changed", style="bold")
             if d.compared < len(d.touched):
-                text.append(f" among the first {fmt_count(d.compared)} compared")
+                text.append(f" among the first {format_count(d.compared)} compared")
         self.query_one("#detail-summary", Static).update(text)
         self.block_index = 0
         self._show_block(message.first)

@@ -13,8 +13,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from cdp.timespec import TIME_HELP
 from journal import Journal
+from journal.timespec import TIME_HELP
 from tui import model
 from tui.workers import journal_worker
 

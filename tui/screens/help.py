@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from cdp.timespec import TIME_HELP
+from journal.timespec import TIME_HELP
 
 
 def _keys_table(bindings: list[BindingType]) -> Table:

@@ -14,8 +14,8 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from journal import Journal, Point
+from journal.units import format_ts_ms
 from tui import model
-from tui.format import fmt_ts
 from tui.model import MARK_KINDS, PointsPage, StatusSnapshot, TimelineData
 from tui.screens.detail import DetailScreen
 from tui.screens.goto import GotoScreen
@@ -341,7 +341,7 @@ class MainScreen(Screen):
     def action_mark(self) -> None:
         def added(point: Point | None) -> None:
             if point is not None:
-                self.app.notify(f"mark {point.name!r} at {fmt_ts(point.ts_ns)} (seq {point.seq})", title="marked")
+                self.app.notify(f"mark {point.name!r} at {format_ts_ms(point.ts_ns)} (seq {point.seq})", title="marked")
                 self.reload_points(select_ns=point.ts_ns)
                 self.reload_timeline()
 
@@ -362,7 +362,7 @@ class MainScreen(Screen):
         if row is not None:
             table.move_cursor(row)
         elif table.done or not table.points:
-            self.app.notify(f"no point at or before {fmt_ts(ts_ns)}", severity="warning")
+            self.app.notify(f"no point at or before {format_ts_ms(ts_ns)}", severity="warning")
         else:
             table.loading = True
             self.load_points(self.generation, self.kinds, table.points[-1], ts_ns)

@@ -22,8 +22,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from journal import Cancelled, Journal, Point, RestoreResult
+from journal.units import format_bytes, format_ts, format_ts_ms
 from tui import model
-from tui.format import fmt_bytes, fmt_ts, fmt_ts_full
 from tui.workers import journal_worker
 
 #: post progress at most this often: a restore reports per chunk, the screen needs far less
@@ -67,7 +67,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
     def compose(self) -> ComposeResult:
         p = self.point
         with Vertical(id="dialog"):
-            yield Label(f"Restore the device as of {fmt_ts(p.ts_ns)} (seq {p.seq}, {p.kind}"
+            yield Label(f"Restore the device as of {format_ts_ms(p.ts_ns)} (seq {p.seq}, {p.kind}"
                         f"{' ' + repr(p.name) if p.name else ''})", id="restore-title")
             if not p.whole:
                 yield Label("This point is inside an overflow window: the device is NOT whole there.",
@@ -178,8 +178,8 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
         self.query_one(ProgressBar).update(progress=self.journal.info.device_bytes)
         text = Text()
         text.append("restored ", style="bold green")
-        text.append(f"seq {r.seq} at {fmt_ts_full(r.ts_ns)}\n")
-        text.append(f"to {r.target}: {fmt_bytes(r.bytes_written)}")
+        text.append(f"seq {r.seq} at {format_ts(r.ts_ns)}\n")
+        text.append(f"to {r.target}: {format_bytes(r.bytes_written)}")
         if not r.whole:
             text.append("\nthe device was not whole at that point: some ranges are stale", style="bold red")
         self._say(text)

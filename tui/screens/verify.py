@@ -15,8 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, ProgressBar, Static
 
 from journal import Journal, VerifyReport
+from journal.units import format_bytes, format_count
 from tui import model
-from tui.format import fmt_bytes, fmt_count
 from tui.workers import journal_worker
 
 #: problems listed in the dialog; the CLI's `cdp verify` lists them all
@@ -87,7 +87,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
         bar = self.query_one(ProgressBar)
         bar.update(total=max(1, bar.total or 1), progress=max(1, bar.total or 1))
         text = Text()
-        summary = f"{fmt_count(r.records)} records, {fmt_bytes(r.bytes)} checked: "
+        summary = f"{format_count(r.records)} records, {format_bytes(r.bytes)} checked: "
         if r.ok:
             text.append(summary)
             text.append("the journal is intact", style="bold green")

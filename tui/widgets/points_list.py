@@ -19,7 +19,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from journal import Point
-from tui.format import fmt_ts
+from journal.units import format_ts_ms
 
 #: Ask for the next page when the cursor is this close to the last loaded row.
 PREFETCH_ROWS = 60
@@ -208,7 +208,7 @@ class PointsList(ScrollView, can_focus=True):
         if segments is None:
             p = self.points[row]
             segments = [
-                Segment(f" {fmt_ts(p.ts_ns)}  "),
+                Segment(f" {format_ts_ms(p.ts_ns)}  "),
                 Segment(f"{p.kind:<9}", KIND_STYLE.get(p.kind, Style())),
                 Segment(f"  {p.seq:>10}  "),
                 _WHOLE[0] if p.whole else _WHOLE[1],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.format import fmt_bytes, fmt_count, fmt_duration, fmt_rate, fmt_ts
+from journal.units import format_bytes, format_count, format_duration, format_rate, format_ts_ms
 from tui.model import StatusSnapshot
 
 
@@ -21,19 +21,19 @@ class StatusBar(Static):
         sep = ("  │  ", "dim")
         journal = Text(no_wrap=True, overflow="ellipsis")
         journal.append(snap.device, style="bold")
-        for part in (f"journal {fmt_bytes(snap.disk_bytes)}", f"{fmt_count(snap.records)} records",
-                     f"{fmt_bytes(snap.data_bytes)} data"):
+        for part in (f"journal {format_bytes(snap.disk_bytes)}", f"{format_count(snap.records)} records",
+                     f"{format_bytes(snap.data_bytes)} data"):
             journal.append(*sep)
             journal.append(part)
         journal.append(*sep)
-        journal.append(fmt_ts(now_ns)[11:19], style="dim")
+        journal.append(format_ts_ms(now_ns)[11:19], style="dim")
         lines = [journal]
         if snap.running:
             service = Text("service  ", style="dim", no_wrap=True, overflow="ellipsis")
-            service.append("lag " + (fmt_duration(snap.lag_ns) if snap.lag_ns is not None else "?")
-                           + (f" / {fmt_bytes(snap.lag_bytes)}" if snap.lag_bytes is not None else ""), style="")
+            service.append("lag " + (format_duration(snap.lag_ns) if snap.lag_ns is not None else "?")
+                           + (f" / {format_bytes(snap.lag_bytes)}" if snap.lag_bytes is not None else ""), style="")
             service.append(*sep)
-            service.append(fmt_rate(snap.rate_bps) if snap.rate_bps is not None else "rate ?", style="")
+            service.append(format_rate(snap.rate_bps) if snap.rate_bps is not None else "rate ?", style="")
             service.append(*sep)
             service.append(f"ring {snap.ring_fill * 100:.0f}% full" if snap.ring_fill is not None else "ring ?",
                            style="")

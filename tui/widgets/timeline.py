@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.format import fmt_bytes, fmt_clock, fmt_duration
+from journal.units import format_bytes, format_clock, format_duration
 from tui.model import TimelineData
 
 BARS = " ▁▂▃▄▅▆▇█"
@@ -111,7 +111,7 @@ class Timeline(Widget):
         lines.append(self._axis(data, width))
         per = data.span_ns // max(1, len(buckets))
         legend = Text(no_wrap=True, overflow="ellipsis", style="dim")
-        legend.append(f"{fmt_duration(per)} per column, peak {fmt_bytes(top)}   ")
+        legend.append(f"{format_duration(per)} per column, peak {format_bytes(top)}   ")
         legend.append("▲", style="yellow")
         legend.append(" mark  ")
         legend.append("╵")
@@ -125,9 +125,9 @@ class Timeline(Widget):
 
     def _axis(self, data: TimelineData, width: int) -> Text:
         """Labels at the left, middle and right edges of the window."""
-        left = fmt_clock(data.start_ns, data.span_ns)
-        right = fmt_clock(data.end_ns, data.span_ns)
-        mid = fmt_clock(data.start_ns + data.span_ns // 2, data.span_ns)
+        left = format_clock(data.start_ns, data.span_ns)
+        right = format_clock(data.end_ns, data.span_ns)
+        mid = format_clock(data.start_ns + data.span_ns // 2, data.span_ns)
         axis = [" "] * width
         for pos, label in ((0, left), (width // 2 - len(mid) // 2, mid), (width - len(right), right)):
             for i, ch in enumerate(label):

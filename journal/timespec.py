@@ -18,7 +18,10 @@ never a guess; so is anything not in the grammar. Every error is a
 :class:`ValueError` whose message is one line.
 
 Arithmetic is on integers all the way: a float cannot hold a nanosecond
-timestamp of today exactly (2**53 ns is only about 104 days).
+timestamp of today exactly (2**53 ns is only about 104 days). The way back,
+a timestamp written so that it parses to the same nanosecond, is
+:func:`journal.units.format_ts`. Both user interfaces (the CLI and the TUI)
+parse TIMEs here, so they accept exactly the same ones.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-NS = 1_000_000_000
+from journal.units import NS
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SECOND = timedelta(seconds=1)
 
@@ -187,24 +191,3 @@ def _roundtrip(aware: datetime, naive: datetime) -> bool:
 def _iso_seconds(aware: datetime) -> str:
     secs = (aware - _EPOCH) // _SECOND
     return datetime.fromtimestamp(secs, timezone.utc).astimezone().isoformat()
-
-
-def format_ts(ts_ns: int) -> str:
-    """ISO 8601 in the local zone with all nine fractional digits and the offset.
-
-    The offset makes the text unambiguous, so ``parse_time(format_ts(t)) == t``
-    always holds, in any zone and across DST changes.
-    """
-    secs, ns = divmod(ts_ns, NS)
-    local = datetime.fromtimestamp(secs, timezone.utc).astimezone()
-    return f"{local.strftime('%Y-%m-%dT%H:%M:%S')}.{ns:09d}{_fmt_offset(local)}"
-
-
-def _fmt_offset(aware: datetime) -> str:
-    off = aware.utcoffset() or timedelta(0)
-    total = off // _SECOND
-    sign = "-" if total < 0 else "+"
-    total = abs(total)
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
