@@ -170,11 +170,12 @@ class Demo:
 
     def check_restores(self) -> None:
         from journal import Journal
+        from journal.records import PointKind
 
         final = _sha256_file(self.image)
         scratch = self.dir / "restore-check.img"
         with Journal.open(self.journal, readonly=True) as journal:
-            marks = {p.name: p for p in journal.points(kinds={"mark"})}
+            marks = {p.name: p for p in journal.points(kinds={PointKind.MARK})}
             targets = [(c, marks.get(c.name)) for c in self.checks]
             for check, point in targets:
                 if point is None:
@@ -201,18 +202,19 @@ class Demo:
 
     def show_points(self) -> None:
         from journal import Journal
+        from journal.records import PointKind
         from journal.units import format_ts
 
         with Journal.open(self.journal, readonly=True) as journal:
             points = journal.points()
             stats = journal.stats()
         kinds = Counter(p.kind for p in points)
-        summary = ", ".join(f"{n} {k}{'es' if k == 'flush' and n != 1 else '' if n == 1 else 's'}"
+        summary = ", ".join(f"{n} {k}{'es' if k == PointKind.FLUSH and n != 1 else '' if n == 1 else 's'}"
                             for k, n in sorted(kinds.items()))
         self.say(f"6. the journal holds {stats.records} records ({stats.data_bytes / (1 << 20):.0f} MiB of writes) "
                  f"and {len(points)} rewind points: {summary}")
-        shown = [p for p in points if p.kind in ("baseline", "mark")]
-        flushes = [p for p in points if p.kind == "flush"]
+        shown = [p for p in points if p.kind in (PointKind.BASELINE, PointKind.MARK)]
+        flushes = [p for p in points if p.kind == PointKind.FLUSH]
         if flushes:
             shown.append(flushes[len(flushes) // 2])
         shown.sort(key=lambda p: (p.ts_ns, p.seq))

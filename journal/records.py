@@ -10,7 +10,7 @@ journal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class RecordType(IntEnum):
@@ -78,12 +78,37 @@ class Record:
     block_crcs: list[int] | None = None
 
 
+class PointKind(StrEnum):
+    """Why a moment is a rewind point.
+
+    The values are what the index's ``points`` table stores and what
+    ``--json`` prints; a ``PointKind`` compares equal to its string.
+    """
+
+    #: The journal's creation: the baseline copy (seq 0).
+    BASELINE = "baseline"
+    #: A completed cache flush: a crash-consistent point.
+    FLUSH = "flush"
+    #: A MARK record from the ring, ordered exactly among the writes.
+    MARK = "mark"
+    #: A mark made by time (``cdp mark``, the TUI), in the ``umarks`` table.
+    USER_MARK = "user-mark"
+    #: Writes were dropped here: an overflow window opens.
+    OVERFLOW = "overflow"
+    #: The resync copy that closed an overflow window.
+    RESYNC = "resync"
+
+
+#: Both kinds of named point: what ``mark:NAME`` and "marks only" look at.
+MARK_KINDS = frozenset({PointKind.MARK, PointKind.USER_MARK})
+
+
 @dataclass(frozen=True, slots=True)
 class Point:
     """A rewind point: a moment the device can be restored to.
 
-    ``kind`` is one of ``baseline``, ``flush``, ``mark``, ``user-mark``,
-    ``overflow``, ``resync``. ``whole`` is False when the point lies inside
+    ``kind`` is a :class:`PointKind` value (``baseline``, ``flush``, ``mark``,
+    ``user-mark``, ``overflow``, ``resync``). ``whole`` is False when the point lies inside
     an overflow window that no resync has closed yet: restoring it would not
     give the device as it was.
     """

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from journal import Journal, Point, RecordType
 from journal.errors import JournalError
 from journal.format import BLOCK
+from journal.records import MARK_KINDS, PointKind
 from journal.timespec import parse_time
 from journal.units import NS
 
-MARK_KINDS = frozenset({"mark", "user-mark"})
 #: Point kinds in the order the timeline prefers to draw them when several
 #: fall in one column: the rarer and more telling kind wins.
-KIND_RANK = {"overflow": 5, "resync": 4, "user-mark": 3, "mark": 3, "baseline": 2, "flush": 1}
+KIND_RANK = {PointKind.OVERFLOW: 5, PointKind.RESYNC: 4, PointKind.USER_MARK: 3, PointKind.MARK: 3,
+             PointKind.BASELINE: 2, PointKind.FLUSH: 1}
 #: Zoomed in below this many records the timeline counts records itself,
 #: finer than the journal's per-second activity table.
 FINE_RECORDS = 5_000

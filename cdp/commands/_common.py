@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,15 +21,29 @@ if TYPE_CHECKING:
 
 JOURNAL_ENV = "CDP_JOURNAL"
 
-#: What the points table calls each kind of point, for people.
-KIND_LABEL = {
-    "baseline": "baseline",
-    "flush": "flush",
-    "mark": "mark",
-    "user-mark": "mark (user)",
-    "overflow": "overflow",
-    "resync": "resync",
-}
+
+
+class PointKindChoices:
+    """The ``choices`` of ``--kind``: :class:`journal.records.PointKind`'s values, read when used.
+
+    argparse asks for them only to check a given value and to write the help
+    (``%(choices)s``), so registering the verb does not load the journal.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        from journal.records import PointKind
+
+        return iter([kind.value for kind in PointKind])
+
+    def __contains__(self, value: object) -> bool:
+        return value in list(self)
+
+
+def kind_label(kind: str) -> str:
+    """What the points table calls a kind of point, for people."""
+    from journal.records import PointKind
+
+    return "mark (user)" if kind == PointKind.USER_MARK else str(kind)
 
 
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +90,10 @@ def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_
     not a guess at which one was meant.
     """
 
+    from journal.records import MARK_KINDS
+
     def lookup(name: str) -> int | None:
-        found = [p for p in journal.points(kinds={"mark", "user-mark"}) if p.name == name]
+        found = [p for p in journal.points(kinds=MARK_KINDS) if p.name == name]
         if len(found) > 1:
             from journal.units import format_ts
 

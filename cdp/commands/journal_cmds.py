@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from cdp.commands._common import (
-    KIND_LABEL,
+    PointKindChoices,
     add_journal_option,
     add_json_option,
     journal_path,
+    kind_label,
     open_journal,
     parse_time_arg,
     point_json,
@@ -30,7 +31,6 @@ from cdp.errors import CdpError, UsageError
 
 ORDER = 10
 _BLKSSZGET = 0x1268  # <linux/fs.h>: logical sector size of a block device
-_KINDS = ("baseline", "flush", "mark", "user-mark", "overflow", "resync")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -294,8 +294,8 @@ def _register_points(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--since", metavar="TIME", help="only points at or after TIME")
     p.add_argument("--until", metavar="TIME", help="only points at or before TIME")
     p.add_argument("--marks", action="store_true", help="only marks (from the device and from 'cdp mark')")
-    p.add_argument("--kind", action="append", choices=_KINDS, metavar="KIND",
-                   help=f"only points of this kind (repeatable): {', '.join(_KINDS)}")
+    p.add_argument("--kind", action="append", choices=PointKindChoices(), metavar="KIND",
+                   help="only points of this kind (repeatable): %(choices)s")
     p.add_argument("--limit", type=int, metavar="N", help="at most N points")
     p.add_argument("--newest-first", action="store_true", help="newest point first")
     add_json_option(p)
@@ -304,13 +304,14 @@ def _register_points(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_points(args: argparse.Namespace) -> int:
     """Print the points in the asked-for window."""
+    from journal.records import MARK_KINDS
     from journal.units import format_ts
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     kinds: set[str] | None = set(args.kind) if args.kind else None
     if args.marks:
-        kinds = (kinds or {"mark", "user-mark"}) & {"mark", "user-mark"}
+        kinds = (kinds or set(MARK_KINDS)) & MARK_KINDS
         if not kinds:
             raise UsageError("--marks and --kind select nothing together")
     with open_journal(args) as journal:
@@ -331,7 +332,7 @@ def cmd_points(args: argparse.Namespace) -> int:
     out = [f"{'SEQ':>{width}}  {'TIME':<35}  {'KIND':<12}  NAME"]
     for p in points:
         name = p.name + ("" if p.whole else ("  " if p.name else "") + "(partial)")
-        out.append(f"{p.seq:>{width}}  {format_ts(p.ts_ns):<35}  {KIND_LABEL.get(p.kind, p.kind):<12}  {name}".rstrip())
+        out.append(f"{p.seq:>{width}}  {format_ts(p.ts_ns):<35}  {kind_label(p.kind):<12}  {name}".rstrip())
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

@@ -126,10 +126,11 @@ def describe_point(journal: Journal, seq: int) -> dict[str, Any]:
     the record type's (write, discard, ...) otherwise.
     """
     from journal import RecordType
+    from journal.records import PointKind
     from journal.units import format_ts
 
     if seq == 0:
-        ts, kind, name = journal.info.created_ns, "baseline", ""
+        ts, kind, name = journal.info.created_ns, PointKind.BASELINE.value, ""
     else:
         info = next(iter(journal.records(seq, seq)), None)
         if info is None:
@@ -140,8 +141,8 @@ def describe_point(journal: Journal, seq: int) -> dict[str, Any]:
         except ValueError:
             kind, name = f"type-{info.type}", ""
         for p in journal.points(start_ns=ts, end_ns=ts):
-            if p.seq == seq and p.kind != "user-mark":
-                kind, name = p.kind, p.name
+            if p.seq == seq and p.kind != PointKind.USER_MARK:
+                kind, name = str(p.kind), p.name
     return {"seq": seq, "ts_ns": ts, "time": format_ts(ts), "kind": kind, "name": name}
 
 

@@ -14,9 +14,10 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from journal import Journal, Point
+from journal.records import MARK_KINDS
 from journal.units import format_ts_ms
 from tui import model
-from tui.model import MARK_KINDS, PointsPage, StatusSnapshot, TimelineData
+from tui.model import PointsPage, StatusSnapshot, TimelineData
 from tui.screens.detail import DetailScreen
 from tui.screens.goto import GotoScreen
 from tui.screens.help import HelpScreen

@@ -19,17 +19,18 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from journal import Point
+from journal.records import PointKind
 from journal.units import format_ts_ms
 
 #: Ask for the next page when the cursor is this close to the last loaded row.
 PREFETCH_ROWS = 60
 KIND_STYLE = {
-    "flush": Style(),
-    "mark": Style(bold=True, color="yellow"),
-    "user-mark": Style(bold=True, color="yellow"),
-    "overflow": Style(bold=True, color="red"),
-    "resync": Style(bold=True, color="green"),
-    "baseline": Style(bold=True, color="cyan"),
+    PointKind.FLUSH: Style(),
+    PointKind.MARK: Style(bold=True, color="yellow"),
+    PointKind.USER_MARK: Style(bold=True, color="yellow"),
+    PointKind.OVERFLOW: Style(bold=True, color="red"),
+    PointKind.RESYNC: Style(bold=True, color="green"),
+    PointKind.BASELINE: Style(bold=True, color="cyan"),
 }
 _WHOLE = (Segment("yes  ", Style(color="green")), Segment("NO   ", Style(bold=True, color="red")))
 HEADER = f" {'time':<23}  {'kind':<9}  {'seq':>10}  whole  name"

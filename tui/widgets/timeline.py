@@ -13,18 +13,19 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from journal.records import MARK_KINDS, PointKind
 from journal.units import format_bytes, format_clock, format_duration
 from tui.model import TimelineData
 
 BARS = " ▁▂▃▄▅▆▇█"
 CHART_ROWS = 4
 SYMBOL = {
-    "flush": ("╵", "dim"),
-    "mark": ("▲", "bold yellow"),
-    "user-mark": ("▲", "bold yellow"),
-    "overflow": ("!", "bold red"),
-    "resync": ("R", "bold green"),
-    "baseline": ("B", "bold cyan"),
+    PointKind.FLUSH: ("╵", "dim"),
+    PointKind.MARK: ("▲", "bold yellow"),
+    PointKind.USER_MARK: ("▲", "bold yellow"),
+    PointKind.OVERFLOW: ("!", "bold red"),
+    PointKind.RESYNC: ("R", "bold green"),
+    PointKind.BASELINE: ("B", "bold cyan"),
 }
 
 
@@ -105,7 +106,7 @@ class Timeline(Widget):
             kind = data.marks.get(col)
             char, style = SYMBOL.get(kind, (" ", "")) if kind else (" ", "")
             if col == sel:
-                char, style = ("▲" if kind in ("mark", "user-mark") else "█"), "bold reverse"
+                char, style = ("▲" if kind in MARK_KINDS else "█"), "bold reverse"
             marks.append(char, style=style)
         lines.append(marks)
         lines.append(self._axis(data, width))
