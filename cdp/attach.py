@@ -12,7 +12,9 @@ Two forms, both undone by :func:`detach`:
   and removes ``NAME-real``.
 
 Also the two ioctls of the ring device ``/dev/cdp/NAME`` (see
-kernel/cdp_ring_abi.h): MARK, ordered exactly among the writes, and INFO.
+kernel/cdp_ring_abi.h): MARK, ordered exactly among the writes, and INFO;
+and the two facts a journal needs of a device, its size and its logical
+block size.
 This module uses only the standard library (it runs in the test guests).
 """
 
@@ -42,6 +44,7 @@ CDP_IOC_MARK = _ioc(3, 1, IOC_MARK_STRUCT.size)   # _IOWR
 CDP_IOC_INFO = _ioc(2, 2, IOC_INFO_STRUCT.size)   # _IOR
 POLICIES = {0: "block", 1: "overflow"}
 _BLKGETSIZE64 = 0x80081272
+_BLKSSZGET = 0x1268  # <linux/fs.h>: logical sector size of a block device
 MAX_NAME = 31
 
 
@@ -126,6 +129,18 @@ def device_bytes(path: str) -> int:
             fcntl.ioctl(fd, _BLKGETSIZE64, buf, True)
             return struct.unpack("<Q", buf)[0]
         return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def logical_block_size(path: str) -> int:
+    """The device's logical sector size (BLKSSZGET); 512 for a regular file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not stat.S_ISBLK(os.fstat(fd).st_mode):
+            return 512
+        raw = fcntl.ioctl(fd, _BLKSSZGET, struct.pack("I", 0))
+        return struct.unpack("I", raw)[0]
     finally:
         os.close(fd)
 

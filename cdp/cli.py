@@ -1,8 +1,8 @@
 """The `cdp` command: argparse front door over the journal, the service and the UIs.
 
-Every module in :mod:`cdp.commands` (except ``_``-prefixed helpers) has a
-``register(subparsers)`` that adds its verbs; each verb is one function
-that takes the parsed arguments and returns the exit status. Command
+Every module in :mod:`cdp.commands` (except ``_``-prefixed helpers) is one
+verb, with a ``register(subparsers)`` that adds it and one function that
+takes the parsed arguments and returns the exit status. Command
 modules import only ``argparse`` at load time, and their handlers import
 what they need, so ``cdp --help`` stays fast and ``cdp run`` never loads
 the TUI.

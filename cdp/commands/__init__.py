@@ -1,1 +1,7 @@
-"""Subcommands of the `cdp` command: one module per verb group, each with `register(subparsers)`."""
+"""The verbs of the `cdp` command: one module per verb, each with ``register(subparsers)``.
+
+A verb module only turns arguments into a call of the library (the
+journal, :mod:`cdp.service`, :mod:`cdp.attach`, ...) and its result into
+output; ``ORDER`` places the verb in ``cdp --help``. Helpers shared by the
+verbs are in :mod:`cdp.commands._common`.
+"""

@@ -1,4 +1,4 @@
-"""Helpers every verb shares: the --journal and --json options, TIME arguments, output.
+"""Helpers every verb shares: registering a verb with --journal, --json, TIME arguments, output.
 
 Kept free of heavy imports: the journal library is imported inside the
 functions that open a journal, so registering verbs costs nothing.
@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from journal import Journal, Point
 
 JOURNAL_ENV = "CDP_JOURNAL"
+#: A verb's handler: the parsed arguments in, the exit status out.
+Handler = Callable[[argparse.Namespace], int]
 
 
 
@@ -46,11 +48,20 @@ def kind_label(kind: str) -> str:
     return "mark (user)" if kind == PointKind.USER_MARK else str(kind)
 
 
-def add_journal_option(parser: argparse.ArgumentParser) -> None:
-    """``--journal DIR``, defaulting to $CDP_JOURNAL (checked when the verb runs)."""
-    parser.add_argument(
-        "--journal", "-j", metavar="DIR", default=None,
-        help=f"the journal directory (default: ${JOURNAL_ENV})")
+def add_verb(subparsers: argparse._SubParsersAction, name: str, handler: Handler, *, journal: bool = True,
+             **parser_options: Any) -> argparse.ArgumentParser:
+    """Add one verb: its parser, ``--journal DIR`` first (unless ``journal=False``), its handler.
+
+    ``parser_options`` go to the verb's parser (help, description, epilog,
+    ``time_help``); the verb then adds its own options, ``--json`` last.
+    """
+    parser = subparsers.add_parser(name, **parser_options)
+    if journal:
+        parser.add_argument(
+            "--journal", "-j", metavar="DIR", default=None,
+            help=f"the journal directory (default: ${JOURNAL_ENV})")
+    parser.set_defaults(func=handler)
+    return parser
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

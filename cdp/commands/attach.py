@@ -1,7 +1,7 @@
-"""`cdp attach` and `cdp detach`: put the dm-cdp filter on a device and take it off.
+"""`cdp attach`: put the dm-cdp filter on a device and start its journal.
 
 The mechanics (dmsetup tables, live insertion under a device-mapper volume)
-are in :mod:`cdp.attach`; these handlers add the journal: attach inserts the
+are in :mod:`cdp.attach`; this verb adds the journal: attach inserts the
 filter first and copies the baseline second, so a write that races the copy
 is also in the ring and is applied after it.
 """
@@ -12,16 +12,16 @@ import argparse
 import os
 import sys
 
-from cdp.commands._common import add_journal_option, journal_path
+from cdp.commands._common import add_verb, journal_path
 from cdp.errors import CdpError, UsageError
 
 ORDER = 30
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `cdp attach` and `cdp detach`."""
-    p = subparsers.add_parser(
-        "attach", help="put the dm-cdp filter on a block device and start its journal",
+    """Add `cdp attach`."""
+    p = add_verb(
+        subparsers, "attach", cmd_attach, help="put the dm-cdp filter on a block device and start its journal",
         description="Put the dm-cdp kernel filter on DEVICE and create the journal with the\n"
                     "device's present content as the baseline. A plain device gets a new\n"
                     "/dev/mapper/NAME to write through; a device-mapper device (an LVM volume)\n"
@@ -35,22 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("device", metavar="DEVICE", help="the block device to protect")
     p.add_argument("--name", "-n", metavar="NAME", default=None,
                    help="dm and ring name (default: the dm name of a dm DEVICE, else its basename)")
-    add_journal_option(p)
     p.add_argument("--ring-mb", type=int, default=16, metavar="N", help="ring size in MiB, a power of two (16)")
     p.add_argument("--policy", choices=("block", "overflow"), default="block",
                    help="full ring: wait up to --wait-ms then drop (block), or drop at once (overflow)")
     p.add_argument("--wait-ms", type=int, default=1000, metavar="MS", help="longest wait for room (1000)")
     p.add_argument("--run", action="store_true", help="drain in the foreground until detached")
-    p.set_defaults(func=cmd_attach)
-
-    d = subparsers.add_parser(
-        "detach", help="take the dm-cdp filter off a device",
-        description="Remove /dev/mapper/NAME (a device cdp attach created), or, for a live\n"
-                    "insertion, load the volume's original table back and remove NAME-real.\n"
-                    "The drain service sees the ring detach, journals what is left and exits.",
-        epilog="example:\n  cdp detach sdb")
-    d.add_argument("name", metavar="NAME")
-    d.set_defaults(func=cmd_detach)
 
 
 def _options(args: argparse.Namespace) -> list[str]:
@@ -99,14 +88,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         print(f"cdp: attach: now start the drain service: systemctl start cdp@{name}  (or: {run})",
               file=sys.stderr)
         return 0
-    from cdp.commands.run import cmd_run
-    ns = argparse.Namespace(journal=str(jpath), ring=attach.ring_path(name), device=path, until_detached=True)
-    return cmd_run(ns)
+    from cdp.commands.run import run_service
 
+    return run_service(jpath, attach.ring_path(name), device=path, until_detached=True)
 
-def cmd_detach(args: argparse.Namespace) -> int:
-    from cdp import attach
-
-    attach.detach(args.name)
-    print(f"cdp: detach: {args.name} is no longer filtered", file=sys.stderr)
-    return 0

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdp.commands._common import (
-    add_journal_option,
     add_json_option,
+    add_verb,
     open_journal,
     parse_time_arg,
     print_json,
@@ -30,13 +30,13 @@ from cdp.errors import CdpError, UsageError
 if TYPE_CHECKING:
     from journal import Journal
 
-ORDER = 30
+ORDER = 32
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `cdp restore`."""
-    p = subparsers.add_parser(
-        "restore", help="write the device as it was at TIME to a file or device",
+    p = add_verb(
+        subparsers, "restore", cmd_restore, help="write the device as it was at TIME to a file or device",
         description="Rebuild the whole device as it was at TIME: the baseline plus every write\n"
                     "journaled at or before TIME. The target is a new file (written sparse:\n"
                     "zero blocks stay holes) or, with --force, an existing file or a block\n"
@@ -49,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  cdp restore --at mark:before-upgrade --to /tmp/before.img\n"
                "  cdp restore --at 2026-03-01T14:05:09.5+01:00 --to /dev/sdc --force\n"
                "  cdp restore --seq 123456 --to out.img --json")
-    add_journal_option(p)
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", metavar="TIME", help="the moment to restore (see TIME above)")
     when.add_argument("--seq", type=int, metavar="N", help="restore as of journal record N exactly")
@@ -59,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-partial", action="store_true",
                    help="restore a point inside an overflow window (its content is not exact)")
     add_json_option(p)
-    p.set_defaults(func=cmd_restore)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

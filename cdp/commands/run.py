@@ -13,17 +13,18 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from cdp.commands._common import add_journal_option, existing_journal_path
+from cdp.commands._common import add_verb, existing_journal_path
 
 ORDER = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `cdp run`."""
-    p = subparsers.add_parser(
-        "run", help="drain the write ring into the journal (the service)",
+    p = add_verb(
+        subparsers, "run", cmd_run, help="drain the write ring into the journal (the service)",
         description="Move every write the filter (or the simulator) put in the ring into the\n"
                     "journal, in batches made durable before the ring space is released.\n"
                     "Runs until SIGTERM or Ctrl-C (a clean stop, exit 0), or with\n"
@@ -35,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  cdp run --journal /var/lib/cdp/sdb --ring /dev/cdp/sdb --device /dev/sdb\n"
                "  cdp run --journal ./j --ring ./ring --until-detached    # a simulated device")
-    add_journal_option(p)
     p.add_argument("--ring", "-r", metavar="PATH", required=True,
                    help="the ring: the filter's character device or a ring file")
     p.add_argument("--device", "-d", metavar="PATH", default=None,
@@ -43,15 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the device the journal was made from)")
     p.add_argument("--until-detached", action="store_true",
                    help="exit 0 once the producer has detached and the ring is drained")
-    p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Drain until stopped; SIGTERM/SIGINT set the stop event, a second one aborts."""
+    return run_service(existing_journal_path(args), args.ring, device=args.device,
+                       until_detached=args.until_detached)
+
+
+def run_service(path: Path, ring: str, *, device: str | None, until_detached: bool) -> int:
+    """The drain service in the foreground, reported on stderr when it ends (also `cdp attach --run`)."""
     from cdp import service
     from journal.units import NS, format_bytes, format_duration
 
-    path = existing_journal_path(args)
     stop = threading.Event()
     signals: list[int] = []
 
@@ -64,8 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     started = time.monotonic()
     try:
-        result = service.drain(path, args.ring, device_path=args.device,
-                               until_detached=args.until_detached, stop=stop, handle_signals=False)
+        result = service.drain(path, ring, device_path=device, until_detached=until_detached, stop=stop,
+                               handle_signals=False)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

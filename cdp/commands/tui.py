@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from cdp.commands._common import add_journal_option, journal_path
+from cdp.commands._common import add_verb, journal_path
 
 ORDER = 80
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tui`` verb."""
-    parser = subparsers.add_parser(
-        "tui",
+    add_verb(
+        subparsers, "tui", cmd_tui,
         help="browse rewind points in a terminal UI and restore one",
         description=(
             "Open the journal in a terminal UI (read-only, so it can run while 'cdp run'\n"
@@ -28,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  ?      all keys                         q  quit\n\n"
             "example:\n"
             "  cdp tui --journal /var/lib/cdp/sdb"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_journal_option(parser)
-    parser.set_defaults(func=cmd_tui)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
