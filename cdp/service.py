@@ -50,9 +50,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cdp.ring import Corrupt, Entry, Ring, RingError
-from cdp.ringabi import RecType
+from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType
 from journal import Journal, Record, RecordType
 from journal.errors import DeviceMismatch, JournalError
+from journal.status import RUNNING, STOPPED, ServiceStatus
+from journal.units import NS
 
 #: Largest RESYNC record.
 RESYNC_CHUNK = 4 << 20
@@ -380,7 +382,7 @@ class _Drainer:
 
     # ---------------------------------------------------------------- status
 
-    def publish_status(self, state: str = "running", force: bool = False) -> None:
+    def publish_status(self, state: str = RUNNING, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._status_at < STATUS_INTERVAL:
             return
@@ -394,20 +396,21 @@ class _Drainer:
         oldest = ring.oldest_ts()
         wall = time.time_ns()
         flags = ring.flags
-        self.j.set_status({
-            "pid": os.getpid(), "ring": ring.path, "journal": os.fspath(self.j.path),
-            "device": self.device_path or "", "state": state,
-            "started_ns": self.stats.started_ns, "updated_ns": wall,
-            "records": self.stats.records, "bytes": self.stats.bytes,
-            "rate_records": round(self._rates[0], 1), "rate_bytes": round(self._rates[1], 1),
-            "lag_bytes": max(0, ring.head - ring.released),
-            "lag_seconds": max(0.0, (wall - oldest) / 1e9) if oldest is not None else 0.0,
-            "ring_fill": round(ring.fill(), 4), "ring_size": ring.data_size,
-            "dropped": ring.dropped, "overflow": bool(flags & 1), "detached": bool(flags & 2),
-            "corrupt": self.stats.corrupt, "overflows": self.stats.overflows,
-            "resync_pending_bytes": self._resync_pending, "last_seq": self._jseq,
-            "ring_seq": self._ring_seq,
-        })
+        self.j.set_status(ServiceStatus(
+            pid=os.getpid(), ring=ring.path, journal=os.fspath(self.j.path),
+            device=self.device_path or "", state=state,
+            started_ns=self.stats.started_ns, updated_ns=wall,
+            records=self.stats.records, bytes=self.stats.bytes,
+            rate_records=round(self._rates[0], 1), rate_bytes=round(self._rates[1], 1),
+            lag_bytes=max(0, ring.head - ring.released),
+            lag_seconds=max(0.0, (wall - oldest) / NS) if oldest is not None else 0.0,
+            ring_fill=round(ring.fill(), 4), ring_size=ring.data_size,
+            dropped=ring.dropped, overflow=bool(flags & RING_FLAG_OVERFLOW),
+            detached=bool(flags & RING_FLAG_DETACHED),
+            corrupt=self.stats.corrupt, overflows=self.stats.overflows,
+            resync_pending_bytes=self._resync_pending, last_seq=self._jseq,
+            ring_seq=self._ring_seq,
+        ).as_record())
 
     # ------------------------------------------------------------------ run
 
@@ -463,7 +466,7 @@ class _Drainer:
             self.stats.last_ring_seq = self._ring_seq
             # best effort: an error already on its way out matters more than the status
             with contextlib.suppress(Exception):
-                self.publish_status("stopped", force=True)
+                self.publish_status(STOPPED, force=True)
             self._close_device()
         return self.stats
 

@@ -18,6 +18,7 @@ from journal import Journal, Point, RecordType
 from journal.errors import JournalError
 from journal.format import BLOCK
 from journal.records import MARK_KINDS, PointKind
+from journal.status import RUNNING, ServiceStatus, read_service
 from journal.timespec import parse_time
 from journal.units import NS
 
@@ -30,7 +31,7 @@ KIND_RANK = {PointKind.OVERFLOW: 5, PointKind.RESYNC: 4, PointKind.USER_MARK: 3,
 FINE_RECORDS = 5_000
 #: A point detail compares at most this many written blocks byte for byte.
 COMPARE_BLOCKS = 4096
-#: After this long without a status update the service is taken as stopped.
+#: A stopped service whose last report is older than this is said to have gone quiet.
 STALE_NS = 5 * NS
 
 _CHANGE_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES, RecordType.RESYNC})
@@ -305,63 +306,39 @@ class StatusSnapshot:
     stopped_why: str
 
 
-def read_status(j: Journal, now_ns: int, pid_alive: Callable[[int], bool] | None = None) -> StatusSnapshot:
+def read_status(j: Journal, now_ns: int) -> StatusSnapshot:
     """Journal counters plus the service's last published status.
 
-    ``cdp run`` publishes a dict with ``j.set_status`` about once a second
-    (see ``cdp.service.publish_status``): ``pid``, ``state`` ('running' or
-    'stopped'), ``updated_ns``, ``device``, ``lag_bytes``, ``lag_seconds``,
-    ``rate_bytes``, ``ring_fill`` (0..1) and ``overflow`` (the ring is
-    dropping now). The service counts as stopped when it never published,
-    said it stopped, has not published for :data:`STALE_NS`, or its pid is
-    gone (killed without a word).
+    Whether the service runs is :meth:`journal.status.Service.is_running`
+    (a process holds the journal's writer lock), as in `cdp status`; the
+    status record only explains why not: it never ran, it said it stopped,
+    it went quiet :data:`STALE_NS` before the end, or its pid is gone.
     """
-    alive = pid_alive or _pid_alive
     stats = j.stats()
-    status = j.status() or {}
+    service = read_service(j)
+    status = service.status or ServiceStatus()
     windows = [w for w in j.overflow_windows() if w.resync_seq is None]
-    updated = _num(status, "updated_ns")
-    pid = _num(status, "pid")
-    if not status:
-        running, why = False, "it has not run on this journal"
-    elif status.get("state", "running") != "running":
-        running, why = False, f"it is {status.get('state')}"
-    elif updated is not None and now_ns - int(updated) > STALE_NS:
-        running, why = False, f"no report for {(now_ns - int(updated)) // NS} s"
-    elif pid is not None and not alive(int(pid)):
-        running, why = False, f"pid {int(pid)} is gone"
+    running = service.is_running()
+    if running:
+        why = ""
+    elif service.status is None:
+        why = "it has not run on this journal"
+    elif status.state not in (None, RUNNING):
+        why = f"it is {status.state}"
+    elif status.updated_ns is not None and now_ns - status.updated_ns > STALE_NS:
+        why = f"no report for {(now_ns - status.updated_ns) // NS} s"
+    elif status.pid is not None:
+        why = f"pid {status.pid} is gone"
     else:
-        running, why = True, ""
-    lag_s = _num(status, "lag_seconds")
-    lag_bytes = _num(status, "lag_bytes")
-    rate = _num(status, "rate_bytes")
-    fill = _num(status, "ring_fill")
+        why = "it stopped without saying so"
     # the journal's own open windows always count; the ring's flag only while the service is alive
-    overflow = bool(windows) or (running and bool(status.get("overflow")))
-    device = str(status.get("device") or j.info.source or "(no device recorded)")
+    overflow = bool(windows) or (running and bool(status.overflow))
+    device = str(status.device or j.info.source or "(no device recorded)")
     return StatusSnapshot(
         device, stats.disk_bytes, stats.records, stats.data_bytes, stats.last_seq,
-        None if lag_bytes is None else int(lag_bytes), None if lag_s is None else int(lag_s * NS),
-        None if rate is None else float(rate), None if fill is None else float(fill),
-        overflow, running, why)
-
-
-def _num(d: dict, *keys: str) -> float | None:
-    for key in keys:
-        value = d.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        status.lag_bytes, None if status.lag_seconds is None else int(status.lag_seconds * NS),
+        None if status.rate_bytes is None else float(status.rate_bytes),
+        None if status.ring_fill is None else float(status.ring_fill), overflow, running, why)
 
 
 # -------------------------------------------------------------------- restore

@@ -11,6 +11,7 @@ import pytest
 
 from journal import Journal, Record, RecordType
 from journal.units import format_ts_ms
+from tests.support.writer import holding_writer
 from tests.tui.helpers import NOW_NS, make_app, screen_text, settle, until
 from tests.tui.journals import BASE_NS, MS, build, build_many_entries
 from tui.model import point_key
@@ -98,14 +99,16 @@ async def test_status_bar_shows_live_service_and_overflow(tmp_path: Path) -> Non
                       "device": "/dev/vdb", "lag_seconds": 0.12, "lag_bytes": 8192,
                       "rate_bytes": 3 * 1024 * 1024, "ring_fill": 0.25, "overflow": False})
     app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        text = screen_text(app)
-        assert "/dev/vdb" in text
-        assert "lag 120 ms / 8.0 KiB" in text
-        assert "3.0 MiB/s" in text and "ring 25%" in text
-        assert "OVERFLOW" in text
-        assert "service not running" not in text
+    # a running service holds the journal's writer lock: that, not the record, says it runs
+    with holding_writer(path):
+        async with app.run_test(size=SIZE) as pilot:
+            await start(pilot)
+            text = screen_text(app)
+    assert "/dev/vdb" in text
+    assert "lag 120 ms / 8.0 KiB" in text
+    assert "3.0 MiB/s" in text and "ring 25%" in text
+    assert "OVERFLOW" in text
+    assert "service not running" not in text
 
 
 async def test_stale_status_means_not_running(journal_dir: Path) -> None:

@@ -140,7 +140,8 @@ class DetailScreen(Screen):
         else:
             prev = d.previous
             text.append(f"since the previous point ({prev.kind}{' ' + repr(prev.name) if prev.name else ''}, "
-                        f"seq {prev.seq}, {format_ts_ms(prev.ts_ns)}, {format_duration(max(0, self.point.ts_ns - prev.ts_ns))} earlier):\n")
+                        f"seq {prev.seq}, {format_ts_ms(prev.ts_ns)}, "
+                        f"{format_duration(max(0, self.point.ts_ns - prev.ts_ns))} earlier):\n")
             text.append(f"  {format_count(d.writes)} writes, {format_bytes(d.write_bytes)} written")
             if d.zeroed_bytes:
                 text.append(f", {format_bytes(d.zeroed_bytes)} discarded or zeroed")
