@@ -53,7 +53,7 @@ def cmd_mark(args: argparse.Namespace) -> int:
         raise UsageError("--freeze marks the present moment; it cannot be used with --at")
     if args.ring is not None:
         return _mark_through_ring(args)
-    with open_journal(args) as journal:
+    with open_journal(args, marks=True) as journal:
         ts = parse_time_arg(args.at, journal, option="--at") if args.at else None
         with _maybe_frozen(args.freeze):
             point = journal.add_mark(args.name, ts)
