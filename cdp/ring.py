@@ -656,6 +656,7 @@ class RingWriter:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
+                os.fchmod(f.fileno(), 0o600)  # every write to the device passes through it
                 f.write(pack_control(data_size, device_bytes, block_size, device_id))
                 f.truncate(CONTROL_SIZE + data_size)
             os.replace(tmp, path)

@@ -498,9 +498,12 @@ def drain(
             if ring.device_bytes != info.device_bytes:
                 raise DeviceMismatch(f"ring {ring.path} protects a device of {ring.device_bytes} bytes "
                                      f"but journal {journal_path} protects {info.device_bytes}")
-            if any(ring.device_id) and any(info.device_id) and ring.device_id != info.device_id:
-                raise DeviceMismatch(f"ring {ring.path} protects device {ring.device_id.hex()} but "
-                                     f"journal {journal_path} protects {info.device_id.hex()}")
+            if any(info.device_id) and ring.device_id != info.device_id:
+                # same size is not same device: journaling another disk's writes would make the
+                # journal equal neither
+                said = ring.device_id.hex() if any(ring.device_id) else "no device id"
+                raise DeviceMismatch(f"ring {ring.path} is not for the device journal {journal_path} "
+                                     f"protects (the ring says {said}, the journal {info.device_id.hex()})")
             drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
                                batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
                                on_progress=on_progress)

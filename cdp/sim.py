@@ -43,6 +43,7 @@ import crc32c
 
 from cdp.ring import RingError, RingWriter, Slot
 from cdp.ringabi import MAX_MARK_NAME, SECTOR, RecFlag, RecType
+from journal.identity import device_id
 
 POLICIES = ("block", "overflow")
 _ZERO_CHUNK = bytes(1 << 20)
@@ -371,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         if ring.exists():
             writer = RingWriter.attach(ring)
         else:
-            writer = RingWriter.create(ring, int(args.ring_mb * (1 << 20)), device_bytes)
+            writer = RingWriter.create(ring, int(args.ring_mb * (1 << 20)), device_bytes,
+                                        device_id=device_id(image))
         device = SimDevice(image, writer, policy=args.policy, wait_ms=args.wait_ms, keep_log=bool(args.log))
     except (RingError, OSError, ValueError) as exc:
         print(f"cdp.sim: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ last batch that is really there.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -56,6 +57,21 @@ def _check_dir(path: Path) -> None:
         raise UnsupportedVersion(
             f"{path} is a journal of schema {schema}; this cdp reads schema {SCHEMA}: "
             "run 'cdp reindex' to rebuild its index in the new format")
+
+
+def _storage_error(path: Path, exc: OSError | lmdb.Error) -> JournalError:
+    """One line for a journal whose disk refused a batch: nothing committed is lost."""
+    text = str(exc)
+    reason = getattr(exc, "strerror", None) or text.split(": ", 1)[-1]
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "No space" in text or "MDB_MAP_FULL" in text
+    if full:
+        what = "the journal's filesystem is full"
+    elif getattr(exc, "errno", None) == errno.EIO or "Input/output error" in text:
+        what = "the journal's disk failed a write (EIO; a full filesystem shows so for LMDB too)"
+    else:
+        what = f"the journal could not be written ({reason})"
+    return JournalError(f"{what} at {path}: the batch in hand was not committed and nothing committed is "
+                        "lost; free space (or fix the disk) and start 'cdp run' again, it resumes exactly")
 
 
 #: Kept under its old name: the CLI sizes devices with it.
@@ -210,16 +226,19 @@ class Journal(JournalReader):
             batch.add(record)
         if not batch.count and cursor is None:
             return 0
-        if batch.count:
-            writer.write(batch.buffers, batch.pos - writer.end)
-            # fdatasync releases the GIL: index the blocks while the disk works
-            synced = self._sync_pool().submit(writer.sync)
-            try:
-                batch.build_blocks()
-            finally:
-                synced.result()
         try:
+            if batch.count:
+                writer.write(batch.buffers, batch.pos - writer.end)
+                # fdatasync releases the GIL: index the blocks while the disk works
+                synced = self._sync_pool().submit(writer.sync)
+                try:
+                    batch.build_blocks()
+                finally:
+                    synced.result()
             self.index.write(lambda txn: batch.commit(self.index, txn, writer.end, cursor))
+        except (OSError, lmdb.Error) as exc:
+            writer.end = batch.start  # the next writer cuts the uncommitted tail off
+            raise _storage_error(self.path, exc) from None
         except BaseException:
             writer.end = batch.start
             raise

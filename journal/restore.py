@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import queue
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,10 @@ import lmdb
 
 from journal.blockcrc import block_crcs
 from journal.blockmap import ZERO_RUN, ZeroExtents, bad_crc, compose_block, is_zero, versions_back
-from journal.errors import CorruptJournal, JournalError, OutOfRange
+from journal.errors import CorruptJournal, JournalError
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
 from journal.index import REINDEX_HINT, RESIDUE, damaged
+from journal.output import RestoreTarget
 from journal.reader import JournalReader, Progress
 from journal.segments import IOV_MAX, SegmentViews, pwritev_all
 
@@ -51,38 +51,18 @@ class RestoreResult:
     bytes_written: int
     target: str
     whole: bool
+    #: What the admin should know: an earlier restore to the same target that was interrupted.
+    notes: tuple[str, ...] = ()
 
 
 class _Output:
-    """The restore target: a new sparse file, or a block device written in full."""
+    """Writes the image to the target: extents for a file (holes stay holes), every byte for a device."""
 
-    def __init__(self, target: Path, device_bytes: int, overwrite: bool) -> None:
-        self.path = target
-        self.size = device_bytes
-        self.created = False
-        try:
-            st = os.stat(target)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            raise JournalError(f"cannot use {target}: {exc.strerror}") from None
-        self.is_device = st is not None and stat.S_ISBLK(st.st_mode)
-        try:
-            if self.is_device:
-                self.fd = os.open(target, os.O_WRONLY)
-                have = os.lseek(self.fd, 0, os.SEEK_END)
-                if have < device_bytes:
-                    os.close(self.fd)
-                    raise OutOfRange(f"{target} holds {have} bytes; the journaled device needs {device_bytes}")
-            else:
-                if st is not None and not overwrite:
-                    raise JournalError(f"{target} exists; refusing to overwrite it")
-                if st is not None and not stat.S_ISREG(st.st_mode):
-                    raise JournalError(f"{target} is neither a regular file nor a block device")
-                self.fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                self.created = st is None
-        except OSError as exc:
-            raise JournalError(f"cannot write {target}: {exc.strerror}") from None
+    def __init__(self, target: RestoreTarget) -> None:
+        self.target = target
+        self.fd = target.fd
+        self.size = target.size
+        self.is_device = target.is_device
         self.filled = 0  # block devices: everything below this is written
         self.flushed = 0  # writeback was started for everything below this
 
@@ -124,13 +104,10 @@ class _Output:
             self._zero_to(self.size)
         else:
             os.ftruncate(self.fd, self.size)
-        os.fsync(self.fd)
-        os.close(self.fd)
+        self.target.finish()
 
     def abandon(self) -> None:
-        os.close(self.fd)
-        if self.created:
-            self.path.unlink(missing_ok=True)
+        self.target.abandon()
 
 
 def _trim(buffers: list[bytes | memoryview], length: int) -> list[bytes | memoryview]:
@@ -242,7 +219,7 @@ def restore_to(
         journal.check_whole(seq, ts)
     device = journal.info.device_bytes
     nblocks = (device + BLOCK - 1) // BLOCK
-    out = _Output(Path(target), device, overwrite)
+    out = _Output(RestoreTarget(Path(target), device, overwrite, journal.path))
     try:
         writer = _Writer(journal, out)
         try:
@@ -259,7 +236,7 @@ def restore_to(
         raise
     if progress is not None:
         progress(device, device)
-    return RestoreResult(seq, ts, device, os.fspath(target), whole)
+    return RestoreResult(seq, ts, device, os.fspath(target), whole, tuple(out.target.notes))
 
 
 def _walk(journal: JournalReader, writer: _Writer, seq: int, zext: ZeroExtents, nblocks: int,

@@ -57,11 +57,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     if existed and (not path.is_dir() or any(path.iterdir())):
         what = "a journal already" if (path / MARKER).exists() else "not an empty directory"
         raise CdpError(f"{path} exists and is {what}; give a new path")
+    from journal.identity import device_id
+
     started = time.monotonic()
     try:
         with progress_bar(f"baseline of {device}") as progress:
             journal = Journal.create(path, device_bytes=size, block_size=block_size,
-                                     source=device, progress=progress)
+                                     device_id=device_id(device), source=device, progress=progress)
     except BaseException:
         # Only what this run made is removed: the path was absent or empty before.
         if path.is_dir() and not (path / MARKER).exists():

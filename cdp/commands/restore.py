@@ -87,7 +87,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     mark = _mark_name(args.at)
     doc = {**point, "requested": None if at_ns is None else {"ts_ns": at_ns, "time": format_ts(at_ns)},
            "mark": mark, "whole": result.whole, "bytes": result.bytes_written,
-           "target": result.target, "seconds": round(elapsed, 3)}
+           "target": result.target, "seconds": round(elapsed, 3), "notes": list(result.notes)}
     if args.json:
         print_json(doc)
     else:
@@ -98,6 +98,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             line += f" is the last record at or before {asked}"
         print(line + (" [whole]" if result.whole else " [partial: writes were dropped then]"))
         print(f"restored it to {target}: {format_bytes(result.bytes_written)} in {format_duration(int(elapsed * NS))}")
+    for note in result.notes:
+        print(f"cdp: restore: note: {note}", file=sys.stderr)
     if not result.whole:
         print("cdp: restore: warning: writes were dropped around that time; the result is not exact",
               file=sys.stderr)

@@ -36,11 +36,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = journal_path(args)
     with open_journal(args) as journal:
         info, stats, service = journal.info, journal.stats(), read_service(journal)
+    from journal.output import interrupted_restores
+
     now = time.time_ns()
+    interrupted = interrupted_restores(path)
     if args.json:
-        print_json(_status_doc(path, info, stats, service, now))
+        print_json({**_status_doc(path, info, stats, service, now), "interrupted_restores": interrupted})
     else:
         _print_status(path, info, stats, service, now)
+        for line in interrupted:
+            print(f"warning   {line}")
     return 0
 
 

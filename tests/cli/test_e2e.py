@@ -22,6 +22,7 @@ import pytest
 
 from cdp.ring import RingWriter
 from journal import Journal
+from journal.identity import device_id
 from tests.cli.conftest import CDP, cdp, random_image, ts_arg
 from tests.cli.e2e_workload import ops
 
@@ -54,7 +55,7 @@ class Setup:
         self.image = tmp / "device.img"
         self.image.write_bytes(self.baseline)
         self.ring = tmp / "ring"
-        RingWriter.create_file(self.ring, RING, DEVICE)
+        RingWriter.create_file(self.ring, RING, DEVICE, device_id=device_id(self.image))
         self.journal = tmp / "journal"
         assert cdp("init", "--journal", self.journal, "--device", self.image).code == 0
         self.log = tmp / "ops.json"

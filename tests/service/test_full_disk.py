@@ -1,0 +1,72 @@
+"""A full journal filesystem stops `cdp run` with one line and status 1; the next run resumes exactly.
+
+The journal lives on a small tmpfs of its own; the simulator writes more
+than it can hold. Once the drain has stopped, the tmpfs is grown and a
+second `cdp run` finishes the work: the journal then equals the device,
+with every write and the resync of whatever was dropped meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from journal import Journal
+from tests.service.conftest import Setup, check_journal, env, sim_process
+
+CDP = Path(sys.executable).parent / "cdp"
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, small_fs: Path) -> None:
+    import random
+
+    from cdp.ring import RingWriter
+
+    size = 16 << 20
+    image = tmp_path / "device.img"
+    image.write_bytes(random.Random(4).randbytes(size))
+    journal = small_fs / "journal"
+    Journal.create(journal, device_bytes=size, source=image).close()
+    ring = tmp_path / "ring"
+    RingWriter.create_file(ring, 8 << 20, size)
+    s = Setup(image, journal, ring, tmp_path / "sim.log", size)
+    drain = subprocess.Popen([str(CDP), "run", "--journal", str(journal), "--ring", str(ring)],
+                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sim = sim_process(s, "--seconds", "3", "--seed", "3", "--rate-mb", "60", "--policy", "overflow")
+    json.loads(sim.communicate(timeout=120)[0])
+    out, err = drain.communicate(timeout=120)
+    assert drain.returncode == 1, (drain.returncode, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "full" in lines[0] and "nothing committed is lost" in lines[0], err
+    with Journal.open(journal, readonly=True) as j:
+        assert j.verify().ok
+        stopped_at = j.last_seq
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_fs)], check=True)
+    again = subprocess.run([str(CDP), "run", "--journal", str(journal), "--ring", str(ring), "--until-detached"],
+                           env=env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    with check_journal(s, exact_log=False) as j:
+        assert j.last_seq > stopped_at
+        assert [r.seq for r in j.records()] == list(range(1, j.last_seq + 1))
+        # the newest point is whole only once a record stamped after the resync's read follows
+        j.restore(tmp_path / "restored.img", allow_partial=True)
+    assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()
