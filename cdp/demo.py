@@ -182,7 +182,7 @@ class Demo:
                     raise CdpError(f"the mark {check.name!r} is missing from the journal")
                 check.ts_ns, check.seq = point.ts_ns, point.seq
                 scratch.unlink(missing_ok=True)
-                journal.restore(scratch, at_ns=point.ts_ns)
+                journal.restore(scratch, seq=point.seq)  # a mark is a position, not a time
                 check.restored_sha256 = _sha256_file(scratch)
             scratch.unlink(missing_ok=True)
             journal.restore(scratch)

@@ -106,3 +106,13 @@ def format_rate(bytes_per_s: float) -> str:
 def format_count(n: int) -> str:
     """1234567 -> '1,234,567'."""
     return f"{n:,}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (C0, DEL, C1) as ``\\xNN``.
+
+    Mark names come from the kernel, the ring or a user; an escape sequence
+    in one must never reach the terminal as one.
+    """
+    return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                   else f"\\u{ord(ch):04x}" for ch in text)

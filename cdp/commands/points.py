@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_points(args: argparse.Namespace) -> int:
     """Print the points in the asked-for window."""
     from journal.records import MARK_KINDS
-    from journal.units import format_ts
+    from journal.units import format_ts, printable
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -75,7 +75,7 @@ def cmd_points(args: argparse.Namespace) -> int:
     width = max(3, max(len(str(p.seq)) for p in points))
     out = [f"{'SEQ':>{width}}  {'TIME':<35}  {'KIND':<12}  NAME"]
     for p in points:
-        name = p.name + ("" if p.whole else ("  " if p.name else "") + "(partial)")
+        name = printable(p.name) + ("" if p.whole else ("  " if p.name else "") + "(partial)")
         out.append(f"{p.seq:>{width}}  {format_ts(p.ts_ns):<35}  {kind_label(p.kind):<12}  {name}".rstrip())
     sys.stdout.write("\n".join(out) + "\n")
     return 0

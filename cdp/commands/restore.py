@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cdp.commands._common import (
     add_json_option,
     add_verb,
+    mark_position,
     open_journal,
     parse_time_arg,
     print_json,
@@ -70,13 +71,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("--seq must be 0 or more")
     with open_journal(args) as journal:
         at_ns = parse_time_arg(args.at, journal, option="--at") if args.at is not None else None
+        seq = args.seq
+        position = mark_position(journal, args.at)
+        if position is not None:  # a MARK record: the state right after it in seq order
+            seq, at_ns = position.seq, None
         if _inside(target, journal.path):
             raise CdpError(f"{target} is inside the journal {journal.path}; restoring there would destroy it")
         overwrite = check_target(target, force=args.force)
         started = time.monotonic()
         try:
             with progress_bar(f"restore to {target}") as progress:
-                result = journal.restore(target, seq=args.seq, at_ns=at_ns, progress=progress,
+                result = journal.restore(target, seq=seq, at_ns=at_ns, progress=progress,
                                          allow_partial=args.allow_partial, overwrite=overwrite)
         except OSError as exc:
             if exc.filename is not None:
@@ -93,7 +98,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     else:
         what = point["kind"] + (f" {point['name']!r}" if point["name"] else "")
         line = f"seq {point['seq']} ({what}) of {point['time']}"
-        if at_ns is not None:
+        if mark and at_ns is None:
+            line += f" is the mark {mark!r} itself: the state right after it in the order of writes"
+        elif at_ns is not None:
             asked = f"mark {mark!r} ({format_ts(at_ns)})" if mark else format_ts(at_ns)
             line += f" is the last record at or before {asked}"
         print(line + (" [whole]" if result.whole else " [partial: writes were dropped then]"))
