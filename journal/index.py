@@ -331,8 +331,13 @@ class Index:
         txn.put(k, seal(k, msgpack.packb(value)), db=self.dbs["meta"])
 
     def size_bytes(self) -> int:
-        """Bytes the index uses on disk (the data file, not the map)."""
-        return self.env.info()["last_pgno"] * self.env.stat()["psize"]
+        """Bytes the index uses on disk (the data file, not the map).
+
+        Asked inside a counted transaction: the environment must not be
+        resized by another thread of the process while it answers.
+        """
+        with self.read():
+            return self.env.info()["last_pgno"] * self.env.stat()["psize"]
 
     def close(self) -> None:
         """Drop this user of the environment; the last one closes it."""
