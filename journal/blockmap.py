@@ -175,12 +175,12 @@ def versions_back(cur: Any, block: int, seq: int) -> list[Version]:
     mask = 0
     while ok:
         key = cur.key()
-        b, vseq = U64X2.unpack(key)
-        if b != block:
-            break
         raw = cur.value()
         if not check(key, raw):
             raise damaged("blocks", key)
+        b, vseq = U64X2.unpack(key)
+        if b != block:
+            break
         v = Version(vseq, *BLOCK_VAL.unpack_from(raw))
         out.append(v)
         mask |= v.mask

@@ -302,6 +302,9 @@ class Index:
         except lmdb.Error as exc:
             # LMDB's own checks found a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...)
             raise CorruptJournal(f"the index is damaged ({str(exc).splitlines()[0]}); {REINDEX_HINT}") from None
+        except struct.error:
+            # an entry whose key or value has the wrong size: its length field was damaged
+            raise CorruptJournal(f"the index is damaged (an entry of the wrong size); {REINDEX_HINT}") from None
         finally:
             txn.abort()
             self._end()
