@@ -10,7 +10,6 @@ screen, and keeps the screens thin.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from journal.errors import JournalError
 from journal.format import BLOCK
 from journal.records import MARK_KINDS, PointKind
 from journal.status import RUNNING, ServiceStatus, read_service
+from journal.target import inspect_target
 from journal.timespec import parse_time
 from journal.units import NS
 
@@ -344,58 +344,27 @@ def read_status(j: Journal, now_ns: int) -> StatusSnapshot:
 # -------------------------------------------------------------------- restore
 
 
-def check_target(path: str) -> tuple[bool, str]:
+def check_target(path: str, journal_dir: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
     """(exists, problem) for a restore target, before anything is written.
 
     ``problem`` is a one-line reason the restore cannot go there ('' if it
-    can): a directory, a mounted block device, a missing parent directory.
-    The journal itself refuses to overwrite unless told, so the modal asks
-    the user first when ``exists`` is True.
+    can): what :func:`journal.target.inspect_target` finds wrong (inside the
+    journal, a directory, a missing parent directory, ...), a block device
+    in use (mounted, itself or a partition; swap; held by another device),
+    which the TUI never overwrites, or a target it may not write. The
+    journal itself refuses to overwrite unless told, so the modal asks the
+    user first when ``exists`` is True.
     """
     if not path:
         return False, "type a path to restore to"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            return False, f"{parent} is not a directory"
-        if not os.access(parent, os.W_OK):
-            return False, f"cannot write in {parent}"
-        return False, ""
-    except OSError as exc:
-        return False, f"cannot use {path}: {exc.strerror}"
-    if stat.S_ISDIR(st.st_mode):
-        return True, f"{path} is a directory; give a file or block device path"
-    if stat.S_ISBLK(st.st_mode):
-        mount = mounted_at(path)
-        if mount:
-            return True, f"{path} is mounted on {mount}; unmount it first"
-    elif not stat.S_ISREG(st.st_mode):
-        return True, f"{path} is neither a regular file nor a block device"
-    if not os.access(path, os.W_OK):
+    found = inspect_target(path, journal_dir)
+    if found.problem:
+        return found.exists, found.problem
+    if found.users:
+        return True, f"{found.in_use}; stop using it first"
+    if found.exists and not found.writable:
         return True, f"cannot write {path}: permission denied"
-    return True, ""
-
-
-def mounted_at(device: str) -> str:
-    """Where a block device is mounted ('' if nowhere), from /proc/self/mounts."""
-    try:
-        rdev = os.stat(device).st_rdev
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 2 or not parts[0].startswith("/"):
-            continue
-        try:
-            if os.stat(parts[0]).st_rdev == rdev:
-                return parts[1]
-        except OSError:
-            continue
-    return ""
+    return found.exists, ""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 """`cdp restore`: rebuild the device as it was at a TIME, into a file or onto a device.
 
-The dangerous part of a restore is the target, so the checks live here:
-an existing file or any block device is overwritten only with --force, and
-a block device that is mounted, used as swap, held by another device
+The dangerous part of a restore is the target. :mod:`journal.target` says
+what it is and what uses it (the TUI asks the same); the policy is here: an
+existing file or any block device is overwritten only with --force, and a
+block device that is mounted, used as swap, held by another device
 (device-mapper, md, ...) or opened exclusively is named as such before
 anything is written. The journal does the writing (sparse for files).
 """
@@ -10,9 +11,6 @@ anything is written. The journal does the writing (sparse for files).
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -75,9 +73,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         position = mark_position(journal, args.at)
         if position is not None:  # a MARK record: the state right after it in seq order
             seq, at_ns = position.seq, None
-        if _inside(target, journal.path):
-            raise CdpError(f"{target} is inside the journal {journal.path}; restoring there would destroy it")
-        overwrite = check_target(target, force=args.force)
+        overwrite = check_target(target, journal.path, force=args.force)
         started = time.monotonic()
         try:
             with progress_bar(f"restore to {target}") as progress:
@@ -113,15 +109,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inside(target: Path, directory: Path) -> bool:
-    """Whether ``target`` is ``directory`` or lies under it (symlinks resolved)."""
-    try:
-        target.resolve().relative_to(directory.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _mark_name(at: str | None) -> str | None:
     return at.strip()[5:] if at is not None and at.strip().startswith("mark:") else None
 
@@ -153,101 +140,28 @@ def describe_point(journal: Journal, seq: int) -> dict[str, Any]:
     return {"seq": seq, "ts_ns": ts, "time": format_ts(ts), "kind": kind, "name": name}
 
 
-def check_target(target: Path, *, force: bool) -> bool:
+def check_target(target: Path, journal_dir: Path, *, force: bool) -> bool:
     """Refuse a target that would lose data without --force; return whether it exists.
 
     A new file is always fine. An existing regular file, or any block device,
-    needs --force; a block device in use is named with what uses it.
+    needs --force; a block device in use is named with what uses it. The
+    facts come from :func:`journal.target.inspect_target`, as in the TUI.
     """
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        parent = target.parent if str(target.parent) else Path(".")
-        if not parent.is_dir():
-            raise CdpError(f"cannot create {target}: {parent} is not a directory") from None
-        if not os.access(parent, os.W_OK):
-            raise CdpError(f"cannot create {target}: {parent} is not writable") from None
-        return False
-    except OSError as exc:
-        raise CdpError(f"cannot use {target}: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise CdpError(f"{target} is a directory; give the path of a file or a block device")
-    if stat.S_ISBLK(st.st_mode):
-        users = device_users(target, st.st_rdev)
-        if users and not force:
-            raise CdpError(f"{target} is {'; '.join(users)}; use --force")
+    from journal.target import inspect_target
+
+    found = inspect_target(target, journal_dir)
+    if found.problem:
+        raise CdpError(found.problem)
+    if found.is_device:
+        if found.users and not force:
+            raise CdpError(f"{found.in_use}; use --force")
         if not force:
             raise CdpError(f"{target} is a block device and would be overwritten entirely; use --force")
         return True
-    if not stat.S_ISREG(st.st_mode):
-        raise CdpError(f"{target} is neither a regular file nor a block device")
+    if not found.exists:
+        return False
     if not force:
         raise CdpError(f"{target} exists; use --force to overwrite it")
-    if not os.access(target, os.W_OK):
+    if not found.writable:
         raise CdpError(f"{target} is not writable")
     return True
-
-
-def device_users(path: Path, rdev: int) -> list[str]:
-    """What holds a block device or one of its partitions: mounts, swap, holders, openers."""
-    devs = {rdev: str(path)} | _partitions(rdev)
-    found: list[str] = []
-    wanted = {f"{os.major(d)}:{os.minor(d)}": name for d, name in devs.items()}
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                fields = line.split()
-                if len(fields) > 4 and fields[2] in wanted:
-                    found.append(f"mounted on {_unescape(fields[4])}"
-                                 + ("" if wanted[fields[2]] == str(path) else f" ({wanted[fields[2]]})"))
-    except OSError:
-        pass
-    try:
-        with open("/proc/swaps") as fh:
-            for line in list(fh)[1:]:
-                name = _unescape(line.split()[0])
-                try:
-                    if os.stat(name).st_rdev in devs:
-                        found.append(f"used as swap ({name})")
-                except OSError:
-                    continue
-    except OSError:
-        pass
-    for dev in devs:
-        holders = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/holders")
-        try:
-            names = sorted(p.name for p in holders.iterdir())
-        except OSError:
-            names = []
-        if names:
-            found.append(f"held by {', '.join(names)}")
-    if not found:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_EXCL)
-            os.close(fd)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                found.append("in use (opened exclusively by another program)")
-    return found
-
-
-def _partitions(rdev: int) -> dict[int, str]:
-    """The partitions of a whole disk, as {dev_t: name}, from sysfs."""
-    base = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
-    out: dict[int, str] = {}
-    try:
-        for child in base.iterdir():
-            dev_file = child / "dev"
-            if (child / "partition").exists() and dev_file.exists():
-                major, minor = dev_file.read_text().strip().split(":")
-                out[os.makedev(int(major), int(minor))] = f"partition {child.name}"
-    except OSError:
-        pass
-    return out
-
-
-def _unescape(text: str) -> str:
-    """Undo the octal escapes (\\040 for a space) of /proc mount tables."""
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)

@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 
 from tests.tui.journals import BASE_NS
 from tui.app import CdpApp
+from tui.screens.main import MainScreen
 
 #: what the status bar's clock reads in every test: 20 s after the journal began
 NOW_NS = BASE_NS + 20_000_000_000
@@ -51,3 +52,27 @@ def screen_text(app: App) -> str:
     """Every cell of the current screen, one line per row, styles dropped."""
     strips = app.screen._compositor.render_strips()
     return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)
+
+
+def widget_text(app, selector: str) -> str:
+    """One widget's whole text (the screen may wrap a long path across lines)."""
+    return str(app.screen.query_one(selector).render())
+
+
+def error_text(app) -> str:
+    return widget_text(app, "#error-text")
+
+
+async def submit(pilot, selector: str, value: str) -> None:
+    """Fill an Input and press enter in it (typing a long path key by key is slow)."""
+    field = pilot.app.screen.query_one(selector)
+    field.value = value
+    field.focus()
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def start(pilot) -> MainScreen:
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, MainScreen), screen_text(pilot.app)
+    return pilot.app.screen

@@ -12,7 +12,7 @@ import pytest
 from journal import Journal, Record, RecordType
 from journal.units import format_ts_ms
 from tests.support.writer import holding_writer
-from tests.tui.helpers import NOW_NS, make_app, screen_text, settle, until
+from tests.tui.helpers import NOW_NS, error_text, make_app, screen_text, settle, start, submit, until, widget_text
 from tests.tui.journals import BASE_NS, MS, build, build_many_entries
 from tui.model import point_key
 from tui.screens.detail import DetailScreen
@@ -33,30 +33,6 @@ SIZE = (110, 40)
 def all_points(path: Path) -> list:
     with Journal.open(path, readonly=True) as j:
         return sorted(j.points(), key=point_key, reverse=True)
-
-
-def widget_text(app, selector: str) -> str:
-    """One widget's whole text (the screen may wrap a long path across lines)."""
-    return str(app.screen.query_one(selector).render())
-
-
-def error_text(app) -> str:
-    return widget_text(app, "#error-text")
-
-
-async def submit(pilot, selector: str, value: str) -> None:
-    """Fill an Input and press enter in it (typing a long path key by key is slow)."""
-    field = pilot.app.screen.query_one(selector)
-    field.value = value
-    field.focus()
-    await pilot.press("enter")
-    await settle(pilot)
-
-
-async def start(pilot) -> MainScreen:
-    await settle(pilot)
-    assert isinstance(pilot.app.screen, MainScreen), screen_text(pilot.app)
-    return pilot.app.screen
 
 
 # ------------------------------------------------------------------ opening

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, RecordType
+from journal.target import inspect_target
 from journal.units import format_bytes, format_duration, format_ts
 from tests.tui.journals import BASE_NS, MS
 from tui import model
@@ -112,12 +113,12 @@ def test_check_target(tmp_path: Path) -> None:
     assert "neither a regular file nor a block device" in model.check_target(str(tmp_path / "fifo"))[1]
 
 
-def test_mounted_at_finds_the_root_device() -> None:
+def test_the_restore_target_check_finds_the_root_device_mounted() -> None:
     with open("/proc/self/mounts") as f:
         devices = [line.split()[0] for line in f if line.split()[1] == "/" and line.startswith("/dev/")]
     if not devices or not os.path.exists(devices[0]):
         pytest.skip("the root file system is not on a block device here")
-    assert model.mounted_at(devices[0]) == "/"
+    assert inspect_target(devices[0]).users[0] == "mounted on /"
 
 
 def test_hex_rows_light_the_changes() -> None:

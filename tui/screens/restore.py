@@ -100,7 +100,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
             self.dismiss(self.result)
             return
         target = self.query_one(Input).value.strip()
-        exists, problem = model.check_target(target)
+        exists, problem = model.check_target(target, self.journal.path)
         if problem:
             self.state = "edit"
             self._say(problem, "bold red")
