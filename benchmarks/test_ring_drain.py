@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import Ratio, compare, figure, scaled
-from cdp.ring import RingWriter
 from cdp.ringabi import CONTROL_SIZE, RecType, rec_len_for
+from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from journal import Journal, Record, RecordType
 

@@ -159,7 +159,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     ring just to be able to catch their errors.
     """
     types: list[type[BaseException]] = [CdpError]
-    for module, name in (("journal.errors", "JournalError"), ("cdp.ring", "RingError")):
+    for module, name in (("journal.errors", "JournalError"), ("cdp.ringabi", "RingError")):
         loaded = sys.modules.get(module)
         found = getattr(loaded, name, None) if loaded is not None else None
         if isinstance(found, type) and issubclass(found, BaseException):

@@ -95,7 +95,7 @@ class Demo:
     # ------------------------------------------------------------------ steps
 
     def make_device(self) -> None:
-        from cdp.ring import RingWriter
+        from cdp.ringwriter import RingWriter
 
         with open(self.image, "wb") as fh:
             fh.truncate(DEVICE_BYTES)
@@ -124,7 +124,7 @@ class Demo:
         self.say(f"3. cdp run --journal {self.journal} --ring {self.ring} --until-detached   (pid {self.drain.pid})")
 
     def workload(self) -> dict[str, int]:
-        from cdp.ring import RingWriter
+        from cdp.ringwriter import RingWriter
         from cdp.sim import SimDevice, Workload, run
 
         self.say(f"4. workload for {self.seconds:g} s: writes of 512 B..1 MiB, discards, flushes, "

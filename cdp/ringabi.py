@@ -34,6 +34,7 @@ BUSY before it checks anything else.
 from __future__ import annotations
 
 import struct
+import sys
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -222,3 +223,31 @@ def unpack_record_header(buf: bytes | bytearray | memoryview, offset: int = 0) -
 def is_power_of_two(n: int) -> bool:
     """True for 1, 2, 4, ...; the data area's size must be one."""
     return n > 0 and n & (n - 1) == 0
+
+
+def range_ok(offset: int, length: int, device_bytes: int) -> bool:
+    """Whether ``[offset, offset+length)`` is a device range a record may name: sectors, not empty, inside."""
+    return not (offset % SECTOR or length % SECTOR or length <= 0 or offset + length > device_bytes)
+
+
+# ---------------------------------------------------------- mapping a ring
+
+#: Indices of the control page's words in its ``memoryview.cast("Q")`` and
+#: ``cast("I")`` views, and of a record's state word in the data area's
+#: ``cast("I")`` view. Both ends map the ring natively: an aligned 8- or
+#: 4-byte item access is one load or store of that size, never torn.
+Q_HEAD = OFF_HEAD // 8
+Q_TAIL = OFF_TAIL // 8
+Q_DROPPED = OFF_DROPPED // 8
+I_FLAGS = OFF_FLAGS // 4
+I_STATE = REC_OFF_STATE // 4
+
+
+class RingError(Exception):
+    """A ring that cannot be used, by either end; the message is one printable line."""
+
+
+def check_host() -> None:
+    """Refuse to map a ring natively on a big-endian host."""
+    if sys.byteorder != "little":
+        raise RingError("the ring ABI is little-endian and cdp maps it natively; this host is big-endian")

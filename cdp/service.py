@@ -49,8 +49,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cdp.ring import Corrupt, Entry, Ring, RingError
-from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType
+from cdp.ring import Corrupt, Entry, Ring
+from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType, RingError
 from journal import Journal, Record, RecordType
 from journal.errors import DeviceMismatch, JournalError
 from journal.status import RUNNING, STOPPED, ServiceStatus

@@ -41,8 +41,8 @@ from typing import Self
 
 import crc32c
 
-from cdp.ring import RingError, RingWriter, Slot
-from cdp.ringabi import MAX_MARK_NAME, SECTOR, RecFlag, RecType
+from cdp.ringabi import MAX_MARK_NAME, SECTOR, RecFlag, RecType, RingError
+from cdp.ringwriter import RingWriter, Slot
 from journal.identity import device_id
 
 POLICIES = ("block", "overflow")

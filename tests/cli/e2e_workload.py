@@ -53,7 +53,7 @@ def ops(seed: int, count: int, device_bytes: int) -> Iterator[Op]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cdp.ring import RingWriter
+    from cdp.ringwriter import RingWriter
     from cdp.sim import SimDevice
 
     p = argparse.ArgumentParser()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import RingWriter
+from cdp.ringwriter import RingWriter
 from journal import Journal
 from journal.identity import device_id
 from tests.cli.conftest import CDP, cdp, random_image, ts_arg

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import Corrupt, Entry, Ring, RingWriter
+from cdp.ring import Corrupt, Entry, Ring
 from cdp.ringabi import RecType
+from cdp.ringwriter import RingWriter
 
 DEVICE = 4 << 20
 

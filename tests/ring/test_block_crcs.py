@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp.ring import Corrupt, Entry, Ring, RingWriter
+from cdp.ring import Corrupt, Entry, Ring
 from cdp.ringabi import CONTROL_SIZE, RecType
+from cdp.ringwriter import RingWriter
 from journal import Journal, Record, RecordType
 from journal.blockcrc import block_crcs, combined
 from journal.errors import CorruptJournal

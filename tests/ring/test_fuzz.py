@@ -10,8 +10,9 @@ import crc32c
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cdp.ring import Corrupt, Entry, Ring, RingError, RingWriter
+from cdp.ring import Corrupt, Entry, Ring, RingError
 from cdp.ringabi import CONTROL_SIZE, REC_MAGIC, RecState, RecType, pack_control
+from cdp.ringwriter import RingWriter
 
 DATA = 1 << 16
 DEVICE = 1 << 20

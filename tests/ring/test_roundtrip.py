@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import Corrupt, Entry, Ring, RingError, RingWriter
+from cdp.ring import Corrupt, Entry, Ring, RingError
 from cdp.ringabi import (
     CONTROL_SIZE,
     OFF_TAIL,
@@ -20,6 +20,7 @@ from cdp.ringabi import (
     RecType,
     pack_control,
 )
+from cdp.ringwriter import RingWriter
 from tests.ring.conftest import DEVICE, drain, write
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import crc32c
 
-from cdp.ring import Corrupt, Entry, Ring, RingWriter
+from cdp.ring import Corrupt, Entry, Ring
 from cdp.ringabi import CONTROL_SIZE, REC_HDR_BODY, REC_MAGIC, RecState, RecType
+from cdp.ringwriter import RingWriter
 
 
 def _busy_write_with_unfinished_crcs(tmp_path: Path, data: bytes) -> tuple[Path, int]:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import Entry, Ring, RingError, RingWriter
+from cdp.ring import Entry, Ring, RingError
 from cdp.ringabi import RecType
+from cdp.ringwriter import RingWriter
 from cdp.sim import SimDevice, Workload, apply, run
 
 SIZE = 8 << 20

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdp.ring import RingWriter
+from cdp.ringwriter import RingWriter
 from journal import Journal, RecordType
 
 REPO = Path(__file__).resolve().parents[2]

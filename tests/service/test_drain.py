@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import Ring, RingWriter
+from cdp.ring import Ring
 from cdp.ringabi import CONTROL_SIZE, OFF_TAIL, REC_OFF_SEQ, RecType
+from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from cdp.sim import SimDevice, Workload, run
 from journal import Journal, RecordType

@@ -108,7 +108,7 @@ def test_restart_skips_what_the_killed_drain_journaled(tmp_path: Path) -> None:
 def test_bad_input_is_one_line(tmp_path: Path, breakage: str, message: str) -> None:
     import shutil
 
-    from cdp.ring import RingWriter
+    from cdp.ringwriter import RingWriter
 
     s = make_setup(tmp_path, size=1 << 20)
     holder = None

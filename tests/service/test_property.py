@@ -10,8 +10,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cdp.ring import Ring, RingWriter
+from cdp.ring import Ring
 from cdp.ringabi import CONTROL_SIZE
+from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from cdp.sim import SimDevice, Workload, apply
 from journal import Journal

@@ -13,7 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from cdp.ring import RingWriter
+from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from cdp.sim import SimDevice, Workload, run
 from journal import Journal
