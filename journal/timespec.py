@@ -15,7 +15,7 @@ The grammar (also printed by ``cdp help`` texts, see :data:`TIME_HELP`):
 A TIME that could mean two moments (a local time repeated when the clocks
 go back) or none (a local time skipped when they go forward) is an error,
 never a guess; so is anything not in the grammar. Every error is a
-:class:`ValueError` whose message is one line.
+:class:`TimeError` (a ValueError) whose message is one line.
 
 Arithmetic is on integers all the way: a float cannot hold a nanosecond
 timestamp of today exactly (2**53 ns is only about 104 days). The way back,
@@ -30,8 +30,13 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-from journal.units import NS
+from journal.records import MARK_KINDS, Point, PointKind
+from journal.units import NS, format_ts
+
+if TYPE_CHECKING:
+    from journal.reader import JournalReader
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SECOND = timedelta(seconds=1)
@@ -68,6 +73,51 @@ _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?([Zz]|[+-].*)?", re.AS
 MarkLookup = Callable[[str], "int | None"]
 
 
+class TimeError(ValueError):
+    """A TIME that cannot be read, or that names no moment or two; the message is one line."""
+
+
+def mark_lookup(journal: JournalReader) -> MarkLookup:
+    """The ``marks`` callback of :func:`parse_time` over a journal's marks, both kinds.
+
+    Two marks with one name make ``mark:NAME`` ambiguous: that is an error,
+    not a guess at which one was meant (the CLI and the TUI alike).
+    """
+
+    def lookup(name: str) -> int | None:
+        point = find_mark(journal, name)
+        return point.ts_ns if point is not None else None
+
+    return lookup
+
+
+def find_mark(journal: JournalReader, name: str) -> Point | None:
+    """The one mark named ``name``, or None; two with that name is an error, not a guess."""
+    found = [p for p in journal.points(kinds=MARK_KINDS) if p.name == name]
+    if len(found) > 1:
+        times = ", ".join(format_ts(p.ts_ns) for p in found[:3])
+        raise TimeError(f"{len(found)} marks are named {name!r} ({times}{', ...' if len(found) > 3 else ''}); "
+                        "give the time of the one you mean")
+    return found[0] if found else None
+
+
+def mark_position(journal: JournalReader, text: str | None) -> Point | None:
+    """For ``mark:NAME`` naming a MARK record, that point: a position among the writes, not a time.
+
+    A MARK record sits at an exact place in the ring's order; a write
+    journaled after it may carry the same nanosecond stamp (the producer
+    clamps a clock that steps back), so restoring "at its time" could take
+    that write in. A user mark is made by time and stays one (None here).
+    """
+    if text is None or not text.strip().startswith("mark:"):
+        return None
+    try:
+        point = find_mark(journal, text.strip()[5:])
+    except TimeError:
+        return None  # parse_time reports it
+    return point if point is not None and point.kind == PointKind.MARK else None
+
+
 def parse_time(text: str, *, now_ns: int | None = None, marks: MarkLookup | None = None) -> int:
     """Turn a TIME (see the module docstring) into nanoseconds since the epoch.
 
@@ -78,7 +128,7 @@ def parse_time(text: str, *, now_ns: int | None = None, marks: MarkLookup | None
     raw = text
     text = text.strip()
     if not text:
-        raise ValueError("empty TIME; see --help for the accepted forms")
+        raise TimeError("empty TIME; see --help for the accepted forms")
     if text.startswith("mark:"):
         return _parse_mark(text[5:], marks)
     if text == "now":
@@ -91,8 +141,8 @@ def parse_time(text: str, *, now_ns: int | None = None, marks: MarkLookup | None
     if match:
         return _parse_iso(text, match)
     if _TIME_ONLY.fullmatch(text):
-        raise ValueError(f"TIME {raw!r} has no date; write e.g. {time.strftime('%Y-%m-%d')}T{text}")
-    raise ValueError(f"cannot read TIME {raw!r}; expected ISO 8601, @EPOCH, -90s/-5m/-2h/-1d or mark:NAME")
+        raise TimeError(f"TIME {raw!r} has no date; write e.g. {time.strftime('%Y-%m-%d')}T{text}")
+    raise TimeError(f"cannot read TIME {raw!r}; expected ISO 8601, @EPOCH, -90s/-5m/-2h/-1d or mark:NAME")
 
 
 def _fraction_ns(frac: str | None, text: str) -> int:
@@ -100,40 +150,40 @@ def _fraction_ns(frac: str | None, text: str) -> int:
     if not frac:
         return 0
     if len(frac) > 9:
-        raise ValueError(f"TIME {text!r} has {len(frac)} fractional digits; at most 9 (nanoseconds)")
+        raise TimeError(f"TIME {text!r} has {len(frac)} fractional digits; at most 9 (nanoseconds)")
     return int(frac.ljust(9, "0"))
 
 
 def _parse_mark(name: str, marks: MarkLookup | None) -> int:
     if not name:
-        raise ValueError("mark: needs a name, e.g. mark:before-upgrade")
+        raise TimeError("mark: needs a name, e.g. mark:before-upgrade")
     if marks is None:
-        raise ValueError(f"cannot look up mark {name!r} here")
+        raise TimeError(f"cannot look up mark {name!r} here")
     ts = marks(name)
     if ts is None:
-        raise ValueError(f"no mark named {name!r} (see 'cdp points --marks')")
+        raise TimeError(f"no mark named {name!r} (see 'cdp points --marks')")
     return ts
 
 
 def _parse_epoch(text: str) -> int:
     match = _EPOCH_RE.fullmatch(text)
     if not match:
-        raise ValueError(f"cannot read TIME {text!r}; @EPOCH is @ then seconds, e.g. @1767225600.25")
+        raise TimeError(f"cannot read TIME {text!r}; @EPOCH is @ then seconds, e.g. @1767225600.25")
     return int(match["secs"]) * NS + _fraction_ns(match["frac"], text)
 
 
 def _parse_relative(text: str, now_ns: int | None) -> int:
     match = _REL_RE.fullmatch(text)
     if not match:
-        raise ValueError(f"cannot read TIME {text!r}; a relative time looks like -90s, -5m, -2h, -1d or -1h30m")
+        raise TimeError(f"cannot read TIME {text!r}; a relative time looks like -90s, -5m, -2h, -1d or -1h30m")
     delta = 0
     seen: set[str] = set()
     for whole, frac, unit in _REL_PART.findall(match["body"]):
         if unit in seen:
-            raise ValueError(f"TIME {text!r} names the unit {unit!r} twice")
+            raise TimeError(f"TIME {text!r} names the unit {unit!r} twice")
         seen.add(unit)
         if frac and unit != "s":
-            raise ValueError(f"TIME {text!r}: only seconds may have a fraction (e.g. -1.5s)")
+            raise TimeError(f"TIME {text!r}: only seconds may have a fraction (e.g. -1.5s)")
         delta += int(whole) * _UNIT_NS[unit] + _fraction_ns(frac, text)
     now = time.time_ns() if now_ns is None else now_ns
     return now - delta
@@ -144,7 +194,7 @@ def _parse_iso(text: str, m: re.Match[str]) -> int:
         naive = datetime(int(m["year"]), int(m["month"]), int(m["day"]),
                          int(m["hour"] or 0), int(m["minute"] or 0), int(m["second"] or 0))
     except ValueError as exc:
-        raise ValueError(f"TIME {text!r} is not a real date and time ({exc})") from None
+        raise TimeError(f"TIME {text!r} is not a real date and time ({exc})") from None
     frac = _fraction_ns(m["frac"], text)
     zone = m["zone"]
     if zone is None:
@@ -161,7 +211,7 @@ def _offset(zone: str, text: str) -> timezone:
     digits = zone[1:].replace(":", "")
     hours, minutes, seconds = int(digits[0:2]), int(digits[2:4] or 0), int(digits[4:6] or 0)
     if hours > 23 or minutes > 59 or seconds > 59:
-        raise ValueError(f"TIME {text!r} has an impossible zone offset {zone!r}")
+        raise TimeError(f"TIME {text!r} has an impossible zone offset {zone!r}")
     return timezone(sign * timedelta(hours=hours, minutes=minutes, seconds=seconds))
 
 
@@ -171,15 +221,15 @@ def _local(naive: datetime, text: str) -> datetime:
         early = naive.replace(fold=0).astimezone()
         late = naive.replace(fold=1).astimezone()
     except (OverflowError, OSError):
-        raise ValueError(f"local TIME {text!r} is outside what this system's clock can express") from None
+        raise TimeError(f"local TIME {text!r} is outside what this system's clock can express") from None
     if early.utcoffset() == late.utcoffset():
         return early
     # The two readings differ: the wall time happens either twice or never.
     if _roundtrip(early, naive) and _roundtrip(late, naive):
-        raise ValueError(
+        raise TimeError(
             f"local TIME {text!r} happens twice (clocks went back); add an offset, e.g. "
             f"{_iso_seconds(early)} or {_iso_seconds(late)}")
-    raise ValueError(f"local TIME {text!r} does not exist (clocks went forward); add an offset or pick another time")
+    raise TimeError(f"local TIME {text!r} does not exist (clocks went forward); add an offset or pick another time")
 
 
 def _roundtrip(aware: datetime, naive: datetime) -> bool:

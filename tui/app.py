@@ -20,10 +20,10 @@ from textual.app import App
 from textual.message import Message
 
 from journal import Journal
-from tui.model import describe_error, journal_span
+from tui.model.timeline import journal_span
 from tui.screens.error import ErrorScreen
 from tui.screens.main import MainScreen
-from tui.workers import Leases, journal_worker
+from tui.workers import Failed, Leases, journal_worker
 
 #: on exit, how long worker threads get to finish before the journal is closed under them
 CLOSE_WAIT_S = 5.0
@@ -44,10 +44,6 @@ class CdpApp(App[int]):
         span: tuple[int, int]
         last_seq: int
 
-    @dataclass
-    class OpenFailed(Message):
-        text: str
-
     def __init__(self, journal_path: str | os.PathLike[str], *, clock: Callable[[], int] = time.time_ns,
                  status_interval: float = 1.0) -> None:
         """``clock`` and ``status_interval`` exist so tests can fix what the status bar shows."""
@@ -63,14 +59,14 @@ class CdpApp(App[int]):
         self.sub_title = self.journal_path
         self.open_journal()
 
-    @journal_worker("open")
+    @journal_worker("open", failure="opening the journal")
     def open_journal(self) -> None:
+        journal = Journal.open(self.journal_path, readonly=True, marks=True)
         try:
-            journal = Journal.open(self.journal_path, readonly=True, marks=True)
             span, last_seq = journal_span(journal), journal.last_seq
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.OpenFailed(describe_error(exc)))
-            return
+        except BaseException:
+            journal.close()
+            raise
         self.post_message(self.Opened(journal, span, last_seq))
 
     @on(Opened)
@@ -78,8 +74,8 @@ class CdpApp(App[int]):
         self.journal = message.journal
         self.push_screen(MainScreen(message.journal, message.span, message.last_seq))
 
-    @on(OpenFailed)
-    def _open_failed(self, message: OpenFailed) -> None:
+    @on(Failed)
+    def _open_failed(self, message: Failed) -> None:
         self.push_screen(ErrorScreen(self.journal_path, message.text))
 
     async def on_unmount(self) -> None:

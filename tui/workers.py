@@ -16,6 +16,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from textual import work
+from textual.message import Message
+
+from tui.model.errors import describe_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,11 +54,29 @@ class Leases:
             return self._active
 
 
-def journal_worker(group: str = "default") -> Callable[[F], F]:
+class Failed(Message, bubble=False):
+    """A worker's read of the journal failed; posted to the screen (or app) whose worker it was.
+
+    ``what`` says what the worker was doing ('reading points'), ``text`` is
+    the one-line reason (:func:`tui.model.errors.describe_error`). It does not
+    bubble: each screen shows its own failures its own way.
+    """
+
+    def __init__(self, what: str, text: str) -> None:
+        super().__init__()
+        self.what = what
+        self.text = text
+
+
+def journal_worker(group: str = "default", *, failure: str | None = None,
+                   ignore: tuple[type[BaseException], ...] = ()) -> Callable[[F], F]:
     """``@work(thread=True, exclusive=True, group=group)`` for a method that reads the journal.
 
     The method runs under a lease from ``self.app.leases``; once the app has
     closed its leases the method is skipped (the journal is going away).
+    With ``failure`` (what the method does, for the message), an exception
+    becomes a :class:`Failed` posted to ``self``, never a traceback; one of
+    ``ignore`` (a superseded worker's) ends the method quietly.
     """
 
     def decorate(fn: F) -> F:
@@ -66,6 +87,13 @@ def journal_worker(group: str = "default") -> Callable[[F], F]:
                 return None
             try:
                 return fn(self, *args, **kwargs)
+            except ignore:
+                return None
+            except Exception as exc:
+                if failure is None:
+                    raise
+                self.post_message(Failed(failure, describe_error(exc)))
+                return None
             finally:
                 leases.release()
 

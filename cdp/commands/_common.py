@@ -94,57 +94,10 @@ def open_journal(args: argparse.Namespace, *, readonly: bool = True, marks: bool
     return Journal.open(path, readonly=readonly, marks=marks)
 
 
-def mark_lookup(journal: Journal):  # noqa: ANN201 - returns the callback parse_time wants
-    """A ``marks`` callback for :func:`journal.timespec.parse_time` over the journal's marks.
-
-    Two marks with one name make ``mark:NAME`` ambiguous: that is an error,
-    not a guess at which one was meant.
-    """
-
-    def lookup(name: str) -> int | None:
-        point = find_mark(journal, name)
-        return point.ts_ns if point is not None else None
-
-    return lookup
-
-
-def find_mark(journal: Journal, name: str) -> Point | None:
-    """The one mark named ``name``, or None; two with that name is an error, not a guess."""
-    from journal.records import MARK_KINDS
-
-    found = [p for p in journal.points(kinds=MARK_KINDS) if p.name == name]
-    if len(found) > 1:
-        from journal.units import format_ts
-
-        times = ", ".join(format_ts(p.ts_ns) for p in found[:3])
-        raise ValueError(f"{len(found)} marks are named {name!r} ({times}{', ...' if len(found) > 3 else ''}); "
-                         "give the time of the one you mean")
-    return found[0] if found else None
-
-
-def mark_position(journal: Journal, text: str | None) -> Point | None:
-    """For ``mark:NAME`` naming a MARK record, that point: a position among the writes, not a time.
-
-    A MARK record sits at an exact place in the ring's order; a write
-    journaled after it may carry the same nanosecond stamp (the producer
-    clamps a clock that steps back), so restoring "at its time" could take
-    that write in. A user mark is made by time and stays one (None here).
-    """
-    from journal.records import PointKind
-
-    if text is None or not text.strip().startswith("mark:"):
-        return None
-    try:
-        point = find_mark(journal, text.strip()[5:])
-    except ValueError:
-        return None  # parse_time_arg reports it
-    return point if point is not None and point.kind == PointKind.MARK else None
-
-
 def parse_time_arg(text: str, journal: Journal | None = None, *, option: str = "TIME",
                    now_ns: int | None = None) -> int:
     """A TIME argument as ns, or a one-line usage error naming the option."""
-    from journal.timespec import parse_time
+    from journal.timespec import mark_lookup, parse_time
 
     try:
         return parse_time(text, now_ns=now_ns, marks=mark_lookup(journal) if journal is not None else None)

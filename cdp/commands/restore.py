@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from cdp.commands._common import (
     add_json_option,
     add_verb,
-    mark_position,
     open_journal,
     parse_time_arg,
     print_json,
@@ -67,6 +66,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     target = Path(args.to)
     if args.seq is not None and args.seq < 0:
         raise UsageError("--seq must be 0 or more")
+    from journal.timespec import mark_position
+
     with open_journal(args) as journal:
         at_ns = parse_time_arg(args.at, journal, option="--at") if args.at is not None else None
         seq = args.seq

@@ -14,7 +14,7 @@ from journal.units import format_ts_ms
 from tests.support.writer import holding_writer
 from tests.tui.helpers import NOW_NS, error_text, make_app, screen_text, settle, start, submit, until, widget_text
 from tests.tui.journals import BASE_NS, MS, build, build_many_entries
-from tui.model import point_key
+from tui.model.points import point_key
 from tui.screens.detail import DetailScreen
 from tui.screens.error import ErrorScreen
 from tui.screens.goto import GotoScreen

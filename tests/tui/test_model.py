@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, RecordType
+from journal.records import MARK_KINDS
 from journal.target import inspect_target
 from journal.units import format_bytes, format_duration, format_ts
 from tests.tui.journals import BASE_NS, MS
-from tui import model
-from tui.model import point_key
+from tui.model import detail, points, status, target, timeline
 from tui.screens.block import parse_block
 from tui.widgets.hexview import first_change_line, hex_rows
 
@@ -25,7 +25,7 @@ def j(journal_dir: Path):
 
 
 def newest_first(j: Journal) -> list:
-    return sorted(j.points(), key=point_key, reverse=True)
+    return sorted(j.points(), key=points.point_key, reverse=True)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 5, 7, 500])
@@ -35,7 +35,7 @@ def test_pages_add_up_to_every_point_once(j: Journal, limit: int) -> None:
     assert any(a.ts_ns == b.ts_ns and a.seq == b.seq for a, b in pairwise(expected))
     got, before = [], None
     while True:
-        page = model.points_page(j, None, before, limit)
+        page = points.points_page(j, None, before, limit)
         assert len(page.points) <= limit
         got += page.points
         if page.done:
@@ -46,36 +46,36 @@ def test_pages_add_up_to_every_point_once(j: Journal, limit: int) -> None:
 
 
 def test_marks_only_pages(j: Journal) -> None:
-    page = model.points_page(j, model.MARK_KINDS, None, 10)
+    page = points.points_page(j, MARK_KINDS, None, 10)
     assert [p.name for p in page.points] == ["after-upgrade", "before-upgrade", "checkpoint"] and page.done
 
 
 def test_points_until_reaches_the_target_and_no_further(j: Journal) -> None:
     every = newest_first(j)
-    first = model.points_page(j, None, None, 3)
+    first = points.points_page(j, None, None, 3)
     target = every[10]
-    rest = model.points_until(j, None, first.points[-1], target.ts_ns)
+    rest = points.points_until(j, None, first.points[-1], target.ts_ns)
     assert first.points + rest.points == every[:len(first.points) + len(rest.points)]
     assert rest.points[-1].ts_ns <= target.ts_ns < rest.points[-2].ts_ns
 
 
 def test_points_newer(j: Journal, journal_dir: Path) -> None:
     every = newest_first(j)
-    page = model.points_newer(j, None, every[3], 10)
+    page = points.points_newer(j, None, every[3], 10)
     assert page.points == every[:3]
-    assert model.points_newer(j, None, every[-1], 2) is None  # too many: start again
+    assert points.points_newer(j, None, every[-1], 2) is None  # too many: start again
 
 
 def test_timeline_counts_every_byte_once(j: Journal) -> None:
-    start, end = model.journal_span(j)
+    start, end = timeline.journal_span(j)
     written = sum(r.length for r in j.records()
                       if r.type in (RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES))
     for columns in (1, 7, 100, 1000):
-        data = model.timeline(j, start, end + 1, columns)
+        data = timeline.timeline(j, start, end + 1, columns)
         assert len(data.buckets) == columns
         assert sum(data.buckets) == written
     # a coarse view (the per-second table) spreads each second over its columns: the total holds
-    data = model.timeline(j, start - 100 * 10**9, end + 100 * 10**9, 20)
+    data = timeline.timeline(j, start - 100 * 10**9, end + 100 * 10**9, 20)
     assert sum(data.buckets) == written
 
 
@@ -83,34 +83,34 @@ def test_detail_matches_the_records(j: Journal) -> None:
     every = newest_first(j)
     point = next(p for p in every if p.kind == "mark")
     prev = every[every.index(point) + 1]
-    d = model.point_detail(j, point)
+    d = detail.point_detail(j, point)
     assert d.previous == prev
     records = list(j.records(prev.seq + 1, point.seq))
     assert d.records == len(records)
     assert d.writes == sum(r.type == RecordType.WRITE for r in records)
     for block in d.changed:
-        before, after = model.block_pair(j, block, point.seq, prev.seq)
+        before, after = detail.block_pair(j, block, point.seq, prev.seq)
         assert before != after
     for block in set(d.touched) - set(d.changed):
-        before, after = model.block_pair(j, block, point.seq, prev.seq)
+        before, after = detail.block_pair(j, block, point.seq, prev.seq)
         assert before == after
 
 
 def test_status_without_a_service(j: Journal) -> None:
-    snap = model.read_status(j, BASE_NS + 20_000 * MS)
+    snap = status.read_status(j, BASE_NS + 20_000 * MS)
     assert not snap.running and "has not run" in snap.stopped_why
     assert snap.records == j.stats().records and not snap.overflow
 
 
 def test_check_target(tmp_path: Path) -> None:
-    assert model.check_target("") == (False, "type a path to restore to")
-    assert model.check_target(str(tmp_path / "new.img")) == (False, "")
+    assert target.check_target("") == (False, "type a path to restore to")
+    assert target.check_target(str(tmp_path / "new.img")) == (False, "")
     (tmp_path / "old.img").write_bytes(b"x")
-    assert model.check_target(str(tmp_path / "old.img")) == (True, "")
-    assert "is a directory" in model.check_target(str(tmp_path))[1]
-    assert "is not a directory" in model.check_target(str(tmp_path / "a" / "b.img"))[1]
+    assert target.check_target(str(tmp_path / "old.img")) == (True, "")
+    assert "is a directory" in target.check_target(str(tmp_path))[1]
+    assert "is not a directory" in target.check_target(str(tmp_path / "a" / "b.img"))[1]
     os.mkfifo(tmp_path / "fifo")
-    assert "neither a regular file nor a block device" in model.check_target(str(tmp_path / "fifo"))[1]
+    assert "neither a regular file nor a block device" in target.check_target(str(tmp_path / "fifo"))[1]
 
 
 def test_the_restore_target_check_finds_the_root_device_mounted() -> None:

@@ -16,13 +16,14 @@ from textual.worker import get_current_worker
 from journal import Journal, Point
 from journal.format import BLOCK
 from journal.units import format_bytes, format_count, format_duration, format_ts, format_ts_ms
-from tui import model
-from tui.model import PointDetail
+from tui.model.detail import Cancelled, PointDetail, block_pair, point_detail
 from tui.screens.block import BlockScreen
 from tui.screens.help import HelpScreen
 from tui.screens.restore import RestoreScreen
 from tui.widgets.hexview import HexView
-from tui.workers import journal_worker
+from tui.workers import Failed, journal_worker
+
+POINT_DETAIL = "point detail"
 
 
 class DetailScreen(Screen):
@@ -50,10 +51,6 @@ class DetailScreen(Screen):
         block: int
         before: bytes
         after: bytes
-
-    @dataclass
-    class Failed(Message):
-        text: str
 
     def __init__(self, journal: Journal, point: Point) -> None:
         super().__init__()
@@ -99,32 +96,22 @@ class DetailScreen(Screen):
 
     # --------------------------------------------------------------- workers
 
-    @journal_worker("detail")
+    @journal_worker("detail", failure=POINT_DETAIL, ignore=(Cancelled,))
     def load_detail(self) -> None:
         worker = get_current_worker()
-        try:
-            detail = model.point_detail(self.journal, self.point, lambda: worker.is_cancelled)
-            first = None
-            if detail.changed:
-                prev_seq = detail.previous.seq if detail.previous else 0
-                block = detail.changed[0]
-                first = (block, *model.block_pair(self.journal, block, self.point.seq, prev_seq))
-        except model.Cancelled:
-            return
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed(model.describe_error(exc)))
-            return
+        detail = point_detail(self.journal, self.point, lambda: worker.is_cancelled)
+        first = None
+        if detail.changed:
+            prev_seq = detail.previous.seq if detail.previous else 0
+            block = detail.changed[0]
+            first = (block, *block_pair(self.journal, block, self.point.seq, prev_seq))
         self.post_message(self.DetailLoaded(detail, first))
 
-    @journal_worker("block")
+    @journal_worker("block", failure=POINT_DETAIL)
     def load_block(self, block: int) -> None:
         worker = get_current_worker()
         prev_seq = self.detail.previous.seq if self.detail and self.detail.previous else 0
-        try:
-            before, after = model.block_pair(self.journal, block, self.point.seq, prev_seq)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed(model.describe_error(exc)))
-            return
+        before, after = block_pair(self.journal, block, self.point.seq, prev_seq)
         if not worker.is_cancelled:
             self.post_message(self.BlockLoaded(block, before, after))
 
@@ -194,7 +181,7 @@ class DetailScreen(Screen):
     @on(Failed)
     def _failed(self, message: Failed) -> None:
         self.query_one(HexView).show_message(message.text, "bold red")
-        self.app.notify(message.text, title="point detail", severity="error", timeout=8)
+        self.app.notify(message.text, title=message.what, severity="error", timeout=8)
 
     # --------------------------------------------------------------- actions
 

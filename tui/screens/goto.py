@@ -14,9 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from journal import Journal
-from journal.timespec import TIME_HELP
-from tui import model
-from tui.workers import journal_worker
+from journal.timespec import TIME_HELP, mark_lookup, parse_time
+from tui.workers import Failed, journal_worker
 
 
 class GotoScreen(ModalScreen[int | None]):
@@ -27,10 +26,6 @@ class GotoScreen(ModalScreen[int | None]):
     @dataclass
     class Parsed(Message):
         ts_ns: int
-
-    @dataclass
-    class Failed(Message):
-        text: str
 
     def __init__(self, journal: Journal, clock: Callable[[], int]) -> None:
         super().__init__()
@@ -52,18 +47,10 @@ class GotoScreen(ModalScreen[int | None]):
     def _go(self, event: Input.Submitted) -> None:
         self.parse(event.value, self.clock())
 
-    @journal_worker()
+    @journal_worker(failure="go to")
     def parse(self, text: str, now_ns: int) -> None:
         """Parsing may look up a mark in the journal, so it runs off the UI thread."""
-        try:
-            ts = model.parse_user_time(self.journal, text, now_ns)
-        except ValueError as exc:
-            self.post_message(self.Failed(str(exc)))
-            return
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed(model.describe_error(exc)))
-            return
-        self.post_message(self.Parsed(ts))
+        self.post_message(self.Parsed(parse_time(text, now_ns=now_ns, marks=mark_lookup(self.journal))))
 
     @on(Parsed)
     def _parsed(self, message: Parsed) -> None:

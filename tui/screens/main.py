@@ -16,8 +16,9 @@ from textual.worker import get_current_worker
 from journal import Journal, Point
 from journal.records import MARK_KINDS
 from journal.units import format_ts_ms
-from tui import model
-from tui.model import PointsPage, StatusSnapshot, TimelineData
+from tui.model.points import PointsPage, points_newer, points_page, points_until
+from tui.model.status import StatusSnapshot, read_status
+from tui.model.timeline import TimelineData, journal_span, timeline
 from tui.screens.detail import DetailScreen
 from tui.screens.goto import GotoScreen
 from tui.screens.help import HelpScreen
@@ -27,9 +28,10 @@ from tui.screens.verify import VerifyScreen
 from tui.widgets.points_list import PointsList
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.timeline import Timeline
-from tui.workers import journal_worker
+from tui.workers import Failed, journal_worker
 
 PAGE = 500
+READING_POINTS = "reading points"
 SUBTITLE = "f: marks/all   g: go to time   enter: detail"
 #: the narrowest window the timeline zooms to
 MIN_SPAN_NS = 10_000_000
@@ -81,11 +83,6 @@ class MainScreen(Screen):
         snap: StatusSnapshot
         now_ns: int
         span: tuple[int, int]
-
-    @dataclass
-    class Failed(Message):
-        what: str
-        text: str
 
     # ----------------------------------------------------------------- setup
 
@@ -143,24 +140,20 @@ class MainScreen(Screen):
         self.table.loading = True
         self.load_points(self.generation, self.kinds, None, select_ns)
 
-    @journal_worker("points")
+    @journal_worker("points", failure=READING_POINTS)
     def load_points(self, generation: int, kinds: frozenset[str] | None, before: Point | None,
                     select_ns: int | None) -> None:
         """Read one page (or, to reach ``select_ns``, every page down to it)."""
         worker = get_current_worker()
-        try:
-            if select_ns is None:
-                page = model.points_page(self.journal, kinds, before, PAGE)
-            else:
-                page = model.points_until(self.journal, kinds, before, select_ns)
-                if not page.done and len(page.points) < PAGE:
-                    # fill up the page so the list does not end right at the target
-                    last = page.points[-1] if page.points else before
-                    more = model.points_page(self.journal, kinds, last, PAGE)
-                    page = PointsPage(page.points + more.points, more.done)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed("reading points", model.describe_error(exc)))
-            return
+        if select_ns is None:
+            page = points_page(self.journal, kinds, before, PAGE)
+        else:
+            page = points_until(self.journal, kinds, before, select_ns)
+            if not page.done and len(page.points) < PAGE:
+                # fill up the page so the list does not end right at the target
+                last = page.points[-1] if page.points else before
+                more = points_page(self.journal, kinds, last, PAGE)
+                page = PointsPage(page.points + more.points, more.done)
         if not worker.is_cancelled:
             self.post_message(self.PointsLoaded(generation, before, page, select_ns))
 
@@ -220,14 +213,10 @@ class MainScreen(Screen):
         if self.columns:
             self.load_timeline(self.view_start, self.view_end, self.columns)
 
-    @journal_worker("timeline")
+    @journal_worker("timeline", failure="reading activity")
     def load_timeline(self, start_ns: int, end_ns: int, columns: int) -> None:
         worker = get_current_worker()
-        try:
-            data = model.timeline(self.journal, start_ns, end_ns, columns)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed("reading activity", model.describe_error(exc)))
-            return
+        data = timeline(self.journal, start_ns, end_ns, columns)
         if not worker.is_cancelled:
             self.post_message(self.TimelineLoaded(data))
 
@@ -261,14 +250,10 @@ class MainScreen(Screen):
     def refresh_status(self) -> None:
         self.load_status(self.app.clock())
 
-    @journal_worker("status")
+    @journal_worker("status", failure="reading status")
     def load_status(self, now_ns: int) -> None:
-        try:
-            snap = model.read_status(self.journal, now_ns)
-            span = model.journal_span(self.journal)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed("reading status", model.describe_error(exc)))
-            return
+        snap = read_status(self.journal, now_ns)
+        span = journal_span(self.journal)
         self.post_message(self.StatusLoaded(snap, now_ns, span))
 
     @on(StatusLoaded)
@@ -291,13 +276,9 @@ class MainScreen(Screen):
         elif not table.loading:
             self.load_newer(self.generation, self.kinds, table.points[0])
 
-    @journal_worker("newer")
+    @journal_worker("newer", failure=READING_POINTS)
     def load_newer(self, generation: int, kinds: frozenset[str] | None, after: Point) -> None:
-        try:
-            page = model.points_newer(self.journal, kinds, after, PAGE)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed("reading points", model.describe_error(exc)))
-            return
+        page = points_newer(self.journal, kinds, after, PAGE)
         self.post_message(self.NewerLoaded(generation, after, page))
 
     @on(NewerLoaded)
@@ -319,7 +300,7 @@ class MainScreen(Screen):
         if self._last_failure is not None and self._last_failure[0] == key and now - self._last_failure[1] < 30:
             return
         self._last_failure = (key, now)
-        if message.what == "reading points":
+        if message.what == READING_POINTS:
             self.table.loading = False  # let a later scroll ask again
         self.app.notify(message.text, title=message.what, severity="error", timeout=8)
 

@@ -14,8 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from journal import Journal, Point
-from tui import model
-from tui.workers import journal_worker
+from journal.timespec import mark_lookup, parse_time
+from tui.workers import Failed, journal_worker
 
 
 class MarkScreen(ModalScreen[Point | None]):
@@ -26,10 +26,6 @@ class MarkScreen(ModalScreen[Point | None]):
     @dataclass
     class Added(Message):
         point: Point
-
-    @dataclass
-    class Failed(Message):
-        text: str
 
     def __init__(self, journal: Journal, clock: Callable[[], int]) -> None:
         super().__init__()
@@ -65,15 +61,10 @@ class MarkScreen(ModalScreen[Point | None]):
             return
         self.add_mark(name, when, self.clock())
 
-    @journal_worker()
+    @journal_worker(failure="mark")
     def add_mark(self, name: str, when: str, now_ns: int) -> None:
-        try:
-            ts = model.parse_user_time(self.journal, when, now_ns)
-            point = self.journal.add_mark(name, ts)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed(str(exc) if isinstance(exc, ValueError) else model.describe_error(exc)))
-            return
-        self.post_message(self.Added(point))
+        ts = parse_time(when, now_ns=now_ns, marks=mark_lookup(self.journal))
+        self.post_message(self.Added(self.journal.add_mark(name, ts)))
 
     @on(Added)
     def _added(self, message: Added) -> None:

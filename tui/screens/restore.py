@@ -23,8 +23,8 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from journal import Cancelled, Journal, Point, RestoreResult
 from journal.units import format_bytes, format_ts, format_ts_ms
-from tui import model
-from tui.workers import journal_worker
+from tui.model.target import check_target
+from tui.workers import Failed, journal_worker
 
 #: post progress at most this often: a restore reports per chunk, the screen needs far less
 _PROGRESS_EVERY_S = 0.1
@@ -100,7 +100,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
             self.dismiss(self.result)
             return
         target = self.query_one(Input).value.strip()
-        exists, problem = model.check_target(target, self.journal.path)
+        exists, problem = check_target(target, self.journal.path)
         if problem:
             self.state = "edit"
             self._say(problem, "bold red")
@@ -143,7 +143,7 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
 
     # ---------------------------------------------------------------- worker
 
-    @journal_worker("restore")
+    @journal_worker("restore", failure="restore")
     def run_restore(self, target: str, overwrite: bool) -> None:
         last = [0.0]
 
@@ -161,9 +161,6 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
             self.post_message(self.Stopped("restore cancelled; nothing was kept at the target"
                                            if not overwrite else "restore cancelled; the target is incomplete",
                                            True))
-            return
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Stopped(model.describe_error(exc), False))
             return
         self.post_message(self.Finished(result))
 
@@ -188,6 +185,10 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
         go.disabled = False
         go.focus()
         self.query_one("#cancel", Button).display = False
+
+    @on(Failed)
+    def _failed(self, message: Failed) -> None:
+        self._stopped(self.Stopped(message.text, False))
 
     @on(Stopped)
     def _stopped(self, message: Stopped) -> None:

@@ -16,8 +16,7 @@ from textual.widgets import Button, Label, ProgressBar, Static
 
 from journal import Journal, VerifyReport
 from journal.units import format_bytes, format_count
-from tui import model
-from tui.workers import journal_worker
+from tui.workers import Failed, journal_worker
 
 #: problems listed in the dialog; the CLI's `cdp verify` lists them all
 SHOW_PROBLEMS = 50
@@ -36,10 +35,6 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
     @dataclass
     class Finished(Message):
         report: VerifyReport
-
-    @dataclass
-    class Failed(Message):
-        text: str
 
     def __init__(self, journal: Journal) -> None:
         super().__init__()
@@ -60,7 +55,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
         self.query_one("#dialog").border_title = "verify"
         self.run_verify()
 
-    @journal_worker("verify")
+    @journal_worker("verify", failure="verify")
     def run_verify(self) -> None:
         last = [0.0]
 
@@ -70,12 +65,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
                 last[0] = now
                 self.post_message(self.Progress(done, total))
 
-        try:
-            report = self.journal.verify(progress)
-        except Exception as exc:  # noqa: BLE001 - shown in the app, never a traceback
-            self.post_message(self.Failed(model.describe_error(exc)))
-            return
-        self.post_message(self.Finished(report))
+        self.post_message(self.Finished(self.journal.verify(progress)))
 
     @on(Progress)
     def _progress(self, message: Progress) -> None:

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from journal.units import format_bytes, format_count, format_duration, format_rate, format_ts_ms
-from tui.model import StatusSnapshot
+from tui.model.status import StatusSnapshot
 
 
 class StatusBar(Static):

@@ -1,6 +1,6 @@
 """The activity timeline: bytes written per column, rewind points beneath, the selection lit.
 
-The widget draws what it is given (:class:`tui.model.TimelineData`) and
+The widget draws what it is given (:class:`tui.model.timeline.TimelineData`) and
 tells its screen how wide it is; the screen decides the window of time and
 reads the journal in a worker.
 """
@@ -15,7 +15,7 @@ from textual.widget import Widget
 
 from journal.records import MARK_KINDS, PointKind
 from journal.units import format_bytes, format_clock, format_duration
-from tui.model import TimelineData
+from tui.model.timeline import TimelineData
 
 BARS = " ▁▂▃▄▅▆▇█"
 CHART_ROWS = 4
