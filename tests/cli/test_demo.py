@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import CDP, cdp
+from tests.support.cli import CDP, cdp
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     import signal
     import subprocess
 
-    from tests.cli.conftest import CDP
+    from tests.support.cli import CDP
 
     where = tmp_path / "demo"
     proc = subprocess.Popen([os.fspath(CDP), "demo", "--dir", os.fspath(where), "--seconds", "30"],

@@ -23,8 +23,10 @@ import pytest
 from cdp.ringwriter import RingWriter
 from journal import Journal
 from journal.identity import device_id
-from tests.cli.conftest import CDP, cdp, random_image, ts_arg
 from tests.cli.e2e_workload import ops
+from tests.support.cli import CDP, cdp
+from tests.support.devices import random_device
+from tests.support.history import ts_arg
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE = 8 << 20
@@ -51,7 +53,7 @@ class Setup:
     def __init__(self, tmp: Path, seed: int) -> None:
         self.tmp = tmp
         self.seed = seed
-        self.baseline = random_image(DEVICE, seed)
+        self.baseline = random_device(DEVICE, seed)
         self.image = tmp / "device.img"
         self.image.write_bytes(self.baseline)
         self.ring = tmp / "ring"

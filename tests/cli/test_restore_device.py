@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import cdp
 from tests.support.blockdev import loop_device, mounted, needs, partition, swap_on
+from tests.support.cli import cdp
 
 pytestmark = needs("mkfs.ext4", "e2fsck", "mount", "umount")
 #: a disk of two partitions: an ext4 one and a swap area

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from journal import Journal
-from tests.cli.conftest import NS, build_history, cdp, random_image, ts_arg
+from journal.units import NS
+from tests.support.cli import cdp
+from tests.support.devices import random_device
+from tests.support.history import build_history, ts_arg
 
 
 def _journal_intact(path: Path, last_seq: int) -> None:
@@ -171,7 +174,7 @@ def test_init_in_a_read_only_directory(read_only_dir: Path, device: tuple[Path, 
 # ------------------------------------------------------------- status / points
 
 def test_status_text_and_json(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 1), records=200, seed=1)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 1), records=200, seed=1)
     run = cdp("status", "--journal", hist.path)
     assert run.code == 0
     assert "last seq 200" in run.out and "not running" in run.out
@@ -188,7 +191,7 @@ def test_status_sees_the_writer_lock(journal_dir: Path) -> None:
 
 
 def test_points_lists_flushes_and_marks_exactly(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 2), records=300, seed=2)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 2), records=300, seed=2)
     points = json.loads(cdp("points", "--journal", hist.path, "--json").out)
     assert points[0]["kind"] == "baseline"
     assert [(p["seq"], p["ts_ns"]) for p in points if p["kind"] == "flush"] == hist.flushes
@@ -201,7 +204,7 @@ def test_points_lists_flushes_and_marks_exactly(tmp_path: Path) -> None:
 
 
 def test_points_since_until(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 3), records=300, seed=3)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 3), records=300, seed=3)
     lo, hi = hist.flushes[3][1], hist.flushes[-3][1]
     points = json.loads(cdp("points", "--journal", hist.path, "--json", "--kind", "flush",
                             "--since", ts_arg(lo), "--until", ts_arg(hi)).out)
@@ -263,7 +266,7 @@ def test_two_marks_with_one_name_are_ambiguous(tmp_path: Path, journal_dir: Path
 # ----------------------------------------------------------------------- verify
 
 def test_verify_ok(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 4), records=100, seed=4)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 4), records=100, seed=4)
     run = cdp("verify", "--journal", hist.path)
     assert run.code == 0 and run.out.startswith("ok: ")
     doc = json.loads(cdp("verify", "--journal", hist.path, "--json").out)
@@ -271,7 +274,7 @@ def test_verify_ok(tmp_path: Path) -> None:
 
 
 def test_verify_reports_damage_one_problem_per_line(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 5), records=100, seed=5)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 5), records=100, seed=5)
     segment = sorted((hist.path / "segments").glob("*.seg"))[-1]
     raw = bytearray(segment.read_bytes())
     for pos in (len(raw) // 3, len(raw) // 2, len(raw) - 100):
@@ -288,7 +291,7 @@ def test_verify_reports_damage_one_problem_per_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- restore
 
 def test_restore_many_times_matches_the_model(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(512 << 10, 6), records=600, seed=6)
+    hist = build_history(tmp_path / "j", random_device(512 << 10, 6), records=600, seed=6)
     seqs = [0, 1, 2, 17, 100, 299, 300, 451, 599, 600]
     times = [hist.states[s][1] for s in seqs]
     times += [t - 1 for t in times[1:]] + [t + 1 for t in times]
@@ -303,7 +306,7 @@ def test_restore_many_times_matches_the_model(tmp_path: Path) -> None:
 
 
 def test_restore_by_seq_and_at_marks_and_flushes(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 8), records=300, seed=8)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 8), records=300, seed=8)
     name, ts = sorted(hist.marks.items())[0]
     out = tmp_path / "m.img"
     doc = json.loads(cdp("restore", "--journal", hist.path, "--at", f"mark:{name}", "--to", out, "--json").out)
@@ -366,7 +369,7 @@ def test_restore_to_unwritable_directory(read_only_dir: Path, journal_dir: Path)
 
 
 def test_bad_input_loses_nothing(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 10), records=150, seed=10)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 10), records=150, seed=10)
     for args in (["restore", "--at", "garbage", "--to", tmp_path / "x"], ["mark", ""], ["points", "--since", "x"],
                  ["init", "--device", tmp_path / "none"], ["restore", "--seq", "9999", "--to", tmp_path / "y"]):
         run = cdp(*args, "--journal", hist.path)
@@ -381,7 +384,7 @@ def _run_on_a_terminal(*args: str | os.PathLike[str]) -> tuple[int, str]:
     import pty
     import subprocess
 
-    from tests.cli.conftest import CDP
+    from tests.support.cli import CDP
 
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
@@ -426,7 +429,7 @@ def test_restore_inside_an_overflow_window_needs_allow_partial(tmp_path: Path) -
 
     from journal import Record, RecordType
 
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 11), records=50, seed=11)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 11), records=50, seed=11)
     last_ts = hist.states[-1][1]
     with Journal.open(hist.path) as journal:  # writes were dropped from last_ts + 10 on, never resynced
         journal.append([Record(51, last_ts + 20, RecordType.OVERFLOW, 0, 0, 64 << 10,
@@ -459,7 +462,7 @@ def test_ambiguous_local_time_is_refused_not_guessed(tmp_path: Path, journal_dir
 
 
 def test_points_newest_first_and_limit(tmp_path: Path) -> None:
-    hist = build_history(tmp_path / "j", random_image(256 << 10, 12), records=200, seed=12)
+    hist = build_history(tmp_path / "j", random_device(256 << 10, 12), records=200, seed=12)
     every = json.loads(cdp("points", "--journal", hist.path, "--json").out)
     newest = json.loads(cdp("points", "--journal", hist.path, "--json", "--newest-first", "--limit", "3").out)
     assert newest == every[::-1][:3]
@@ -471,7 +474,7 @@ def test_init_interrupted_leaves_nothing_behind(tmp_path: Path) -> None:
     import subprocess
     import time
 
-    from tests.cli.conftest import CDP
+    from tests.support.cli import CDP
 
     big = tmp_path / "big.img"
     with open(big, "wb") as fh:
@@ -493,5 +496,5 @@ def test_init_interrupted_leaves_nothing_behind(tmp_path: Path) -> None:
     assert proc.returncode == 143 and err == "cdp: init: terminated\n" and out == ""
     assert not target.exists()
     small = tmp_path / "small.img"
-    small.write_bytes(random_image(64 << 10, 13))
+    small.write_bytes(random_device(64 << 10, 13))
     assert cdp("init", "--journal", target, "--device", small).code == 0  # the path is free again

@@ -1,4 +1,4 @@
-"""Helpers for ring tests: real ring files in temporary directories."""
+"""Fixtures for the ring tests: real ring files in temporary directories (helpers: tests.support.ring)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cdp.ring import Corrupt, Entry, Ring
-from cdp.ringabi import RecType
+from cdp.ring import Ring
 from cdp.ringwriter import RingWriter
-
-DEVICE = 4 << 20
-
-
-def write(writer: RingWriter, offset: int, data: bytes, flags: int = 0, *, commit: bool = True):
-    """Submit one WRITE; commit its slots unless told not to."""
-    slots = writer.submit(RecType.WRITE, offset=offset, length=len(data), data=data, flags=flags)
-    if commit:
-        for slot in slots:
-            slot.commit()
-    return slots
-
-
-def drain(ring: Ring) -> list[Entry | Corrupt]:
-    """Read everything available and release it."""
-    out: list[Entry | Corrupt] = []
-    while True:
-        got = ring.read()
-        out += got
-        ring.release(ring.cursor)
-        if not got:
-            return out
+from tests.support.ring import DEVICE
 
 
 @pytest.fixture

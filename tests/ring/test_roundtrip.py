@@ -21,7 +21,7 @@ from cdp.ringabi import (
     pack_control,
 )
 from cdp.ringwriter import RingWriter
-from tests.ring.conftest import DEVICE, drain, write
+from tests.support.ring import DEVICE, drain, write
 
 
 def pattern(i: int, size: int) -> bytes:

@@ -18,7 +18,7 @@ from cdp.service import drain
 from cdp.sim import SimDevice, Workload, run
 from journal import Journal, RecordType
 from journal.errors import DeviceMismatch
-from tests.service.conftest import check_journal, make_setup
+from tests.support.service import check_journal, make_setup
 
 
 def sim_in_thread(s, ops: int, seed: int = 3, **kw) -> tuple[threading.Thread, SimDevice]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal
-from tests.service.conftest import check_journal, drain_process, make_setup, sim_process
+from tests.support.service import check_journal, drain_process, make_setup, sim_process
 
 
 def test_producer_and_drain_processes(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ journal ends equal to the device, with every overflow window closed and no seq g
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from cdp.sim import SimDevice, Workload, apply
 from journal import Journal
+from tests.support.devices import write_device
 
 SIZE = 1 << 20
 
@@ -30,7 +30,7 @@ def test_drained_journal_equals_the_device(seed: int, ops: int, ring_kib: int, p
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         image = tmp_path / "img"
-        image.write_bytes(random.Random(seed).randbytes(SIZE))
+        write_device(image, SIZE, seed, zero_fraction=0.0)
         Journal.create(tmp_path / "j", device_bytes=SIZE, source=image).close()
         RingWriter.create_file(tmp_path / "ring", ring_kib << 10, SIZE)
         device = SimDevice(image, RingWriter.attach(tmp_path / "ring"), policy=policy, wait_ms=0)

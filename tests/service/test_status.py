@@ -10,7 +10,7 @@ from pathlib import Path
 from cdp.service import drain
 from journal import Journal
 from journal.status import RUNNING, STOPPED, ServiceStatus, read_service
-from tests.service.conftest import make_setup
+from tests.support.service import make_setup
 from tests.support.writer import holding_writer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.journals import build
+from tests.support.journals import build
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ import pytest
 
 from journal import Journal, Record, RecordType
 from journal.units import format_ts_ms
+from tests.support.journals import BASE_NS, MS, build, build_many_entries
+from tests.support.tui import NOW_NS, error_text, make_app, screen_text, settle, start, submit, until, widget_text
 from tests.support.writer import holding_writer
-from tests.tui.helpers import NOW_NS, error_text, make_app, screen_text, settle, start, submit, until, widget_text
-from tests.tui.journals import BASE_NS, MS, build, build_many_entries
 from tui.model.points import point_key
 from tui.screens.detail import DetailScreen
 from tui.screens.error import ErrorScreen

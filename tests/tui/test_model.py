@@ -12,7 +12,7 @@ from journal import Journal, RecordType
 from journal.records import MARK_KINDS
 from journal.target import inspect_target
 from journal.units import format_bytes, format_duration, format_ts
-from tests.tui.journals import BASE_NS, MS
+from tests.support.journals import BASE_NS, MS
 from tui.model import detail, points, status, target, timeline
 from tui.screens.block import parse_block
 from tui.widgets.hexview import first_change_line, hex_rows

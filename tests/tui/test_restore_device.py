@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.blockdev import loop_device, mounted, needs, partition, swap_on
-from tests.tui.helpers import make_app, start, submit, widget_text
+from tests.support.tui import make_app, start, submit, widget_text
 from tui.screens.restore import RestoreScreen
 
 pytestmark = needs("sfdisk", "partx", "mkfs.ext4", "mount", "umount", "mkswap", "swapon", "swapoff")

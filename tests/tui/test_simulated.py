@@ -8,7 +8,6 @@ the TUI must give back exactly that copy.
 
 from __future__ import annotations
 
-import random
 import shutil
 import threading
 from pathlib import Path
@@ -17,7 +16,8 @@ from cdp.ringwriter import RingWriter
 from cdp.service import drain
 from cdp.sim import SimDevice, Workload, run
 from journal import Journal
-from tests.tui.helpers import make_app, settle, until
+from tests.support.devices import write_device
+from tests.support.tui import make_app, settle, until
 from tui.screens.main import MainScreen
 from tui.screens.restore import RestoreScreen
 from tui.widgets.points_list import PointsList
@@ -28,7 +28,7 @@ SIZE = 8 << 20
 def simulated_journal(tmp_path: Path) -> tuple[Path, Path]:
     """(journal, copy of the image at the mark 'before-disaster')."""
     image, journal, ring = tmp_path / "device.img", tmp_path / "journal", tmp_path / "ring"
-    image.write_bytes(random.Random(5).randbytes(SIZE))
+    write_device(image, SIZE, 5, zero_fraction=0.0)
     Journal.create(journal, device_bytes=SIZE, source=image).close()
     RingWriter.create_file(ring, 8 << 20, SIZE)
     at_mark = tmp_path / "at-mark.img"

@@ -14,7 +14,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.tui.helpers import make_app, settle
+from tests.support.tui import make_app, settle
 from tui.widgets.points_list import PointsList
 
 TERMINAL = (100, 34)

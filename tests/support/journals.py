@@ -1,4 +1,4 @@
-"""Real journals for the TUI tests, built through the journal API with fixed times.
+"""Real journals for the TUI tests (and any test that wants fixed times), built through the journal API.
 
 Every timestamp is fixed (the journal's creation time too), so the screens
 render the same on every run and snapshots can be compared byte for byte.

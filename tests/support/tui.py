@@ -10,7 +10,7 @@ from pathlib import Path
 from textual.app import App
 from textual.pilot import Pilot
 
-from tests.tui.journals import BASE_NS
+from tests.support.journals import BASE_NS
 from tui.app import CdpApp
 from tui.screens.main import MainScreen
 

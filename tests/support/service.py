@@ -1,4 +1,4 @@
-"""Helpers for drain-service tests: real images, journals, rings and processes."""
+"""Drain-service setups for tests: a real image, its journal, a fresh ring, and the processes around them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cdp.ringwriter import RingWriter
 from journal import Journal, RecordType
+from tests.support.devices import write_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,9 +27,7 @@ class Setup:
 def make_setup(tmp_path: Path, size: int = 16 << 20, ring_size: int = 8 << 20, seed: int = 1) -> Setup:
     """An image with random content, a journal whose baseline is that image, a fresh ring."""
     image = tmp_path / "device.img"
-    import random
-
-    image.write_bytes(random.Random(seed).randbytes(size))
+    write_device(image, size, seed, zero_fraction=0.0)
     Journal.create(tmp_path / "journal", device_bytes=size, source=image).close()
     RingWriter.create_file(tmp_path / "ring", ring_size, size)
     return Setup(image, tmp_path / "journal", tmp_path / "ring", tmp_path / "sim.log", size)
