@@ -1,9 +1,10 @@
 """The write ring, ABI v1: every number the producer and the consumer share.
 
-This module is the Python half of the contract written down in the ring ABI
-design note; the kernel's C header holds the same values and a test holds
-both to the note. Everything is little-endian, positions and lengths are in
-bytes.
+This module is the Python half of the contract; the other half is the
+kernel's C header, ``kernel/cdp_ring_abi.h``, which holds the same values
+(tests/kernel/test_abi_header.py holds the two to each other, and
+tests/ring/test_abi_spec.py holds this module to the layout below).
+Everything is little-endian, positions and lengths are in bytes.
 
 Layout of a ring (the filter's character device, or a ring file)::
 

@@ -1,7 +1,8 @@
-"""Hold cdp.ringabi to the ring ABI v1 note: every size, offset and constant.
+"""Hold cdp.ringabi to the ring ABI v1: every size, offset and constant.
 
-The expected values are written here by hand from the design note, not read
-from it, so a change on either side shows up as a failing test.
+The expected values are written here by hand from the layout that
+``kernel/cdp_ring_abi.h`` and cdp/ringabi.py's docstring describe, not read
+from either, so a change on any side shows up as a failing test.
 """
 
 from __future__ import annotations
