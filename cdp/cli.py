@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from cdp.errors import CdpError
+from cdp.errors import CdpError, one_line
 
 #: Exit status of a bug (an exception no one expected): sysexits' EX_SOFTWARE.
 EXIT_BUG = 70
@@ -165,17 +165,6 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         if isinstance(found, type) and issubclass(found, BaseException):
             types.append(found)
     return tuple(types)
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of an error on one line (OSErrors as ``path: reason``)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else None
-        text = f"{where}: {exc.strerror}" if where is not None else exc.strerror
-    else:
-        text = str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines) if lines else type(exc).__name__
 
 
 #: Options whose value is a TIME, which may start with '-' (``--at -5m``).

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from cdp.errors import CdpError
+from cdp.errors import CdpError, one_line
 
 DEVICE_BYTES = 64 << 20
 RING_BYTES = 8 << 20
@@ -326,8 +326,6 @@ def run_demo(workdir: Path | None, *, seconds: float, keep: bool, out: TextIO = 
     except Exception as exc:
         # Keep everything for a look; the message still fits one line.
         demo.stop_service()
-        from cdp.cli import one_line
-
         raise CdpError(f"{one_line(exc)} (the demo's files are kept in {workdir})") from exc
     if not keep:
         for scratch in (demo.ring, demo.log):
