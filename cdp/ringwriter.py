@@ -55,19 +55,10 @@ from cdp.ringabi import (
     unpack_control,
 )
 
-_U64 = struct.Struct("<Q")
+_FIRST_DROP = struct.Struct("<Q")  # an OVERFLOW record's payload
 _EMPTY = memoryview(b"")
-_WRITE = int(RecType.WRITE)
-_DISCARD = int(RecType.DISCARD)
-_WRITE_ZEROES = int(RecType.WRITE_ZEROES)
-_MARK = int(RecType.MARK)
-_OVERFLOW = int(RecType.OVERFLOW)
-_PAD = int(RecType.PAD)
-_BUSY = int(RecState.BUSY)
-_COMMITTED = int(RecState.COMMITTED)
-_DISCARDED = int(RecState.DISCARDED)
 #: Record types that change a device range (dropped ones become OVERFLOW ranges).
-_RANGE_WRITES = (_WRITE, _DISCARD, _WRITE_ZEROES)
+_RANGE_WRITES = (RecType.WRITE, RecType.DISCARD, RecType.WRITE_ZEROES)
 Buffer = bytes | bytearray | memoryview
 
 
@@ -85,11 +76,11 @@ class Slot:
 
     def commit(self) -> None:
         """The write reached the device: let the consumer journal it."""
-        self._finish(_COMMITTED)
+        self._finish(RecState.COMMITTED)
 
     def discard(self) -> None:
         """The write failed or was cancelled: the consumer skips it."""
-        self._finish(_DISCARDED)
+        self._finish(RecState.DISCARDED)
 
     def _finish(self, state: int) -> None:
         if self.done:
@@ -288,7 +279,7 @@ class RingWriter:
             start = o + REC_HDR_SIZE
             d[start:start + data_len] = data
             pad = rec_len - REC_HDR_SIZE - data_len
-            if pad and rtype != _PAD:
+            if pad and rtype != RecType.PAD:
                 d[start + data_len:o + rec_len] = bytes(pad)
         return pos
 
@@ -296,7 +287,7 @@ class RingWriter:
         """Fill the rest of the data area with a committed PAD if the record would cross its end."""
         room = self.data_size - (self._head & self._mask)
         if room < rec_len:
-            self._put(_PAD, 0, 0, self._last_ts, 0, 0, _EMPTY, _COMMITTED, room)
+            self._put(RecType.PAD, 0, 0, self._last_ts, 0, 0, _EMPTY, RecState.COMMITTED, room)
 
     # -------------------------------------------------------------- reserving
 
@@ -320,7 +311,7 @@ class RingWriter:
         ts = self.now() if ts_ns is None else max(ts_ns, self._last_ts)
         self._last_ts = ts
         seq = self._seq
-        pos = self._put(rtype, flags, seq, ts, offset, length, view, _BUSY)
+        pos = self._put(rtype, flags, seq, ts, offset, length, view, RecState.BUSY)
         self._seq = seq + 1
         self.records += 1
         return Slot(self, pos, seq, ts)
@@ -360,9 +351,9 @@ class RingWriter:
         need = self._need(rec_lens + [then] if then else rec_lens)
         if not self._wait_room(need, deadline):
             return False
-        payload = _U64.pack(self._first_drop_ts)
+        payload = _FIRST_DROP.pack(self._first_drop_ts)
         for offset, length in ranges:
-            slot = self.reserve(_OVERFLOW, offset=offset, length=length, data=payload)
+            slot = self.reserve(RecType.OVERFLOW, offset=offset, length=length, data=payload)
             assert slot is not None  # room was checked for all of them
             slot.commit()
         self._dirty[:] = bytes(len(self._dirty))
@@ -396,20 +387,20 @@ class RingWriter:
         """
         view = memoryview(data).cast("B") if data else memoryview(b"")
         size = view.nbytes
-        if rtype == _WRITE and size != length:
+        if rtype == RecType.WRITE and size != length:
             raise RingError(f"a WRITE of {length} bytes needs {length} bytes of data, got {size}")
-        if rtype == _MARK and not 0 < size <= MAX_MARK_NAME:
+        if rtype == RecType.MARK and not 0 < size <= MAX_MARK_NAME:
             raise RingError(f"a mark name must be 1..{MAX_MARK_NAME} bytes")
         if rtype in _RANGE_WRITES and not range_ok(offset, length, self.device_bytes):
             raise RingError(f"range {offset}+{length} is not sector-aligned inside the device")
         step = self.max_payload
-        pieces = [(offset + k, view[k:k + step]) for k in range(0, size, step)] if rtype == _WRITE else [(offset, view)]
+        pieces = [(offset + k, view[k:k + step]) for k in range(0, size, step)] if rtype == RecType.WRITE else [(offset, view)]
         ts = self.now()
         # already dropping: do not stall the device again, drop until room returns
         deadline = time.monotonic() + (0.0 if self._first_drop_ts is not None else wait_s)
         slots: list[Slot] = []
         for i, (off, piece) in enumerate(pieces):
-            plen = piece.nbytes if rtype == _WRITE else length
+            plen = piece.nbytes if rtype == RecType.WRITE else length
             pflags = flags if i == 0 else flags & ~RecFlag.PREFLUSH
             rec_len = rec_len_for(piece.nbytes)
             slot = None
