@@ -1,4 +1,4 @@
-"""Worker threads that read the journal, counted so the app never closes it under them.
+"""Worker threads that read the journal, and the messages they post back (Progress, Failed).
 
 Every journal read runs in a Textual thread worker. When the app quits,
 Textual drops its screens (a running restore cancels itself then) and the
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from textual import work
 from textual.message import Message
+from textual.message_pump import MessagePump
 
 from tui.model.errors import describe_error
 
@@ -52,6 +54,32 @@ class Leases:
     def active(self) -> int:
         with self._lock:
             return self._active
+
+
+class Progress(Message, bubble=False):
+    """How far a long worker (a restore, a verify) got: ``done`` of ``total`` bytes."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+
+
+def progress_poster(widget: MessagePump, every_s: float = 0.1) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for the journal that posts :class:`Progress` to ``widget``.
+
+    The journal reports per chunk; the screen needs far less: at most one
+    message per ``every_s`` seconds, and always the last one.
+    """
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or done >= total:
+            last[0] = now
+            widget.post_message(Progress(done, total))
+
+    return progress
 
 
 class Failed(Message, bubble=False):

@@ -9,7 +9,6 @@ the journal's cancel event) → ``done``. Any error puts the dialog back in
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -24,10 +23,7 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static
 from journal import Cancelled, Journal, Point, RestoreResult
 from journal.units import format_bytes, format_ts, format_ts_ms
 from tui.model.target import check_target
-from tui.workers import Failed, journal_worker
-
-#: post progress at most this often: a restore reports per chunk, the screen needs far less
-_PROGRESS_EVERY_S = 0.1
+from tui.workers import Failed, Progress, journal_worker, progress_poster
 
 
 class RestoreScreen(ModalScreen[RestoreResult | None]):
@@ -36,11 +32,6 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel / close"),
     ]
-
-    @dataclass
-    class Progress(Message):
-        done: int
-        total: int
 
     @dataclass
     class Finished(Message):
@@ -145,17 +136,9 @@ class RestoreScreen(ModalScreen[RestoreResult | None]):
 
     @journal_worker("restore", failure="restore")
     def run_restore(self, target: str, overwrite: bool) -> None:
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= _PROGRESS_EVERY_S or done >= total:
-                last[0] = now
-                self.post_message(self.Progress(done, total))
-
         try:
             result = self.journal.restore(
-                target, seq=self.point.seq, progress=progress, allow_partial=not self.point.whole,
+                target, seq=self.point.seq, progress=progress_poster(self), allow_partial=not self.point.whole,
                 overwrite=overwrite, cancel=self.cancel_event)
         except Cancelled:
             self.post_message(self.Stopped("restore cancelled; nothing was kept at the target"

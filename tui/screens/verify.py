@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -16,7 +15,7 @@ from textual.widgets import Button, Label, ProgressBar, Static
 
 from journal import Journal, VerifyReport
 from journal.units import format_bytes, format_count
-from tui.workers import Failed, journal_worker
+from tui.workers import Failed, Progress, journal_worker, progress_poster
 
 #: problems listed in the dialog; the CLI's `cdp verify` lists them all
 SHOW_PROBLEMS = 50
@@ -26,11 +25,6 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
     """Runs on open; escape closes (a verify still running finishes unseen in its thread)."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
-
-    @dataclass
-    class Progress(Message):
-        done: int
-        total: int
 
     @dataclass
     class Finished(Message):
@@ -57,15 +51,7 @@ class VerifyScreen(ModalScreen[VerifyReport | None]):
 
     @journal_worker("verify", failure="verify")
     def run_verify(self) -> None:
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.1 or done >= total:
-                last[0] = now
-                self.post_message(self.Progress(done, total))
-
-        self.post_message(self.Finished(self.journal.verify(progress)))
+        self.post_message(self.Finished(self.journal.verify(progress_poster(self))))
 
     @on(Progress)
     def _progress(self, message: Progress) -> None:
