@@ -65,10 +65,12 @@ def _sha256_file(path: Path) -> str:
 
 def _initial_content(image: Path) -> None:
     """Give the device a few MiB of 'files' so the baseline is more than zeros."""
+    from journal.format import BLOCK
+
     rng = random.Random(SEED)
     with open(image, "r+b") as fh:
         for _ in range(24):
-            offset = rng.randrange(0, DEVICE_BYTES // 4096 - 64) * 4096
+            offset = rng.randrange(0, DEVICE_BYTES // BLOCK - 64) * BLOCK
             fh.seek(offset)
             fh.write(rng.randbytes(rng.choice([4096, 65536, 262144])))
 

@@ -43,6 +43,7 @@ import crc32c
 
 from cdp.ringabi import MAX_MARK_NAME, SECTOR, RecFlag, RecType, RingError
 from cdp.ringwriter import RingWriter, Slot
+from journal.format import BLOCK
 from journal.identity import device_id
 
 POLICIES = ("block", "overflow")
@@ -251,7 +252,7 @@ class Workload:
         span = self.device_bytes
         if rng.random() < 0.5:  # a hot region: writes overlap and overwrite each other
             span = max(size, int(self.device_bytes * self.hot_fraction) // SECTOR * SECTOR)
-        align = 4096 if size % 4096 == 0 and rng.random() < 0.8 else SECTOR
+        align = BLOCK if size % BLOCK == 0 and rng.random() < 0.8 else SECTOR
         return rng.randrange(0, (span - size) // align + 1) * align
 
     def next(self) -> Op:

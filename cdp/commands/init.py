@@ -38,7 +38,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cdp.attach import logical_block_size
     from cdp.progress import progress_bar
     from journal import Journal, device_size
-    from journal.format import MARKER
+    from journal.format import MARKER, SECTOR
     from journal.units import NS, format_bytes, format_duration
 
     path = journal_path(args)
@@ -50,8 +50,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise CdpError(f"{device} is neither a block device nor a regular file")
     size = device_size(device)
-    if size == 0 or size % 512:
-        raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of 512 bytes")
+    if size == 0 or size % SECTOR:
+        raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of {SECTOR} bytes")
     block_size = args.block_size or logical_block_size(device)
     existed = path.exists()
     if existed and (not path.is_dir() or any(path.iterdir())):

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from journal import Journal, Point, RecordType
 from journal.format import BLOCK
+from journal.records import ZERO_TYPES
 from tui.model.points import points_page
 
 #: A point detail compares at most this many written blocks byte for byte.
 COMPARE_BLOCKS = 4096
-_CHANGE_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES, RecordType.RESYNC})
+#: what changes device bytes between two points: writes, zeroing, the service's resync copies
+_CHANGE_TYPES = ZERO_TYPES | {RecordType.WRITE, RecordType.RESYNC}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from journal import Journal, RecordType
-from journal.records import PointKind
+from journal.records import ZERO_TYPES, PointKind
 from journal.units import NS
 
 #: Point kinds in the order the timeline prefers to draw them when several
@@ -17,7 +17,7 @@ KIND_RANK = {PointKind.OVERFLOW: 5, PointKind.RESYNC: 4, PointKind.USER_MARK: 3,
 FINE_RECORDS = 5_000
 #: what the timeline counts: what the device did, as the journal's per-second activity table
 #: does (a resync is the service's own copy, not a write)
-_ACTIVITY_TYPES = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES})
+_ACTIVITY_TYPES = ZERO_TYPES | {RecordType.WRITE}
 
 
 @dataclass(frozen=True, slots=True)
