@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from journal import Journal
-from tests.cli.conftest import cdp
+from tests.support.cli import cdp
 
 
 def _restored(journal_dir: Path, tmp_path: Path, name: str) -> str:
