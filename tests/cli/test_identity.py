@@ -8,7 +8,7 @@ from pathlib import Path
 from cdp.ring import RingWriter
 from journal import Journal
 from journal.identity import device_id, identity
-from tests.cli.conftest import cdp
+from tests.support.cli import cdp
 
 
 def test_init_records_the_device_and_run_refuses_another(tmp_path: Path, device: tuple[Path, bytes]) -> None:

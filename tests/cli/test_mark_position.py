@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from journal import Journal, Record, RecordType
-from tests.cli.conftest import cdp
+from tests.support.cli import cdp
 
 
 def test_a_write_with_the_marks_stamp_is_not_in_the_restore(journal_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal
-from tests.cli.conftest import CDP, cdp
+from tests.support.cli import CDP, cdp
 
 
 def test_dangling_symlink_target_is_refused(journal_dir: Path, tmp_path: Path) -> None:

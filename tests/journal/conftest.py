@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
-
-def random_device(size: int, seed: int) -> bytes:
-    """A device image with random data and runs of zero blocks."""
-    rng = random.Random(seed)
-    data = bytearray(rng.randbytes(size))
-    for block in range(0, size, 4096):
-        if rng.random() < 0.3:
-            data[block:block + 4096] = bytes(4096)
-    return bytes(data[:size])
+from tests.support.devices import random_device
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
-from tests.journal.conftest import random_device
+from tests.support.devices import random_device
 from tests.journal.model import DeviceModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,12 +189,12 @@ def _damage(path: Path, how: tuple, samples: dict) -> bool:
     return True
 
 
-@pytest.mark.slow
 #: CDP_DAMAGE_EXAMPLES=500 for a longer, random sweep; by default the same 25 cases every run,
 #: so CI never meets a new one by chance
 _SWEEP = int(os.environ.get("CDP_DAMAGE_EXAMPLES", "0"))
 
 
+@pytest.mark.slow
 @settings(max_examples=_SWEEP or 25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           derandomize=not _SWEEP,
           phases=[Phase.explicit, Phase.reuse, Phase.generate])  # each example is seconds: no shrinking

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
-from tests.journal.conftest import random_device
+from tests.support.devices import random_device
 from tests.journal.model import DeviceModel
 
 SIZE = (1 << 20) + 64 * 1024  # room for a >= 1 MiB zeroing extent

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
-from tests.journal.conftest import random_device
+from tests.support.devices import random_device
 from tests.journal.model import DeviceModel
 
 BLOCK = 4096

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal
-from tests.service.conftest import Setup, check_journal, env, sim_process
+from tests.support.service import Setup, check_journal, env, sim_process
 
 CDP = Path(sys.executable).parent / "cdp"
 
