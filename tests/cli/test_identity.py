@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cdp.ring import RingWriter
+from cdp.ringwriter import RingWriter
 from journal import Journal
 from journal.identity import device_id, identity
 from tests.support.cli import cdp

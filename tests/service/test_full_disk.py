@@ -39,7 +39,7 @@ def small_fs(tmp_path: Path):
 def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, small_fs: Path) -> None:
     import random
 
-    from cdp.ring import RingWriter
+    from cdp.ringwriter import RingWriter
 
     size = 16 << 20
     image = tmp_path / "device.img"
