@@ -36,9 +36,13 @@
  *    OVERFLOW flag, counts in "dropped" and sets its chunks in a bitmap.
  *    While in overflow every write is dropped (marking mode).  Once half the
  *    ring is free, one OVERFLOW record per run of set chunks is emitted,
- *    all carrying the ts of the first dropped write; when the bitmap is
- *    empty the flag is cleared and recording resumes.  Every changed byte
- *    is thus in a WRITE record or inside an OVERFLOW range.
+ *    each carrying the ts of the first dropped write.  A backlog can be
+ *    32768 runs, so it is emitted in steps of at most 64 records per hold
+ *    of c->lock, released between steps so interrupts never stay off for
+ *    the whole backlog; a write dropped between two steps sets its chunks
+ *    and a later step emits them.  Only when the bitmap is empty is the
+ *    flag cleared and recording resumed.  Every changed byte is thus in a
+ *    WRITE record or inside an OVERFLOW range.
  *  - dtr (the device is suspended: every bio has completed) waits for the
  *    sealer, emits what it can of a pending overflow and sets DETACHED.
  *    The context is reference counted: an open or mapped /dev/cdp/<name>
@@ -69,6 +73,7 @@
 #include <linux/ktime.h>
 #include <linux/delay.h>
 #include <linux/sched.h>
+#include <linux/sched/clock.h>
 #include <linux/version.h>
 #include <linux/ctype.h>
 #include <linux/kfifo.h>
@@ -85,6 +90,7 @@
 #define CDP_MAX_WAIT_MS		60000
 #define CDP_BITMAP_BITS		65536	/* most chunks tracked during overflow */
 #define CDP_MIN_CHUNK		4096
+#define CDP_OVERFLOW_STEP	64	/* OVERFLOW records per lock hold */
 #define CDP_SEAL_QUEUE		4096	/* completed WRITEs waiting for their CRC */
 #define CDP_SEAL_DEFER_MIN	32768	/* smaller payloads: the hop costs more than the CRC */
 
@@ -139,6 +145,7 @@ struct cdp_c {
 	bool overflow;			/* marking mode: writes are dropped */
 	u64 overflow_ts;		/* ts of the first write dropped in this window */
 	unsigned long *bitmap;		/* chunks changed while dropping */
+	unsigned long overflow_next;	/* where emission looks next */
 	unsigned int chunk_shift;	/* chunk = 1 << chunk_shift bytes */
 	unsigned long nbits;		/* chunks covering the device */
 	bool detached;			/* the target is gone */
@@ -147,6 +154,8 @@ struct cdp_c {
 	u64 write_bytes;		/* payload bytes of WRITE records */
 	u64 dropped;			/* writes dropped */
 	u64 overflow_records;		/* OVERFLOW records emitted */
+	u64 locked_at;			/* sched_clock() at cdp_lock() */
+	u64 lock_max_ns;		/* longest c->lock hold (irqs off) */
 
 	atomic64_t committed;		/* records committed */
 	atomic64_t discarded;		/* records discarded */
@@ -174,6 +183,31 @@ static void cdp_free(struct kref *kref)
 static void cdp_put(struct cdp_c *c)
 {
 	kref_put(&c->kref, cdp_free);
+}
+
+/*
+ * c->lock is always taken with interrupts off, so how long it is held is
+ * how long this CPU ignores interrupts.  The longest hold is kept and
+ * reported by "dmsetup status" (irqsoff_max_ns): work that creeps into the
+ * locked sections shows in the guest tests.  sched_clock() is cheap and
+ * per-CPU, and a holder cannot migrate.  (On PREEMPT_RT the lock sleeps
+ * and interrupts stay on: the figure is then the longest hold.)
+ */
+static inline void cdp_lock(struct cdp_c *c, unsigned long *irqflags)
+	__acquires(&c->lock)
+{
+	spin_lock_irqsave(&c->lock, *irqflags);
+	c->locked_at = sched_clock();
+}
+
+static inline void cdp_unlock(struct cdp_c *c, unsigned long irqflags)
+	__releases(&c->lock)
+{
+	u64 held = sched_clock() - c->locked_at;
+
+	if (held > c->lock_max_ns)
+		c->lock_max_ns = held;
+	spin_unlock_irqrestore(&c->lock, irqflags);
 }
 
 /* ---------------------------------------------------------------- the ring */
@@ -317,39 +351,44 @@ static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
 }
 
 /*
- * Leave marking mode if there is room: one OVERFLOW record per run of set
- * chunks.  min_free is how much must be free to start (half the ring in the
- * I/O path, so recording does not flap; anything at removal).  Called with
- * c->lock held.  Returns true when the overflow is fully resolved.
+ * One bounded step out of marking mode: up to CDP_OVERFLOW_STEP OVERFLOW
+ * records, one per run of set chunks, looking from c->overflow_next on and
+ * then once more from the start, since a write dropped between two steps
+ * may have set chunks behind the cursor.  Each record's chunks are cleared
+ * as it is committed; the flag is cleared only once the bitmap is empty.
+ * Called with c->lock held.  Returns 1 when the overflow is resolved, 0
+ * when runs remain, -1 when the ring has no room for the next record.
  */
-static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
+static int cdp_overflow_step_locked(struct cdp_c *c)
 {
+	__le64 first_ts = cpu_to_le64(c->overflow_ts);
+	u32 crc = cdp_crc(&first_ts, sizeof(first_ts));
+	u64 ts = cdp_now_locked(c);
 	unsigned long start, end;
-	__le64 first_ts;
-	u64 seq, ts;
-	u32 crc;
+	unsigned int n;
+	u64 seq;
 	s64 pos;
 
-	if (!c->overflow)
-		return true;
-	cdp_refresh_tail(c);
-	if (cdp_free_bytes(c) < min_free)
-		return false;
-	ts = cdp_now_locked(c);
-	first_ts = cpu_to_le64(c->overflow_ts);
-	crc = cdp_crc(&first_ts, sizeof(first_ts));
-	start = find_first_bit(c->bitmap, c->nbits);
-	while (start < c->nbits) {
+	for (n = 0; n < CDP_OVERFLOW_STEP; n++) {
 		struct cdp_rec_hdr *h;
 		u64 off, len;
 
+		start = find_next_bit(c->bitmap, c->nbits, c->overflow_next);
+		if (start >= c->nbits && c->overflow_next)
+			start = find_first_bit(c->bitmap, c->nbits);
+		if (start >= c->nbits) {
+			c->overflow = false;
+			c->overflow_next = 0;
+			cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
+			return 1;
+		}
 		end = find_next_zero_bit(c->bitmap, c->nbits, start);
 		off = (u64)start << c->chunk_shift;
 		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
 		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD, crc,
 					 off, len, ts, &seq);
 		if (pos < 0)
-			return false;	/* the rest waits for more room */
+			return -1;	/* the rest waits for more room */
 		h = cdp_hdr_at(c, pos);
 		memcpy(h + 1, &first_ts, sizeof(first_ts));
 		memset((u8 *)(h + 1) + sizeof(first_ts), 0,
@@ -357,11 +396,44 @@ static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
 		cdp_set_state(h, CDP_STATE_COMMITTED);
 		c->overflow_records++;
 		bitmap_clear(c->bitmap, start, end - start);
-		start = find_next_bit(c->bitmap, c->nbits, end);
+		c->overflow_next = end;
 	}
-	c->overflow = false;
-	cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
-	return true;
+	return 0;
+}
+
+/*
+ * Leave marking mode if there is room.  min_free is how much must be free
+ * to start (half the ring in the I/O path, so recording does not flap;
+ * anything at removal).  A backlog can be tens of thousands of records, so
+ * it is emitted in steps, and c->lock (with it, interrupts) is released
+ * between them: the time interrupts stay off is bounded by one step, not by
+ * the backlog.  Meanwhile writes are still dropped into the bitmap, and
+ * another caller may take over the steps.  Called with c->lock held and
+ * returns with it held, but it may have been released: callers must not
+ * rely on what they read before.  Returns true once the overflow is
+ * resolved.
+ */
+static bool cdp_emit_overflow(struct cdp_c *c, u64 min_free,
+			      unsigned long *irqflags)
+{
+	int r;
+
+	if (!c->overflow)
+		return true;
+	cdp_refresh_tail(c);
+	if (cdp_free_bytes(c) < min_free)
+		return false;
+	while (!(r = cdp_overflow_step_locked(c))) {
+		cdp_unlock(c, *irqflags);
+		cpu_relax();
+		cdp_lock(c, irqflags);
+		if (!c->overflow)
+			return true;	/* another caller finished it */
+		if (c->detached)
+			return false;
+		cdp_refresh_tail(c);
+	}
+	return r > 0;
 }
 
 static void cdp_wake(struct cdp_c *c)
@@ -413,16 +485,19 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
 	unsigned long irqflags;
+	bool resolved;
 	u64 seq, ts;
 	s64 pos;
 
 	for (;;) {
 		pos = -1;
-		spin_lock_irqsave(&c->lock, irqflags);
-		ts = cdp_now_locked(c);
+		cdp_lock(c, &irqflags);
 		if (c->detached)
 			break;
-		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
+		resolved = cdp_emit_overflow(c, c->data_size / 2, &irqflags);
+		/* after the OVERFLOWs: ts never goes back in ring order */
+		ts = cdp_now_locked(c);
+		if (resolved) {
 			cdp_refresh_tail(c);
 			pos = cdp_reserve_locked(c, type, flags, data_len, 0, offset, length,
 						 ts, &seq);
@@ -439,12 +514,12 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 				cdp_drop_locked(c, offset, length, ts);
 			break;
 		}
-		spin_unlock_irqrestore(&c->lock, irqflags);
+		cdp_unlock(c, irqflags);
 		/* the consumer moves tail by a plain store: look again soon */
 		cdp_wake(c);
 		schedule_timeout_uninterruptible(1);
 	}
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	return pos;
 }
 
@@ -471,21 +546,24 @@ static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio, u32 len)
 /* Add a MARK record; returns 0, or -ENOSPC/-ENODEV. */
 static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
 {
+	u32 crc = cdp_crc(name, len);
 	unsigned long irqflags;
 	struct cdp_rec_hdr *h;
 	u8 *dst;
 	s64 pos;
 	int r = 0;
 
-	spin_lock_irqsave(&c->lock, irqflags);
-	if (c->detached) {
+	cdp_lock(c, &irqflags);
+	if (!c->detached)
+		cdp_emit_overflow(c, c->data_size / 2, &irqflags);
+	if (c->detached) {	/* the emission may have dropped the lock */
 		r = -ENODEV;
 		goto out;
 	}
+	/* after the OVERFLOW records: ts never goes back in ring order */
 	*ts = cdp_now_locked(c);
-	cdp_emit_overflow_locked(c, c->data_size / 2);
 	cdp_refresh_tail(c);
-	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, cdp_crc(name, len), 0, 0, *ts, seq);
+	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, crc, 0, 0, *ts, seq);
 	if (pos < 0) {
 		r = -ENOSPC;
 		goto out;
@@ -496,7 +574,7 @@ static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 
 	memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
 	cdp_set_state(h, CDP_STATE_COMMITTED);
 out:
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	if (!r)
 		cdp_wake(c);
 	return r;
@@ -550,17 +628,17 @@ static bool cdp_ready(struct cdp_c *c)
 	unsigned long irqflags;
 	bool ready = false;
 
-	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_lock(c, &irqflags);
 	/* the consumer may have made room: resolve a pending overflow */
 	if (!c->detached)
-		cdp_emit_overflow_locked(c, c->data_size / 2);
+		cdp_emit_overflow(c, c->data_size / 2, &irqflags);
 	cdp_refresh_tail(c);
 	if (c->tail != c->head) {
 		struct cdp_rec_hdr *h = cdp_hdr_at(c, c->tail);
 
 		ready = le32_to_cpu(smp_load_acquire(&h->state)) != CDP_STATE_BUSY;
 	}
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	return ready;
 }
 
@@ -582,7 +660,7 @@ static void cdp_fill_info(struct cdp_c *c, struct cdp_ioc_info *info)
 	unsigned long irqflags;
 
 	memset(info, 0, sizeof(*info));
-	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_lock(c, &irqflags);
 	cdp_refresh_tail(c);
 	info->version = CDP_RING_VERSION;
 	info->policy = c->policy;
@@ -598,7 +676,7 @@ static void cdp_fill_info(struct cdp_c *c, struct cdp_ioc_info *info)
 	info->tail = c->tail;
 	info->last_seq = c->last_seq;
 	info->flags = c->flags;
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	info->committed = atomic64_read(&c->committed);
 	info->discarded = atomic64_read(&c->discarded);
 	strscpy(info->name, c->name, sizeof(info->name));
@@ -852,11 +930,11 @@ static void cdp_dtr(struct dm_target *ti)
 
 	/* the device is suspended: every bio has completed; seal the last ones */
 	flush_work(&c->seal_work);
-	spin_lock_irqsave(&c->lock, irqflags);
-	cdp_emit_overflow_locked(c, 0);
+	cdp_lock(c, &irqflags);
+	cdp_emit_overflow(c, 0, &irqflags);
 	c->detached = true;
 	cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	wake_up_interruptible_all(&c->wq);
 
 	mutex_lock(&cdp_targets_lock);
@@ -951,12 +1029,12 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 	struct cdp_c *c = ti->private;
 	unsigned int sz = 0;
 	unsigned long irqflags;
-	u64 records, bytes, dropped, used, ovf;
+	u64 records, bytes, dropped, used, ovf, lock_max;
 	bool overflow;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		spin_lock_irqsave(&c->lock, irqflags);
+		cdp_lock(c, &irqflags);
 		cdp_refresh_tail(c);
 		records = c->records;
 		bytes = c->write_bytes;
@@ -964,12 +1042,14 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 		used = c->head - c->tail;
 		ovf = c->overflow_records;
 		overflow = c->overflow;
-		spin_unlock_irqrestore(&c->lock, irqflags);
+		lock_max = c->lock_max_ns;
+		cdp_unlock(c, irqflags);
 		DMEMIT("records=%llu bytes=%llu dropped=%llu fill=%llu/%llu overflow=%s overflow_records=%llu committed=%lld discarded=%lld",
 		       records, bytes, dropped, used, c->data_size,
 		       overflow ? "yes" : "no", ovf,
 		       (long long)atomic64_read(&c->committed),
 		       (long long)atomic64_read(&c->discarded));
+		DMEMIT(" irqsoff_max_ns=%llu", lock_max);
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s ", c->dev->name, c->name);

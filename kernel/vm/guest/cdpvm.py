@@ -17,6 +17,7 @@ adds the speed comparison.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import mmap
 import os
@@ -518,6 +519,105 @@ def t_overflow() -> str:
     return f"dropped={st['dropped']} overflow_records={st['overflow_records']}"
 
 
+#: Longest interrupts-off section allowed while an OVERFLOW backlog is emitted,
+#: in the TCG guest (everything runs several times slower than on hardware).
+IRQSOFF_BOUND_US = 5000
+
+
+def _chunk_runs(bits: bytearray) -> list[tuple[int, int]]:
+    """The runs of set entries of ``bits`` as (first, end) index pairs."""
+    runs = []
+    i = bits.find(1)
+    while i >= 0:
+        j = bits.find(0, i)
+        j = len(bits) if j < 0 else j
+        runs.append((i, j))
+        i = bits.find(1, j)
+    return runs
+
+
+def _overflow_backlog() -> tuple[float, float, int, int, int, float]:
+    """Drop every other 4 KiB chunk of a 256 MiB target, then let a MARK emit the backlog.
+
+    Checks that the OVERFLOW records cover exactly the dropped chunks, that
+    the MARK comes after them and that no lock hold emitted more than 64.
+    Returns the longest interrupts-off section (us) overall and before the
+    emission, the runs and chunks emitted, the most records one lock hold
+    emitted, and how long the MARK ioctl took (us).
+    """
+    from cdp.ring import Corrupt, Ring
+    from cdp.ringabi import RecType
+    mb, chunk = 256, 4096          # 65536 chunks of 4 KiB: the bitmap's most
+    dm_create("oi", f"0 {mb << 11} cdp {DISK} oi ring_mb=8 policy=overflow")
+    ring = Ring("/dev/cdp/oi")
+    fd = os.open("/dev/mapper/oi", os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 1 << 20)
+    try:
+        # nobody drains: 1 MiB writes fill the 8 MiB ring, the last ones drop
+        ranges = [(i << 20, 1 << 20) for i in range(9)]
+        # then every other chunk: the most runs the bitmap can hold
+        ranges += [(k * 2 * chunk, chunk) for k in range((mb << 20) // (2 * chunk))]
+        for off, n in ranges:
+            os.pwritev(fd, [memoryview(buf)[:n]], off)
+        st0 = dm_status("oi")
+        kept = ring.read()
+        recorded = {(e.offset, e.length) for e in kept if e.type == RecType.WRITE}
+        ring.release(kept[-1].end)
+        # the MARK finds the ring empty: the whole backlog goes first
+        t0 = time.perf_counter()
+        cdpattach.mark("/dev/cdp/oi", "after")
+        mark_us = (time.perf_counter() - t0) * 1e6
+        st = dm_status("oi")
+        entries = []
+        while ring.pending():
+            got = ring.read()
+            entries += [(e.type, e.offset, e.length, e.ts_ns) if not isinstance(e, Corrupt)
+                        else ("corrupt", e.pos, 0, 0) for e in got]
+            ring.release(got[-1].end)
+    finally:
+        os.close(fd)
+        buf.close()
+        ring.close()
+        dm_remove("oi")
+    dropped = bytearray((mb << 20) // chunk)
+    for off, n in ranges:
+        if (off, n) not in recorded:
+            dropped[off // chunk:(off + n) // chunk] = b"\x01" * (n // chunk)
+    want = [(a * chunk, (b - a) * chunk) for a, b in _chunk_runs(dropped)]
+    got = [(off, n) for t, off, n, _ts in entries if t == RecType.OVERFLOW]
+    assert st0["overflow"] == "yes" and int(st0["dropped"]) == len(ranges) - len(recorded), st0
+    assert not [e for e in entries if e[0] == "corrupt"], "corrupt records in the ring"
+    assert sorted(got) == want, f"{len(got)} OVERFLOW ranges, {len(want)} runs dropped; first {got[:3]} {want[:3]}"
+    assert entries[-1][0] == RecType.MARK, f"the MARK is not last: {entries[-3:]}"
+    assert st["overflow"] == "no" and int(st["overflow_records"]) == len(want), st
+    # each lock hold stamps its OVERFLOW records with one ts_ns: the largest
+    # group of equal stamps is the most records emitted with interrupts off
+    per_hold = max(collections.Counter(ts for t, _o, _n, ts in entries if t == RecType.OVERFLOW).values())
+    assert per_hold <= 64, f"{per_hold} OVERFLOW records in one lock hold"
+    return (int(st["irqsoff_max_ns"]) / 1000, int(st0["irqsoff_max_ns"]) / 1000, len(want), sum(dropped),
+            per_hold, mark_us)
+
+
+def t_overflow_irqsoff() -> str:
+    """An OVERFLOW backlog of 32k runs is emitted exactly, with a short longest interrupts-off section.
+
+    The figure is guest time, and a vCPU the host preempts while it holds
+    the lock counts too: a second attempt is made before a figure above the
+    bound is taken as a failure (the old single-hold emission took 12 to 25
+    ms here every time).
+    """
+    tries = []
+    for _ in range(2):
+        max_us, base_us, runs, chunks, per_hold, mark_us = _overflow_backlog()
+        tries.append(f"{max_us:.0f}us")
+        if max_us <= IRQSOFF_BOUND_US:
+            break
+    detail = (f"max={max_us:.0f}us before_emit={base_us:.0f}us runs={runs} chunks={chunks} "
+              f"per_hold={per_hold} mark_call={mark_us:.0f}us bound={IRQSOFF_BOUND_US}us tries={','.join(tries)}")
+    assert max_us <= IRQSOFF_BOUND_US, f"interrupts were off too long: {detail}"
+    return detail
+
+
 def t_concurrent() -> str:
     """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
     mb = 32
@@ -750,12 +850,14 @@ TESTS: dict[str, Callable[[], str]] = {
     "ext4": t_ext4,
     "discard": t_discard,
     "overflow": t_overflow,
+    "overflow-irqsoff": t_overflow_irqsoff,
     "concurrent": t_concurrent,
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
 }
-DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "concurrent", "live", "cli"]
+DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "concurrent",
+           "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
