@@ -20,7 +20,9 @@
  *    copy, data_crc and hdr_crc are rewritten, and only then COMMITTED is
  *    stored (release).  A WRITE of 32 KiB or more is queued for the sealer,
  *    a work item, so its CRC, the costliest step, runs off the completion
- *    path and the writer's CPU; a smaller one is sealed right here.  Other
+ *    path and the writer's CPU; a smaller one is sealed right here.  The
+ *    queue has a slot for every such WRITE the ring can hold, taken when
+ *    the record is reserved, so end_io never finds it full.  Other
  *    records are committed at once.  data_crc and hdr_crc are final only
  *    once the state is not BUSY; the consumer reads the state first and
  *    stops at BUSY before it checks anything.  Records are reserved in seq
@@ -50,8 +52,7 @@
  *
  * The I/O path allocates nothing (the ring, the bitmap and the sealer's
  * queue are allocated by the constructor) and never sleeps under the
- * spinlock.  When the sealer's queue is full, end_io seals the record
- * itself.
+ * spinlock.
  */
 
 #include <linux/device-mapper.h>
@@ -91,7 +92,6 @@
 #define CDP_BITMAP_BITS		65536	/* most chunks tracked during overflow */
 #define CDP_MIN_CHUNK		4096
 #define CDP_OVERFLOW_STEP	64	/* OVERFLOW records per lock hold */
-#define CDP_SEAL_QUEUE		4096	/* completed WRITEs waiting for their CRC */
 #define CDP_SEAL_DEFER_MIN	32768	/* smaller payloads: the hop costs more than the CRC */
 
 static_assert(sizeof(struct cdp_ring_ctl) == CDP_CONTROL_SIZE);
@@ -163,6 +163,8 @@ struct cdp_c {
 
 	spinlock_t seal_lock;		/* the sealer's queue */
 	DECLARE_KFIFO_PTR(sealq, struct cdp_per_bio); /* completed WRITEs */
+	struct cdp_per_bio *sealq_buf;	/* its kvmalloc()ed slots */
+	atomic_t seal_slots_taken;	/* deferred WRITEs reserved, not dequeued */
 	struct work_struct seal_work;	/* the sealer */
 	atomic_t wake_after_seal;	/* a point was committed behind unsealed records */
 };
@@ -174,7 +176,7 @@ static void cdp_free(struct kref *kref)
 {
 	struct cdp_c *c = container_of(kref, struct cdp_c, kref);
 
-	kfifo_free(&c->sealq);
+	kvfree(c->sealq_buf);
 	bitmap_free(c->bitmap);
 	vfree(c->ring);
 	kfree(c);
@@ -463,13 +465,63 @@ static void cdp_seal_write(struct cdp_c *c, s64 pos, u32 len)
 	atomic64_inc(&c->committed);
 }
 
+/*
+ * Whether a completed WRITE of len bytes is sealed by the sealer rather
+ * than in end_io: for a smaller one the hop costs more than its CRC.
+ */
+static inline bool cdp_seal_deferred(u32 len)
+{
+	return len >= CDP_SEAL_DEFER_MIN;
+}
+
+/*
+ * The sealer's queue: why a slot per record is taken at reservation.
+ *
+ * A large WRITE's CRC must not be computed in end_io (completion context,
+ * often a hard or soft interrupt), and end_io may neither block nor
+ * allocate.  So every WRITE that will be deferred takes a slot when it is
+ * reserved, under c->lock, and gives it back when the sealer dequeues it
+ * (or when its bio fails): the queue can then never be full in end_io.
+ * The queue is sized so that slots never run out with a consumer that
+ * follows the protocol: a deferred record stays BUSY until it is sealed,
+ * the consumer cannot release past a BUSY record, so all of them lie in
+ * the data area at once, and there is room there for at most
+ * data_size / cdp_rec_len(CDP_SEAL_DEFER_MIN) of them (16 bytes of queue
+ * per 32 KiB of ring).  A consumer that releases BUSY records early can
+ * exhaust the slots: the WRITE then finds no room and is dropped into the
+ * overflow bitmap like any other, which keeps every byte accounted for.
+ *
+ * The other way, a sealer that scans the ring for completed records, was
+ * not taken: it needs a state between BUSY and COMMITTED that the consumer
+ * would see, and a record's length read back from shared memory, which the
+ * kernel never trusts (see struct cdp_per_bio).
+ */
+static unsigned int cdp_seal_slots(u64 data_size)
+{
+	u64 most = div64_u64(data_size, cdp_rec_len(CDP_SEAL_DEFER_MIN));
+
+	return roundup_pow_of_two(max_t(u64, most, 2));
+}
+
+/*
+ * Whether a record may be reserved as far as the sealer's queue goes.
+ * Slots are taken only under c->lock, so the count cannot pass the size.
+ */
+static bool cdp_seal_slot_free_locked(struct cdp_c *c, u16 type, u32 len)
+{
+	return type != CDP_REC_WRITE || !cdp_seal_deferred(len) ||
+	       atomic_read(&c->seal_slots_taken) < kfifo_size(&c->sealq);
+}
+
 static void cdp_sealer(struct work_struct *work)
 {
 	struct cdp_c *c = container_of(work, struct cdp_c, seal_work);
 	struct cdp_per_bio item;
 
-	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock))
+	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
+		atomic_dec(&c->seal_slots_taken);
 		cdp_seal_write(c, item.pos, item.len);
+	}
 	cdp_maybe_wake(c, atomic_xchg(&c->wake_after_seal, 0));
 }
 
@@ -497,16 +549,19 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 		resolved = cdp_emit_overflow(c, c->data_size / 2, &irqflags);
 		/* after the OVERFLOWs: ts never goes back in ring order */
 		ts = cdp_now_locked(c);
-		if (resolved) {
+		if (resolved && cdp_seal_slot_free_locked(c, type, data_len)) {
 			cdp_refresh_tail(c);
 			pos = cdp_reserve_locked(c, type, flags, data_len, 0, offset, length,
 						 ts, &seq);
 			if (pos >= 0) {
-				if (type == CDP_REC_WRITE)
+				if (type == CDP_REC_WRITE) {
 					c->write_bytes += data_len;
+					if (cdp_seal_deferred(data_len))
+						atomic_inc(&c->seal_slots_taken);
+				}
 				break;
 			}
-		} else {
+		} else if (!resolved) {
 			may_wait = false;	/* marking mode: drop at once */
 		}
 		if (!may_wait || time_after(jiffies, deadline)) {
@@ -790,8 +845,8 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
  */
 static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
+	unsigned int i, slots;
 	struct cdp_c *c;
-	unsigned int i;
 	u64 chunk;
 	int r;
 
@@ -819,6 +874,7 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	spin_lock_init(&c->seal_lock);
 	INIT_WORK(&c->seal_work, cdp_sealer);
 	atomic_set(&c->wake_after_seal, 0);
+	atomic_set(&c->seal_slots_taken, 0);
 	init_waitqueue_head(&c->wq);
 	atomic64_set(&c->committed, 0);
 	atomic64_set(&c->discarded, 0);
@@ -854,7 +910,10 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		goto bad_dev;
 	}
 
-	if (kfifo_alloc(&c->sealq, CDP_SEAL_QUEUE, GFP_KERNEL)) {
+	slots = cdp_seal_slots(c->data_size);
+	c->sealq_buf = kvmalloc_array(slots, sizeof(*c->sealq_buf), GFP_KERNEL);
+	if (!c->sealq_buf ||
+	    kfifo_init(&c->sealq, c->sealq_buf, slots * sizeof(*c->sealq_buf))) {
 		ti->error = "Cannot allocate the sealer's queue";
 		r = -ENOMEM;
 		goto bad_dev;
@@ -1003,13 +1062,19 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 	if (*error != BLK_STS_OK) {
 		cdp_set_state(h, CDP_STATE_DISCARDED);
 		atomic64_inc(&c->discarded);
+		if (cdp_seal_deferred(item.len))
+			atomic_dec(&c->seal_slots_taken);
 		cdp_maybe_wake(c, false);
 	} else if (item.len) {
-		if (item.len >= CDP_SEAL_DEFER_MIN &&
-		    kfifo_in_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
+		if (!cdp_seal_deferred(item.len)) {
+			cdp_seal_write(c, item.pos, item.len);
+			cdp_maybe_wake(c, false);
+		} else if (kfifo_in_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
 			queue_work(cdp_seal_wq, &c->seal_work);
 		} else {
-			cdp_seal_write(c, item.pos, item.len);	/* small, or the queue is full */
+			/* cannot happen: the record took its slot when reserved */
+			WARN_ON_ONCE(1);
+			cdp_seal_write(c, item.pos, item.len);
 			cdp_maybe_wake(c, false);
 		}
 	} else {
