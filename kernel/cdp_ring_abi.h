@@ -101,7 +101,11 @@ struct cdp_rec_hdr {
 	__le32 reserved;
 };
 
-/* CDP_IOC_MARK: add a MARK record, ordered exactly among the writes. */
+/*
+ * CDP_IOC_MARK: add a MARK record, ordered exactly among the writes.  Needs
+ * a descriptor opened for writing (O_WRONLY or O_RDWR) or CAP_SYS_ADMIN:
+ * EBADF otherwise, as write(2) on a read-only descriptor.
+ */
 struct cdp_ioc_mark {
 	__u64 seq;		/* out: the MARK record's seq */
 	__u64 ts_ns;		/* out: its timestamp */

@@ -31,7 +31,8 @@
  *    reserved as a PAD record, committed at once.
  *  - A FLUSH record is committed when the flush completes, so every record
  *    reserved before it is durable: a crash-consistent point.  A MARK
- *    (ioctl or "dmsetup message <dev> 0 mark NAME") is committed at once.
+ *    (ioctl or "dmsetup message <dev> 0 mark NAME") is committed at once;
+ *    the ioctl needs a descriptor opened for writing, or CAP_SYS_ADMIN.
  *  - Full ring: policy=block waits (sleeping, never under the lock) up to
  *    wait_ms for the consumer to move tail, then falls back to overflow;
  *    policy=overflow drops at once.  A dropped write sets the ring's
@@ -79,6 +80,7 @@
 #include <linux/ctype.h>
 #include <linux/kfifo.h>
 #include <linux/workqueue.h>
+#include <linux/capability.h>
 
 #include "cdp_ring_abi.h"
 
@@ -747,6 +749,17 @@ static long cdp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		struct cdp_ioc_mark m;
 		int r;
 
+		/*
+		 * A MARK adds to the ring: like write(2), it needs a
+		 * descriptor opened for writing, and like write(2) on a
+		 * read-only one it fails with -EBADF: the descriptor is
+		 * wrong, not the caller (-EPERM would say the caller lacks
+		 * a right), and opening the ring O_WRONLY or O_RDWR fixes
+		 * it.  CAP_SYS_ADMIN, which "dmsetup message ... mark"
+		 * needs, may mark through any descriptor.
+		 */
+		if (!(file->f_mode & FMODE_WRITE) && !capable(CAP_SYS_ADMIN))
+			return -EBADF;
 		if (copy_from_user(&m, uarg, sizeof(m)))
 			return -EFAULT;
 		if (!m.name_len || m.name_len > CDP_MAX_MARK_NAME || m.reserved)

@@ -618,6 +618,70 @@ def t_overflow_irqsoff() -> str:
     return detail
 
 
+def _ioc_mark(fd: int, raw: bytes) -> int:
+    """CDP_IOC_MARK with a name given as bytes; the MARK's seq, or OSError."""
+    import fcntl
+    buf = bytearray(cdpattach.IOC_MARK_STRUCT.pack(0, 0, len(raw), 0, raw))
+    fcntl.ioctl(fd, cdpattach.CDP_IOC_MARK, buf, True)
+    return cdpattach.IOC_MARK_STRUCT.unpack(buf)[0]
+
+
+#: Run as root without CAP_SYS_ADMIN: MARK through read-only and write-only descriptors.
+_MARK_NO_ADMIN = """
+import errno, fcntl, os, sys
+from cdp.attach import CDP_IOC_MARK, IOC_MARK_STRUCT
+
+
+def _ioc_mark(fd, raw):
+    buf = bytearray(IOC_MARK_STRUCT.pack(0, 0, len(raw), 0, raw))
+    fcntl.ioctl(fd, CDP_IOC_MARK, buf, True)
+    return IOC_MARK_STRUCT.unpack(buf)[0]
+
+
+ring = sys.argv[1]
+fd = os.open(ring, os.O_RDONLY)
+try:
+    _ioc_mark(fd, b"read-only")
+    print("rdonly=accepted")
+except OSError as exc:
+    print("rdonly=" + errno.errorcode.get(exc.errno, str(exc.errno)))
+finally:
+    os.close(fd)
+fd = os.open(ring, os.O_WRONLY)
+try:
+    print("wronly=seq%d" % _ioc_mark(fd, b"write-only"))
+finally:
+    os.close(fd)
+"""
+
+
+def t_mark_rdonly() -> str:
+    """CDP_IOC_MARK needs a descriptor opened for writing, or CAP_SYS_ADMIN: EBADF otherwise."""
+    from cdp.ring import Ring
+    from cdp.ringabi import RecType
+    dm_create("mp", f"0 {16 << 11} cdp {DISK} mp ring_kb=256")
+    try:
+        # without CAP_SYS_ADMIN (bounding set): uid 0 still owns the 0600 node
+        p = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin", sys.executable, "-c",
+                            _MARK_NO_ADMIN, "/dev/cdp/mp"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"the unprivileged marker failed: {p.stderr.strip()[-300:]}"
+        got = dict(line.split("=", 1) for line in p.stdout.split())
+        assert got.get("rdonly") == "EBADF", f"MARK on O_RDONLY without CAP_SYS_ADMIN: {got}"
+        assert got.get("wronly", "").startswith("seq"), f"MARK on O_WRONLY: {got}"
+        # with CAP_SYS_ADMIN a read-only descriptor is enough
+        fd = os.open("/dev/cdp/mp", os.O_RDONLY)
+        try:
+            _ioc_mark(fd, b"admin")
+        finally:
+            os.close(fd)
+        with Ring("/dev/cdp/mp") as ring:
+            names = [bytes(e.payload).decode() for e in ring.read() if e.type == RecType.MARK]
+    finally:
+        dm_remove("mp")
+    assert names == ["write-only", "admin"], f"MARK records in the ring: {names}"
+    return f"rdonly={got['rdonly']} wronly={got['wronly']} admin=ok"
+
+
 def t_concurrent() -> str:
     """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
     mb = 32
@@ -851,13 +915,14 @@ TESTS: dict[str, Callable[[], str]] = {
     "discard": t_discard,
     "overflow": t_overflow,
     "overflow-irqsoff": t_overflow_irqsoff,
+    "mark-rdonly": t_mark_rdonly,
     "concurrent": t_concurrent,
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
 }
-DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "concurrent",
-           "live", "cli"]
+DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
+           "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
