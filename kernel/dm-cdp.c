@@ -322,10 +322,15 @@ static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len
 	return pos;
 }
 
-static u64 cdp_now_locked(struct cdp_c *c)
+/*
+ * A record's ts_ns: now, clamped so that it never goes back in ring order.
+ * The caller reads the clock (ktime_get_real_ns()) before it takes c->lock:
+ * reading it can be slow (an hpet or acpi_pm clocksource is an I/O access,
+ * which under qemu can wait for other vCPUs' device emulation), and
+ * interrupts are off under the lock.  Called with c->lock held.
+ */
+static u64 cdp_stamp_locked(struct cdp_c *c, u64 now)
 {
-	u64 now = ktime_get_real_ns();
-
 	if (now < c->last_ts)
 		now = c->last_ts;
 	c->last_ts = now;
@@ -360,14 +365,14 @@ static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
  * then once more from the start, since a write dropped between two steps
  * may have set chunks behind the cursor.  Each record's chunks are cleared
  * as it is committed; the flag is cleared only once the bitmap is empty.
- * Called with c->lock held.  Returns 1 when the overflow is resolved, 0
- * when runs remain, -1 when the ring has no room for the next record.
+ * Called with c->lock held; ts is their ts_ns.  Returns 1 when the overflow
+ * is resolved, 0 when runs remain, -1 when the ring has no room for the
+ * next record.
  */
-static int cdp_overflow_step_locked(struct cdp_c *c)
+static int cdp_overflow_step_locked(struct cdp_c *c, u64 ts)
 {
 	__le64 first_ts = cpu_to_le64(c->overflow_ts);
 	u32 crc = cdp_crc(&first_ts, sizeof(first_ts));
-	u64 ts = cdp_now_locked(c);
 	unsigned long start, end;
 	unsigned int n;
 	u64 seq;
@@ -410,16 +415,17 @@ static int cdp_overflow_step_locked(struct cdp_c *c)
  * to start (half the ring in the I/O path, so recording does not flap;
  * anything at removal).  A backlog can be tens of thousands of records, so
  * it is emitted in steps, and c->lock (with it, interrupts) is released
- * between them: the time interrupts stay off is bounded by one step, not by
- * the backlog.  Meanwhile writes are still dropped into the bitmap, and
- * another caller may take over the steps.  Called with c->lock held and
- * returns with it held, but it may have been released: callers must not
- * rely on what they read before.  Returns true once the overflow is
- * resolved.
+ * between them, when each step's clock is read: the time interrupts stay
+ * off is bounded by one step, not by the backlog.  Meanwhile writes are
+ * still dropped into the bitmap, and another caller may take over the
+ * steps.  Called with c->lock held and returns with it held, but it may
+ * have been released: callers must not rely on what they read before.
+ * Returns true once the overflow is resolved.
  */
 static bool cdp_emit_overflow(struct cdp_c *c, u64 min_free,
 			      unsigned long *irqflags)
 {
+	u64 now;
 	int r;
 
 	if (!c->overflow)
@@ -427,16 +433,17 @@ static bool cdp_emit_overflow(struct cdp_c *c, u64 min_free,
 	cdp_refresh_tail(c);
 	if (cdp_free_bytes(c) < min_free)
 		return false;
-	while (!(r = cdp_overflow_step_locked(c))) {
+	do {
 		cdp_unlock(c, *irqflags);
-		cpu_relax();
+		now = ktime_get_real_ns();
 		cdp_lock(c, irqflags);
 		if (!c->overflow)
 			return true;	/* another caller finished it */
 		if (c->detached)
 			return false;
 		cdp_refresh_tail(c);
-	}
+		r = cdp_overflow_step_locked(c, cdp_stamp_locked(c, now));
+	} while (!r);
 	return r > 0;
 }
 
@@ -544,13 +551,15 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 	s64 pos;
 
 	for (;;) {
+		u64 now = ktime_get_real_ns();
+
 		pos = -1;
 		cdp_lock(c, &irqflags);
 		if (c->detached)
 			break;
 		resolved = cdp_emit_overflow(c, c->data_size / 2, &irqflags);
 		/* after the OVERFLOWs: ts never goes back in ring order */
-		ts = cdp_now_locked(c);
+		ts = cdp_stamp_locked(c, now);
 		if (resolved && cdp_seal_slot_free_locked(c, type, data_len)) {
 			cdp_refresh_tail(c);
 			pos = cdp_reserve_locked(c, type, flags, data_len, 0, offset, length,
@@ -604,6 +613,7 @@ static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio, u32 len)
 static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
 {
 	u32 crc = cdp_crc(name, len);
+	u64 now = ktime_get_real_ns();
 	unsigned long irqflags;
 	struct cdp_rec_hdr *h;
 	u8 *dst;
@@ -618,7 +628,7 @@ static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 
 		goto out;
 	}
 	/* after the OVERFLOW records: ts never goes back in ring order */
-	*ts = cdp_now_locked(c);
+	*ts = cdp_stamp_locked(c, now);
 	cdp_refresh_tail(c);
 	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, crc, 0, 0, *ts, seq);
 	if (pos < 0) {
