@@ -54,7 +54,7 @@
 #define CDP_REC_DISCARD		2	/* no payload; restore writes zeros */
 #define CDP_REC_WRITE_ZEROES	3	/* no payload; the range reads as zeros */
 #define CDP_REC_FLUSH		4	/* a cache flush completed: crash-consistent point */
-#define CDP_REC_MARK		5	/* payload: UTF-8 name, at most 255 bytes */
+#define CDP_REC_MARK		5	/* payload: printable UTF-8 name, 1..255 bytes */
 #define CDP_REC_OVERFLOW	6	/* payload: u64 ts_ns of the first dropped write */
 #define CDP_REC_PAD		7	/* filler up to the end of the data area */
 
@@ -104,14 +104,16 @@ struct cdp_rec_hdr {
 /*
  * CDP_IOC_MARK: add a MARK record, ordered exactly among the writes.  Needs
  * a descriptor opened for writing (O_WRONLY or O_RDWR) or CAP_SYS_ADMIN:
- * EBADF otherwise, as write(2) on a read-only descriptor.
+ * EBADF otherwise, as write(2) on a read-only descriptor.  EINVAL for a
+ * name that is not printable UTF-8: well-formed, without C0 or C1 controls
+ * or DEL (so without escape sequences).
  */
 struct cdp_ioc_mark {
 	__u64 seq;		/* out: the MARK record's seq */
 	__u64 ts_ns;		/* out: its timestamp */
 	__u32 name_len;		/* in: bytes of name, 1..255 */
 	__u32 reserved;		/* in: 0 */
-	__u8  name[256];	/* in: UTF-8, not necessarily NUL-terminated */
+	__u8  name[256];	/* in: printable UTF-8, no NUL needed */
 };
 
 /* policies reported by CDP_IOC_INFO */

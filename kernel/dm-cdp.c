@@ -609,16 +609,79 @@ static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio, u32 len)
 		memset(dst + len, 0, pad);
 }
 
-/* Add a MARK record; returns 0, or -ENOSPC/-ENODEV. */
+/*
+ * Whether a mark name is printable UTF-8.  Names end up on users'
+ * terminals ("cdp points", the TUI), so a name must not be able to move
+ * the cursor, retitle the window or rewrite the screen.  Refused: C0
+ * controls and DEL (ESC, which starts every escape sequence, among them),
+ * C1 controls (U+0080..U+009F: CSI and OSC among them), and anything that
+ * is not well-formed UTF-8: a stray continuation byte, a truncated
+ * sequence, an overlong form (which could hide a control), a surrogate, a
+ * code point past U+10FFFF.
+ */
+static bool cdp_printable_utf8(const u8 *s, u32 len)
+{
+	u32 i = 0;
+
+	while (i < len) {
+		u32 cp, min, n, k;
+		u8 b = s[i];
+
+		if (b < 0x80) {
+			if (b < 0x20 || b == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		if (b >= 0xf8 || b < 0xc0)
+			return false;	/* not a lead byte */
+		if (b >= 0xf0) {
+			n = 3;
+			cp = b & 0x07;
+			min = 0x10000;
+		} else if (b >= 0xe0) {
+			n = 2;
+			cp = b & 0x0f;
+			min = 0x800;
+		} else {
+			n = 1;
+			cp = b & 0x1f;
+			min = 0x80;
+		}
+		if (len - i <= n)
+			return false;	/* truncated */
+		for (k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		/* overlong, past U+10FFFF, a surrogate, or C1 */
+		if (cp < min || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+/*
+ * Add a MARK record (the ioctl and "dmsetup message" both come here);
+ * returns 0, or -EINVAL (not 1..255 bytes of printable UTF-8), -ENOSPC or
+ * -ENODEV.
+ */
 static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
 {
-	u32 crc = cdp_crc(name, len);
 	u64 now = ktime_get_real_ns();
 	unsigned long irqflags;
 	struct cdp_rec_hdr *h;
 	u8 *dst;
 	s64 pos;
+	u32 crc;
 	int r = 0;
+
+	if (!len || len > CDP_MAX_MARK_NAME || !cdp_printable_utf8(name, len))
+		return -EINVAL;
+	crc = cdp_crc(name, len);
 
 	cdp_lock(c, &irqflags);
 	if (!c->detached)
@@ -772,7 +835,7 @@ static long cdp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 			return -EBADF;
 		if (copy_from_user(&m, uarg, sizeof(m)))
 			return -EFAULT;
-		if (!m.name_len || m.name_len > CDP_MAX_MARK_NAME || m.reserved)
+		if (m.name_len > CDP_MAX_MARK_NAME || m.reserved)
 			return -EINVAL;
 		r = cdp_add_mark(c, m.name, m.name_len, &m.seq, &m.ts_ns);
 		if (r)
@@ -1169,12 +1232,12 @@ static int cdp_message(struct dm_target *ti, unsigned int argc, char **argv,
 		return -EINVAL;
 	}
 	len = strlen(argv[1]);
-	if (!len || len > CDP_MAX_MARK_NAME) {
-		DMWARN("%s: a mark name is 1 to 255 bytes", c->name);
-		return -EINVAL;
-	}
-	r = cdp_add_mark(c, argv[1], len, &seq, &ts);
-	if (r)
+	r = cdp_add_mark(c, argv[1], min_t(size_t, len, CDP_MAX_MARK_NAME + 1),
+			 &seq, &ts);
+	if (r == -EINVAL)	/* the name itself is never logged */
+		DMWARN("%s: a mark name is 1 to 255 bytes of printable UTF-8",
+		       c->name);
+	else if (r == -ENOSPC)
 		DMWARN("%s: no room in the ring for the mark", c->name);
 	return r;
 }

@@ -684,6 +684,57 @@ def t_mark_rdonly() -> str:
     return f"rdonly={got['rdonly']} wronly={got['wronly']} admin=ok"
 
 
+#: Mark names the kernel refuses: escape sequences, controls, malformed UTF-8.
+BAD_MARK_NAMES = [
+    b"\x1b[2J", b"red\x1b[31mtext", b"\x1b]0;title\x07", b"bell\x07", b"a\x00b", b"tab\tname", b"del\x7f",
+    b"\xc2\x9b31m",                   # C1 CSI, the one-byte escape
+    b"\xc2\x85",                      # C1 NEL
+    b"\xff", b"\x80abc",               # not a lead byte
+    b"caf\xc3",                       # truncated
+    b"\xc0\x9b", b"\xe0\x80\x9b",      # overlong ESC
+    b"\xed\xa0\x80",                  # a surrogate
+    b"\xf4\x90\x80\x80",              # past U+10FFFF
+]
+#: ... and names it keeps, byte for byte.
+GOOD_MARK_NAMES = ["caf\u00e9", "\u65e5\u672c\u8a9e", "release-1.2-\u2713", "\U0001d11e-clef", "with space", "a" * 255]
+
+
+def t_mark_names() -> str:
+    """Mark names that are not printable UTF-8 are refused by the ioctl and by dmsetup message."""
+    import errno
+    from cdp.ring import Ring
+    from cdp.ringabi import RecType
+    dm_create("mn", f"0 {16 << 11} cdp {DISK} mn ring_kb=256")
+    fd = os.open("/dev/cdp/mn", os.O_WRONLY)
+    try:
+        wrong = []
+        for raw in BAD_MARK_NAMES:
+            try:
+                _ioc_mark(fd, raw)
+                wrong.append(f"ioctl accepted {raw!r}")
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    wrong.append(f"ioctl {raw!r}: {exc.strerror}")
+            if b"\0" in raw or b"\t" in raw or b" " in raw:
+                continue        # not one dmsetup argument
+            p = subprocess.run([b"dmsetup", b"message", b"mn", b"0", b"mark", raw], capture_output=True)
+            if p.returncode == 0:
+                wrong.append(f"dmsetup message accepted {raw!r}")
+        for name in GOOD_MARK_NAMES:
+            _ioc_mark(fd, name.encode())
+            if " " not in name:
+                sh("dmsetup", "message", "mn", "0", "mark", name)
+        with Ring("/dev/cdp/mn") as ring:
+            got = [bytes(e.payload) for e in ring.read() if e.type == RecType.MARK]
+    finally:
+        os.close(fd)
+        dm_remove("mn")
+    assert not wrong, "; ".join(wrong)
+    want = [n.encode() for name in GOOD_MARK_NAMES for n in ([name] if " " in name else [name, name])]
+    assert got == want, f"MARK records {got[:4]}... differ from the names given"
+    return f"refused={len(BAD_MARK_NAMES)} kept={len(got)}"
+
+
 def t_concurrent() -> str:
     """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
     mb = 32
@@ -918,13 +969,14 @@ TESTS: dict[str, Callable[[], str]] = {
     "overflow": t_overflow,
     "overflow-irqsoff": t_overflow_irqsoff,
     "mark-rdonly": t_mark_rdonly,
+    "mark-names": t_mark_names,
     "concurrent": t_concurrent,
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
 }
 DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
-           "concurrent", "live", "cli"]
+           "mark-names", "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
