@@ -26,6 +26,11 @@
  * final only once state is not BUSY: the producer may fill them in after the
  * copy (dm-cdp computes a WRITE's CRC once its bio completed), so a consumer
  * loads state first, stops at BUSY, and only then reads and checks the rest.
+ *
+ * device_id identifies the protected device, so that a consumer can refuse
+ * a ring of another device of the same size.  dm-cdp copies it from the
+ * table's device_id=<32 hex digits> argument, which userspace derives from
+ * a stable identity of the device; zeros when the table has none.
  */
 #ifndef _UAPI_CDP_RING_ABI_H
 #define _UAPI_CDP_RING_ABI_H
@@ -75,7 +80,7 @@ struct cdp_ring_ctl {
 	__le64 device_bytes;	/* size of the protected device */
 	__le32 block_size;	/* logical block size of the device */
 	__le32 flags;		/* CDP_RING_F_* */
-	__u8   device_id[16];	/* UUID of the protected device, or zeros */
+	__u8   device_id[16];	/* the protected device's id, or zeros */
 	__le64 dropped;		/* writes not journaled because the ring was full */
 	__le64 reserved0;
 	__le64 head;		/* producer position (bytes ever reserved) */

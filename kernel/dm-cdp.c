@@ -5,6 +5,7 @@
  *
  * Table:  0 <sectors> cdp <device> <name> [ring_mb=N] [ring_kb=N]
  *                     [policy=block|overflow] [wait_ms=N]
+ *                     [device_id=<32 hex digits>]
  *
  * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
  *
@@ -138,6 +139,7 @@ struct cdp_c {
 	unsigned int ring_kb;		/* as given in the table, for status */
 	int policy;			/* CDP_POLICY_* */
 	unsigned int wait_ms;		/* policy=block: longest wait */
+	u8 device_id[16];		/* device_id=, for the control page */
 
 	spinlock_t lock;		/* everything below up to the counters */
 	u64 head;			/* producer position */
@@ -918,8 +920,15 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 			return -EINVAL;
 		}
 		c->wait_ms = v;
+	} else if (!strncmp(opt, "device_id=", 10)) {
+		/* the identity userspace gives the device, for the consumer */
+		if (strlen(opt + 10) != 2 * sizeof(c->device_id) ||
+		    hex2bin(c->device_id, opt + 10, sizeof(c->device_id))) {
+			ti->error = "device_id must be 32 hex digits";
+			return -EINVAL;
+		}
 	} else {
-		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N)";
+		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N device_id=HEX32)";
 		return -EINVAL;
 	}
 	return 0;
@@ -927,7 +936,7 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 
 /*
  * Construct: <device> <name> [ring_mb=N] [ring_kb=N] [policy=block|overflow]
- *            [wait_ms=N]
+ *            [wait_ms=N] [device_id=<32 hex digits>]
  */
 static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
@@ -937,7 +946,7 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	int r;
 
 	if (argc < 2) {
-		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N]";
+		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N] [device_id=HEX32]";
 		return -EINVAL;
 	}
 	if (!cdp_valid_name(argv[1])) {
@@ -1018,6 +1027,7 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->ctl->data_size = cpu_to_le64(c->data_size);
 	c->ctl->device_bytes = cpu_to_le64(c->device_bytes);
 	c->ctl->block_size = cpu_to_le32(c->block_size);
+	memcpy(c->ctl->device_id, c->device_id, sizeof(c->device_id));
 
 	mutex_lock(&cdp_targets_lock);
 	if (cdp_name_taken(c->name)) {
@@ -1210,6 +1220,9 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 			DMEMIT("ring_mb=%u", c->ring_kb / 1024);
 		DMEMIT(" policy=%s wait_ms=%u",
 		       c->policy == CDP_POLICY_BLOCK ? "block" : "overflow", c->wait_ms);
+		if (memchr_inv(c->device_id, 0, sizeof(c->device_id)))
+			DMEMIT(" device_id=%*phN", (int)sizeof(c->device_id),
+			       c->device_id);
 		break;
 	default:
 		if (maxlen)

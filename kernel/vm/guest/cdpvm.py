@@ -735,6 +735,45 @@ def t_mark_names() -> str:
     return f"refused={len(BAD_MARK_NAMES)} kept={len(got)}"
 
 
+def t_device_id() -> str:
+    """device_id=<32 hex digits> in the table lands in the control page; a bad one is refused."""
+    from cdp.ring import Ring
+    ident = bytes(range(0xa0, 0xb0))
+    sectors = 16 << 11
+    bad = {}
+    for value in ("00" * 15, "00" * 17, "zz" + "00" * 15, ""):
+        p = subprocess.run(["dmsetup", "create", "dx", "--table", f"0 {sectors} cdp {DISK} dx device_id={value}"],
+                           capture_output=True, text=True)
+        bad[value] = p.returncode
+        if p.returncode == 0:
+            dm_remove("dx")
+    assert all(bad.values()), f"bad device_id accepted: {[v for v, rc in bad.items() if rc == 0]}"
+    assert subprocess.run(["dmsetup", "info", "dx"], capture_output=True).returncode != 0, "a refused table left dx"
+    dm_create("di", f"0 {sectors} cdp {DISK} di ring_kb=256 device_id={ident.hex().upper()}")
+    dm_create("dz", f"0 {sectors} cdp {DISK} dz ring_kb=256")
+    try:
+        with Ring("/dev/cdp/di") as ring:
+            got = ring.device_id
+        fd = os.open("/dev/cdp/di", os.O_RDONLY)   # the bytes themselves: offset 32 of the control page
+        try:
+            ctl = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+            raw = ctl[32:48]
+            ctl.close()
+        finally:
+            os.close(fd)
+        with Ring("/dev/cdp/dz") as ring:
+            zero = ring.device_id
+        table = sh("dmsetup", "table", "di")
+        table_z = sh("dmsetup", "table", "dz")
+    finally:
+        dm_remove("di")
+        dm_remove("dz")
+    assert got == ident and raw == ident, f"control page device_id {got.hex()} / {raw.hex()}, table said {ident.hex()}"
+    assert zero == bytes(16), f"device_id without the option: {zero.hex()}"
+    assert f"device_id={ident.hex()}" in table and "device_id" not in table_z, f"dmsetup table: {table!r} {table_z!r}"
+    return f"device_id={got.hex()} refused={len(bad)}"
+
+
 def t_concurrent() -> str:
     """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
     mb = 32
@@ -970,13 +1009,14 @@ TESTS: dict[str, Callable[[], str]] = {
     "overflow-irqsoff": t_overflow_irqsoff,
     "mark-rdonly": t_mark_rdonly,
     "mark-names": t_mark_names,
+    "device-id": t_device_id,
     "concurrent": t_concurrent,
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
 }
 DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
-           "mark-names", "concurrent", "live", "cli"]
+           "mark-names", "device-id", "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
