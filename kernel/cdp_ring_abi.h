@@ -6,6 +6,8 @@
  * producer such as cdp's simulator) and the service that drains the ring
  * into a journal.  cdp/ringabi.py is the Python half; tests/kernel/
  * test_abi_header.py holds the two to the same sizes, offsets and values.
+ * docs/ring-abi.md explains it at length: the life of a record, ordering,
+ * the consumer's checks, OVERFLOW, DETACHED and the ioctls.
  *
  * Layout (the target's character device /dev/cdp/<name>, or a ring file):
  *

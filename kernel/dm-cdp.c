@@ -7,7 +7,7 @@
  *                     [policy=block|overflow] [wait_ms=N]
  *                     [device_id=<32 hex digits>]
  *
- * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
+ * Protocol (the ABI is cdp_ring_abi.h; docs/ring-abi.md is its prose):
  *
  *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
  *    record at head under c->lock: the header is written with state BUSY,
@@ -935,14 +935,41 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 }
 
 /*
- * Construct: <device> <name> [ring_mb=N] [ring_kb=N] [policy=block|overflow]
- *            [wait_ms=N] [device_id=<32 hex digits>]
+ * A context holding only its defaults: every resource pointer is NULL and
+ * misc_registered false, which is what lets cdp_dtr() take down a context
+ * from any stage of construction.
  */
-static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+static struct cdp_c *cdp_alloc_context(void)
 {
-	unsigned int i, slots;
-	struct cdp_c *c;
-	u64 chunk;
+	struct cdp_c *c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c)
+		return NULL;
+	kref_init(&c->kref);
+	INIT_LIST_HEAD(&c->list);
+	spin_lock_init(&c->lock);
+	spin_lock_init(&c->seal_lock);
+	INIT_WORK(&c->seal_work, cdp_sealer);
+	atomic_set(&c->wake_after_seal, 0);
+	atomic_set(&c->seal_slots_taken, 0);
+	init_waitqueue_head(&c->wq);
+	atomic64_set(&c->committed, 0);
+	atomic64_set(&c->discarded, 0);
+	c->ring_kb = CDP_DEFAULT_RING_MB * 1024;
+	c->policy = CDP_POLICY_BLOCK;
+	c->wait_ms = CDP_DEFAULT_WAIT_MS;
+	return c;
+}
+
+/*
+ * The table line: <device> <name> [ring_mb=N] [ring_kb=N]
+ * [policy=block|overflow] [wait_ms=N] [device_id=<32 hex digits>].
+ * Fills in c and takes the device (cdp_dtr() puts it back).
+ */
+static int cdp_parse_args(struct dm_target *ti, struct cdp_c *c,
+			  unsigned int argc, char **argv)
+{
+	unsigned int i;
 	int r;
 
 	if (argc < 2) {
@@ -957,40 +984,31 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "A cdp target must cover the whole table (start at sector 0)";
 		return -EINVAL;
 	}
-
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
-	if (!c) {
-		ti->error = "Cannot allocate context";
-		return -ENOMEM;
-	}
-	kref_init(&c->kref);
-	INIT_LIST_HEAD(&c->list);
-	spin_lock_init(&c->lock);
-	spin_lock_init(&c->seal_lock);
-	INIT_WORK(&c->seal_work, cdp_sealer);
-	atomic_set(&c->wake_after_seal, 0);
-	atomic_set(&c->seal_slots_taken, 0);
-	init_waitqueue_head(&c->wq);
-	atomic64_set(&c->committed, 0);
-	atomic64_set(&c->discarded, 0);
 	strscpy(c->name, argv[1], sizeof(c->name));
-	c->ring_kb = CDP_DEFAULT_RING_MB * 1024;
-	c->policy = CDP_POLICY_BLOCK;
-	c->wait_ms = CDP_DEFAULT_WAIT_MS;
 	for (i = 2; i < argc; i++) {
 		r = cdp_parse_opt(ti, c, argv[i]);
 		if (r)
-			goto bad_opts;
+			return r;
 	}
-
 	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &c->dev);
 	if (r) {
 		ti->error = "Device lookup failed";
-		goto bad_opts;
+		return r;
 	}
 	c->device_bytes = (u64)ti->len << SECTOR_SHIFT;
 	c->block_size = bdev_logical_block_size(c->dev->bdev);
 	c->data_size = (u64)c->ring_kb * 1024;
+	return 0;
+}
+
+/*
+ * What the I/O path needs, sized from the table: the overflow bitmap, the
+ * sealer's queue, and the ring with its control page filled in.
+ */
+static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
+{
+	unsigned int slots;
+	u64 chunk;
 
 	/* bitmap of chunks for overflow tracking: a power-of-two chunk size */
 	chunk = CDP_MIN_CHUNK;
@@ -1001,8 +1019,7 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->bitmap = bitmap_zalloc(max_t(unsigned long, c->nbits, 1), GFP_KERNEL);
 	if (!c->bitmap) {
 		ti->error = "Cannot allocate the overflow bitmap";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 
 	slots = cdp_seal_slots(c->data_size);
@@ -1010,15 +1027,13 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (!c->sealq_buf ||
 	    kfifo_init(&c->sealq, c->sealq_buf, slots * sizeof(*c->sealq_buf))) {
 		ti->error = "Cannot allocate the sealer's queue";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 
 	c->ring = vmalloc_user(CDP_CONTROL_SIZE + c->data_size);
 	if (!c->ring) {
 		ti->error = "Cannot allocate the ring (try a smaller ring_mb)";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 	c->ctl = c->ring;
 	c->data = (u8 *)c->ring + CDP_CONTROL_SIZE;
@@ -1028,13 +1043,22 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->ctl->device_bytes = cpu_to_le64(c->device_bytes);
 	c->ctl->block_size = cpu_to_le32(c->block_size);
 	memcpy(c->ctl->device_id, c->device_id, sizeof(c->device_id));
+	return 0;
+}
+
+/*
+ * Claim the name and create /dev/cdp/<name>.  The constructor's last step:
+ * once a consumer can open the ring, nothing in the constructor can fail.
+ */
+static int cdp_register(struct dm_target *ti, struct cdp_c *c)
+{
+	int r;
 
 	mutex_lock(&cdp_targets_lock);
 	if (cdp_name_taken(c->name)) {
 		mutex_unlock(&cdp_targets_lock);
 		ti->error = "Another cdp target already uses this name";
-		r = -EBUSY;
-		goto bad_dev;
+		return -EBUSY;
 	}
 	snprintf(c->miscname, sizeof(c->miscname), "cdp-%s", c->name);
 	snprintf(c->nodename, sizeof(c->nodename), "cdp/%s", c->name);
@@ -1047,57 +1071,84 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r) {
 		mutex_unlock(&cdp_targets_lock);
 		ti->error = "Cannot register the character device";
-		goto bad_dev;
+		return r;
 	}
 	c->misc_registered = true;
 	list_add(&c->list, &cdp_targets);
 	mutex_unlock(&cdp_targets_lock);
-
-	/* one bio is one record: dm core splits at a quarter of the ring */
-	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
-	if (r) {
-		ti->error = "Cannot set max_io_len";
-		goto bad_misc;
-	}
-	ti->num_flush_bios = 1;
-	ti->num_discard_bios = 1;
-	ti->num_write_zeroes_bios = 1;
-	ti->per_io_data_size = sizeof(struct cdp_per_bio);
-	ti->private = c;
 	return 0;
-
-bad_misc:
-	mutex_lock(&cdp_targets_lock);
-	list_del(&c->list);
-	misc_deregister(&c->misc);
-	mutex_unlock(&cdp_targets_lock);
-bad_dev:
-	dm_put_device(ti, c->dev);
-bad_opts:
-	cdp_put(c);
-	return r;
 }
 
+/*
+ * Take a context down from whatever stage it reached: the constructor's
+ * error path and device-mapper's removal both come here, so teardown is
+ * written once.  Each step looks whether its part was set up.  A ring
+ * that exists gets its end: every bio has completed (the device is
+ * suspended, or never carried I/O), so the sealer is flushed, what fits of
+ * a pending overflow is emitted, and DETACHED tells a consumer that
+ * nothing follows head.  The context itself lives on while files are
+ * open.
+ */
 static void cdp_dtr(struct dm_target *ti)
 {
 	struct cdp_c *c = ti->private;
 	unsigned long irqflags;
 
-	/* the device is suspended: every bio has completed; seal the last ones */
-	flush_work(&c->seal_work);
-	cdp_lock(c, &irqflags);
-	cdp_emit_overflow(c, 0, &irqflags);
-	c->detached = true;
-	cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
-	cdp_unlock(c, irqflags);
-	wake_up_interruptible_all(&c->wq);
-
-	mutex_lock(&cdp_targets_lock);
-	list_del(&c->list);
-	misc_deregister(&c->misc);
-	mutex_unlock(&cdp_targets_lock);
-	dm_put_device(ti, c->dev);
+	if (c->ring) {
+		flush_work(&c->seal_work);
+		cdp_lock(c, &irqflags);
+		cdp_emit_overflow(c, 0, &irqflags);
+		c->detached = true;
+		cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
+		cdp_unlock(c, irqflags);
+		wake_up_interruptible_all(&c->wq);
+	}
+	if (c->misc_registered) {
+		mutex_lock(&cdp_targets_lock);
+		list_del(&c->list);
+		misc_deregister(&c->misc);
+		mutex_unlock(&cdp_targets_lock);
+	}
+	if (c->dev)
+		dm_put_device(ti, c->dev);
 	cdp_put(c);	/* open files keep the ring until they close */
+}
+
+static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+{
+	struct cdp_c *c;
+	int r;
+
+	c = cdp_alloc_context();
+	if (!c) {
+		ti->error = "Cannot allocate context";
+		return -ENOMEM;
+	}
+	ti->private = c;
+	r = cdp_parse_args(ti, c, argc, argv);
+	if (r)
+		goto bad;
+	r = cdp_alloc_ring(ti, c);
+	if (r)
+		goto bad;
+	/* one bio is one record: dm core splits at a quarter of the ring */
+	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
+	if (r) {
+		ti->error = "Cannot set max_io_len";
+		goto bad;
+	}
+	r = cdp_register(ti, c);
+	if (r)
+		goto bad;
+	ti->num_flush_bios = 1;
+	ti->num_discard_bios = 1;
+	ti->num_write_zeroes_bios = 1;
+	ti->per_io_data_size = sizeof(struct cdp_per_bio);
+	return 0;
+
+bad:
+	cdp_dtr(ti);
+	return r;
 }
 
 static int cdp_map(struct dm_target *ti, struct bio *bio)

@@ -774,6 +774,36 @@ def t_device_id() -> str:
     return f"device_id={got.hex()} refused={len(bad)}"
 
 
+def t_table_errors() -> str:
+    """A table refused at each stage of the constructor leaves nothing behind; the name is free again."""
+    sectors = 16 << 11
+    dm_create("te0", f"0 {sectors} cdp {DISK} te ring_kb=256")
+    refused = {
+        "no name": f"0 {sectors} cdp {DISK}",
+        "bad option": f"0 {sectors} cdp {DISK} te2 ring_mb=3",
+        "no device": f"0 {sectors} cdp /dev/nonexistent te2",
+        "name taken": f"0 {sectors} cdp {DISK} te ring_kb=256",   # fails after the ring was allocated
+    }
+    wrong = []
+    try:
+        for what, table in refused.items():
+            p = subprocess.run(["dmsetup", "create", "te1", "--table", table], capture_output=True, text=True)
+            if p.returncode == 0:
+                wrong.append(f"{what}: accepted")
+                dm_remove("te1")
+            if os.path.exists("/dev/cdp/te2"):
+                wrong.append(f"{what}: left /dev/cdp/te2")
+        assert os.path.exists("/dev/cdp/te"), "the refused duplicate took the first target's ring away"
+    finally:
+        dm_remove("te0")
+    # every refused constructor let go of the name and the device
+    dm_create("te1", f"0 {sectors} cdp {DISK} te2 ring_kb=256")
+    dm_remove("te1")
+    assert not os.path.exists("/dev/cdp/te") and not os.path.exists("/dev/cdp/te2"), "a ring node outlived its target"
+    assert not wrong, "; ".join(wrong)
+    return f"refused={len(refused)}"
+
+
 def t_concurrent() -> str:
     """Several writers for a fixed time: counters add up, the journal has every byte, dmesg is clean."""
     mb = 32
@@ -1010,13 +1040,14 @@ TESTS: dict[str, Callable[[], str]] = {
     "mark-rdonly": t_mark_rdonly,
     "mark-names": t_mark_names,
     "device-id": t_device_id,
+    "table-errors": t_table_errors,
     "concurrent": t_concurrent,
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
 }
 DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
-           "mark-names", "device-id", "concurrent", "live", "cli"]
+           "mark-names", "device-id", "table-errors", "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
