@@ -46,7 +46,11 @@
  *    the whole backlog; a write dropped between two steps sets its chunks
  *    and a later step emits them.  Only when the bitmap is empty is the
  *    flag cleared and recording resumed.  Every changed byte is thus in a
- *    WRITE record or inside an OVERFLOW range.
+ *    WRITE record or inside an OVERFLOW range.  A dropped bio still goes
+ *    to the device, and the consumer copies an OVERFLOW range from the
+ *    device as soon as it reads the record: a step's records stay BUSY
+ *    until every write dropped before the step has completed (drop epochs,
+ *    see cdp_drop_done), so the copy always holds the dropped data.
  *  - dtr (the device is suspended: every bio has completed) waits for the
  *    sealer, emits what it can of a pending overflow and sets DETACHED.
  *    The context is reference counted: an open or mapped /dev/cdp/<name>
@@ -114,6 +118,7 @@ static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
 struct cdp_per_bio {
 	s64 pos;			/* ring position of the record */
 	u32 len;			/* WRITE payload bytes; 0 otherwise */
+	u32 drop;			/* dropped: 1 + its drop epoch */
 };
 
 /* Every live target, to refuse a second one with the same name. */
@@ -150,6 +155,11 @@ struct cdp_c {
 	u64 overflow_ts;		/* ts of the first write dropped in this window */
 	unsigned long *bitmap;		/* chunks changed while dropping */
 	unsigned long overflow_next;	/* where emission looks next */
+	unsigned int drop_epoch;	/* epoch a write dropped now gets */
+	atomic_t drops_inflight[2];	/* dropped bios in flight by epoch */
+	s64 held[CDP_OVERFLOW_STEP];	/* OVERFLOW records left BUSY ... */
+	unsigned int nheld;		/* ... how many */
+	unsigned int held_epoch;	/* ... until this epoch has drained */
 	unsigned int chunk_shift;	/* chunk = 1 << chunk_shift bytes */
 	unsigned long nbits;		/* chunks covering the device */
 	bool detached;			/* the target is gone */
@@ -339,11 +349,17 @@ static u64 cdp_stamp_locked(struct cdp_c *c, u64 now)
 	return now;
 }
 
-/* Remember a dropped write's range: called with c->lock held. */
-static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
+/*
+ * Remember a dropped write's range, and count its bio as in flight in the
+ * current drop epoch until it completes.  Called with c->lock held.
+ */
+static void cdp_drop_locked(struct cdp_c *c, struct cdp_per_bio *pb,
+			    u64 offset, u64 length, u64 ts)
 {
 	unsigned long first, last;
 
+	pb->drop = c->drop_epoch + 1;
+	atomic_inc(&c->drops_inflight[c->drop_epoch]);
 	if (!c->overflow) {
 		c->overflow = true;
 		c->overflow_ts = ts;
@@ -361,25 +377,44 @@ static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
 		bitmap_set(c->bitmap, first, last - first + 1);
 }
 
+/* Commit the OVERFLOW records held back for their drops to complete. */
+static void cdp_commit_held_locked(struct cdp_c *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nheld; i++)
+		cdp_set_state(cdp_hdr_at(c, c->held[i]), CDP_STATE_COMMITTED);
+	c->nheld = 0;
+}
+
 /*
  * One bounded step out of marking mode: up to CDP_OVERFLOW_STEP OVERFLOW
  * records, one per run of set chunks, looking from c->overflow_next on and
  * then once more from the start, since a write dropped between two steps
  * may have set chunks behind the cursor.  Each record's chunks are cleared
- * as it is committed; the flag is cleared only once the bitmap is empty.
- * Called with c->lock held; ts is their ts_ns.  Returns 1 when the overflow
- * is resolved, 0 when runs remain, -1 when the ring has no room for the
- * next record.
+ * as it is reserved; the flag is cleared only once the bitmap is empty.
+ * The step starts a new drop epoch, so every chunk it emits was set by a
+ * write of the previous epochs; the previous step's epoch must have
+ * drained first (see cdp_drop_done), which bounds the records held BUSY to
+ * one step's.  Called with c->lock held; ts is their ts_ns.  Returns 1
+ * when the overflow is resolved, 0 when runs remain, -1 when the ring has
+ * no room for the next record, -2 while dropped writes are in flight.
  */
 static int cdp_overflow_step_locked(struct cdp_c *c, u64 ts)
 {
 	__le64 first_ts = cpu_to_le64(c->overflow_ts);
 	u32 crc = cdp_crc(&first_ts, sizeof(first_ts));
+	unsigned int n, old = c->drop_epoch;
 	unsigned long start, end;
-	unsigned int n;
 	u64 seq;
 	s64 pos;
+	int r = 0;
 
+	if (atomic_read(&c->drops_inflight[old ^ 1]))
+		return -2;	/* cdp_drop_done wakes the consumer */
+	cdp_commit_held_locked(c);	/* their epoch (old ^ 1) drained */
+	c->drop_epoch = old ^ 1;
+	c->held_epoch = old;
 	for (n = 0; n < CDP_OVERFLOW_STEP; n++) {
 		struct cdp_rec_hdr *h;
 		u64 off, len;
@@ -391,25 +426,30 @@ static int cdp_overflow_step_locked(struct cdp_c *c, u64 ts)
 			c->overflow = false;
 			c->overflow_next = 0;
 			cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
-			return 1;
+			r = 1;
+			break;
 		}
 		end = find_next_zero_bit(c->bitmap, c->nbits, start);
 		off = (u64)start << c->chunk_shift;
 		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
 		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD, crc,
 					 off, len, ts, &seq);
-		if (pos < 0)
-			return -1;	/* the rest waits for more room */
+		if (pos < 0) {
+			r = -1;	/* the rest waits for more room */
+			break;
+		}
 		h = cdp_hdr_at(c, pos);
 		memcpy(h + 1, &first_ts, sizeof(first_ts));
 		memset((u8 *)(h + 1) + sizeof(first_ts), 0,
 		       cdp_rec_len(CDP_OVERFLOW_PAYLOAD) - CDP_REC_HDR_SIZE - sizeof(first_ts));
-		cdp_set_state(h, CDP_STATE_COMMITTED);
+		c->held[c->nheld++] = pos;	/* BUSY for now */
 		c->overflow_records++;
 		bitmap_clear(c->bitmap, start, end - start);
 		c->overflow_next = end;
 	}
-	return 0;
+	if (!atomic_read(&c->drops_inflight[old]))
+		cdp_commit_held_locked(c);	/* the usual case */
+	return r;
 }
 
 /*
@@ -446,7 +486,7 @@ static bool cdp_emit_overflow(struct cdp_c *c, u64 min_free,
 		cdp_refresh_tail(c);
 		r = cdp_overflow_step_locked(c, cdp_stamp_locked(c, now));
 	} while (!r);
-	return r > 0;
+	return r > 0;	/* -2: drops in flight, not resolved yet */
 }
 
 static void cdp_wake(struct cdp_c *c)
@@ -464,6 +504,34 @@ static void cdp_maybe_wake(struct cdp_c *c, bool point)
 {
 	if (point || READ_ONCE(c->head) - READ_ONCE(c->tail) >= c->data_size / 8)
 		cdp_wake(c);
+}
+
+/*
+ * A dropped bio completed.  An OVERFLOW record tells the consumer to copy
+ * its range from the device, and it does so as soon as it reads the
+ * record: a dropped write still on its way to the device would be missed
+ * (the copy would hold the old bytes while the journal called the range
+ * resynced).  So the records of a step are committed only once every
+ * write dropped before the step has completed: drops are counted in two
+ * epochs, a step starts a new one, and its records wait, BUSY, for the
+ * old epoch's count to reach zero.  Interrupts may be off here; the work
+ * under the lock is at most CDP_OVERFLOW_STEP stores.
+ */
+static void cdp_drop_done(struct cdp_c *c, unsigned int epoch)
+{
+	unsigned long irqflags;
+	bool woke = false;
+
+	if (!atomic_dec_and_test(&c->drops_inflight[epoch]))
+		return;
+	cdp_lock(c, &irqflags);
+	if (c->nheld && c->held_epoch == epoch) {
+		cdp_commit_held_locked(c);
+		woke = true;
+	}
+	cdp_unlock(c, irqflags);
+	if (woke || READ_ONCE(c->overflow))
+		cdp_wake(c);	/* its poll emits or reads the records */
 }
 
 /* Compute a completed WRITE's CRC from its ring copy, finish the header, commit. */
@@ -545,6 +613,7 @@ static void cdp_sealer(struct work_struct *work)
 static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 			  u32 data_len, u64 offset, u64 length)
 {
+	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
 	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
 	unsigned long irqflags;
@@ -579,7 +648,7 @@ static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 		}
 		if (!may_wait || time_after(jiffies, deadline)) {
 			if (type != CDP_REC_FLUSH)
-				cdp_drop_locked(c, offset, length, ts);
+				cdp_drop_locked(c, pb, offset, length, ts);
 			break;
 		}
 		cdp_unlock(c, irqflags);
@@ -952,6 +1021,8 @@ static struct cdp_c *cdp_alloc_context(void)
 	INIT_WORK(&c->seal_work, cdp_sealer);
 	atomic_set(&c->wake_after_seal, 0);
 	atomic_set(&c->seal_slots_taken, 0);
+	atomic_set(&c->drops_inflight[0], 0);
+	atomic_set(&c->drops_inflight[1], 0);
 	init_waitqueue_head(&c->wq);
 	atomic64_set(&c->committed, 0);
 	atomic64_set(&c->discarded, 0);
@@ -1098,6 +1169,7 @@ static void cdp_dtr(struct dm_target *ti)
 		flush_work(&c->seal_work);
 		cdp_lock(c, &irqflags);
 		cdp_emit_overflow(c, 0, &irqflags);
+		cdp_commit_held_locked(c);	/* no bio is in flight */
 		c->detached = true;
 		cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
 		cdp_unlock(c, irqflags);
@@ -1161,6 +1233,7 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 
 	pb->pos = -1;
 	pb->len = 0;
+	pb->drop = 0;
 	bio_set_dev(bio, c->dev->bdev);
 	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
 
@@ -1202,6 +1275,10 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 	struct cdp_per_bio item = *pb;
 	struct cdp_rec_hdr *h;
 
+	if (item.drop) {
+		pb->drop = 0;
+		cdp_drop_done(c, item.drop - 1);
+	}
 	if (item.pos < 0)
 		return DM_ENDIO_DONE;
 	pb->pos = -1;
