@@ -901,6 +901,29 @@ def t_live() -> str:
     return f"files={len(want)} writes={count[0]}"
 
 
+def _wait_holds_ring(proc: subprocess.Popen, ring: str, timeout: float = 120) -> None:
+    """Wait until ``proc`` (``cdp run``) holds the ring's flock: it drains the ring from then on.
+
+    Started in the background, the service may take seconds to import and
+    open the ring on a busy host; a target removed before that is a ring
+    it never sees. /proc/locks is read, never the lock taken, which would
+    make the service find the ring busy.
+    """
+    ino = str(os.stat(ring).st_ino)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            _out, err = proc.communicate()
+            raise RuntimeError(f"cdp run exited with {proc.returncode}: {err.strip()[-300:]}")
+        with open("/proc/locks") as f:
+            for line in f:   # "1: FLOCK  ADVISORY  WRITE 1234 00:05:567 0 EOF"
+                w = line.split()
+                if len(w) >= 6 and w[1] == "FLOCK" and w[4] == str(proc.pid) and w[5].rsplit(":", 1)[-1] == ino:
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"cdp run did not open {ring} within {timeout:.0f}s")
+
+
 def t_cli() -> str:
     """The user's path through the CLI: cdp attach, cdp run, cdp mark --ring, cdp detach, on a loop device."""
     mb = 16
@@ -919,6 +942,7 @@ def t_cli() -> str:
         run = subprocess.Popen(cdp + ["run", "--journal", "/tmp/j-cli", "--ring", "/dev/cdp/cli",
                                       "--until-detached"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
+        _wait_holds_ring(run, "/dev/cdp/cli")
         sh("dd", "if=/dev/urandom", "of=/dev/mapper/cli", "bs=64k", "count=40", "seek=7", "oflag=direct",
            "status=none")
         sh(*cdp, "mark", "m1", "--ring", "cli")
