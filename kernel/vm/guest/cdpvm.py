@@ -604,12 +604,13 @@ def t_overflow_irqsoff() -> str:
     """An OVERFLOW backlog of 32k runs is emitted exactly, with a short longest interrupts-off section.
 
     The figure is guest time, and a vCPU the host preempts while it holds
-    the lock counts too: a second attempt is made before a figure above the
-    bound is taken as a failure. The bound on the work itself, at most 64
-    records per hold, is checked exactly on every attempt.
+    the lock counts too (up to 14.7 ms seen with the host at load 5 on two
+    cores): up to three attempts are made before a figure above the bound
+    is taken as a failure. The bound on the work itself, at most 64 records
+    per hold, is checked exactly on every attempt.
     """
     tries = []
-    for _ in range(2):
+    for _ in range(3):
         max_us, base_us, runs, chunks, per_hold, mark_us = _overflow_backlog()
         tries.append(f"{max_us:.0f}us")
         if max_us <= IRQSOFF_BOUND_US:
