@@ -6,6 +6,8 @@
  * producer such as cdp's simulator) and the service that drains the ring
  * into a journal.  cdp/ringabi.py is the Python half; tests/kernel/
  * test_abi_header.py holds the two to the same sizes, offsets and values.
+ * docs/ring-abi.md explains it at length: the life of a record, ordering,
+ * the consumer's checks, OVERFLOW, DETACHED and the ioctls.
  *
  * Layout (the target's character device /dev/cdp/<name>, or a ring file):
  *
@@ -26,6 +28,11 @@
  * final only once state is not BUSY: the producer may fill them in after the
  * copy (dm-cdp computes a WRITE's CRC once its bio completed), so a consumer
  * loads state first, stops at BUSY, and only then reads and checks the rest.
+ *
+ * device_id identifies the protected device, so that a consumer can refuse
+ * a ring of another device of the same size.  dm-cdp copies it from the
+ * table's device_id=<32 hex digits> argument, which userspace derives from
+ * a stable identity of the device; zeros when the table has none.
  */
 #ifndef _UAPI_CDP_RING_ABI_H
 #define _UAPI_CDP_RING_ABI_H
@@ -54,7 +61,7 @@
 #define CDP_REC_DISCARD		2	/* no payload; restore writes zeros */
 #define CDP_REC_WRITE_ZEROES	3	/* no payload; the range reads as zeros */
 #define CDP_REC_FLUSH		4	/* a cache flush completed: crash-consistent point */
-#define CDP_REC_MARK		5	/* payload: UTF-8 name, at most 255 bytes */
+#define CDP_REC_MARK		5	/* payload: printable UTF-8 name, 1..255 bytes */
 #define CDP_REC_OVERFLOW	6	/* payload: u64 ts_ns of the first dropped write */
 #define CDP_REC_PAD		7	/* filler up to the end of the data area */
 
@@ -75,7 +82,7 @@ struct cdp_ring_ctl {
 	__le64 device_bytes;	/* size of the protected device */
 	__le32 block_size;	/* logical block size of the device */
 	__le32 flags;		/* CDP_RING_F_* */
-	__u8   device_id[16];	/* UUID of the protected device, or zeros */
+	__u8   device_id[16];	/* the protected device's id, or zeros */
 	__le64 dropped;		/* writes not journaled because the ring was full */
 	__le64 reserved0;
 	__le64 head;		/* producer position (bytes ever reserved) */
@@ -101,13 +108,19 @@ struct cdp_rec_hdr {
 	__le32 reserved;
 };
 
-/* CDP_IOC_MARK: add a MARK record, ordered exactly among the writes. */
+/*
+ * CDP_IOC_MARK: add a MARK record, ordered exactly among the writes.  Needs
+ * a descriptor opened for writing (O_WRONLY or O_RDWR) or CAP_SYS_ADMIN:
+ * EBADF otherwise, as write(2) on a read-only descriptor.  EINVAL for a
+ * name that is not printable UTF-8: well-formed, without C0 or C1 controls
+ * or DEL (so without escape sequences).
+ */
 struct cdp_ioc_mark {
 	__u64 seq;		/* out: the MARK record's seq */
 	__u64 ts_ns;		/* out: its timestamp */
 	__u32 name_len;		/* in: bytes of name, 1..255 */
 	__u32 reserved;		/* in: 0 */
-	__u8  name[256];	/* in: UTF-8, not necessarily NUL-terminated */
+	__u8  name[256];	/* in: printable UTF-8, no NUL needed */
 };
 
 /* policies reported by CDP_IOC_INFO */

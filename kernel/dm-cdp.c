@@ -5,8 +5,9 @@
  *
  * Table:  0 <sectors> cdp <device> <name> [ring_mb=N] [ring_kb=N]
  *                     [policy=block|overflow] [wait_ms=N]
+ *                     [device_id=<32 hex digits>]
  *
- * Protocol (the ABI is cdp_ring_abi.h; the design note is the reference):
+ * Protocol (the ABI is cdp_ring_abi.h; docs/ring-abi.md is its prose):
  *
  *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
  *    record at head under c->lock: the header is written with state BUSY,
@@ -20,7 +21,9 @@
  *    copy, data_crc and hdr_crc are rewritten, and only then COMMITTED is
  *    stored (release).  A WRITE of 32 KiB or more is queued for the sealer,
  *    a work item, so its CRC, the costliest step, runs off the completion
- *    path and the writer's CPU; a smaller one is sealed right here.  Other
+ *    path and the writer's CPU; a smaller one is sealed right here.  The
+ *    queue has a slot for every such WRITE the ring can hold, taken when
+ *    the record is reserved, so end_io never finds it full.  Other
  *    records are committed at once.  data_crc and hdr_crc are final only
  *    once the state is not BUSY; the consumer reads the state first and
  *    stops at BUSY before it checks anything.  Records are reserved in seq
@@ -29,16 +32,25 @@
  *    reserved as a PAD record, committed at once.
  *  - A FLUSH record is committed when the flush completes, so every record
  *    reserved before it is durable: a crash-consistent point.  A MARK
- *    (ioctl or "dmsetup message <dev> 0 mark NAME") is committed at once.
+ *    (ioctl or "dmsetup message <dev> 0 mark NAME") is committed at once;
+ *    the ioctl needs a descriptor opened for writing, or CAP_SYS_ADMIN.
  *  - Full ring: policy=block waits (sleeping, never under the lock) up to
  *    wait_ms for the consumer to move tail, then falls back to overflow;
  *    policy=overflow drops at once.  A dropped write sets the ring's
  *    OVERFLOW flag, counts in "dropped" and sets its chunks in a bitmap.
  *    While in overflow every write is dropped (marking mode).  Once half the
  *    ring is free, one OVERFLOW record per run of set chunks is emitted,
- *    all carrying the ts of the first dropped write; when the bitmap is
- *    empty the flag is cleared and recording resumes.  Every changed byte
- *    is thus in a WRITE record or inside an OVERFLOW range.
+ *    each carrying the ts of the first dropped write.  A backlog can be
+ *    32768 runs, so it is emitted in steps of at most 64 records per hold
+ *    of c->lock, released between steps so interrupts never stay off for
+ *    the whole backlog; a write dropped between two steps sets its chunks
+ *    and a later step emits them.  Only when the bitmap is empty is the
+ *    flag cleared and recording resumed.  Every changed byte is thus in a
+ *    WRITE record or inside an OVERFLOW range.  A dropped bio still goes
+ *    to the device, and the consumer copies an OVERFLOW range from the
+ *    device as soon as it reads the record: a step's records stay BUSY
+ *    until every write dropped before the step has completed (drop epochs,
+ *    see cdp_drop_done), so the copy always holds the dropped data.
  *  - dtr (the device is suspended: every bio has completed) waits for the
  *    sealer, emits what it can of a pending overflow and sets DETACHED.
  *    The context is reference counted: an open or mapped /dev/cdp/<name>
@@ -46,8 +58,7 @@
  *
  * The I/O path allocates nothing (the ring, the bitmap and the sealer's
  * queue are allocated by the constructor) and never sleeps under the
- * spinlock.  When the sealer's queue is full, end_io seals the record
- * itself.
+ * spinlock.
  */
 
 #include <linux/device-mapper.h>
@@ -69,10 +80,12 @@
 #include <linux/ktime.h>
 #include <linux/delay.h>
 #include <linux/sched.h>
+#include <linux/sched/clock.h>
 #include <linux/version.h>
 #include <linux/ctype.h>
 #include <linux/kfifo.h>
 #include <linux/workqueue.h>
+#include <linux/capability.h>
 
 #include "cdp_ring_abi.h"
 
@@ -85,7 +98,7 @@
 #define CDP_MAX_WAIT_MS		60000
 #define CDP_BITMAP_BITS		65536	/* most chunks tracked during overflow */
 #define CDP_MIN_CHUNK		4096
-#define CDP_SEAL_QUEUE		4096	/* completed WRITEs waiting for their CRC */
+#define CDP_OVERFLOW_STEP	64	/* OVERFLOW records per lock hold */
 #define CDP_SEAL_DEFER_MIN	32768	/* smaller payloads: the hop costs more than the CRC */
 
 static_assert(sizeof(struct cdp_ring_ctl) == CDP_CONTROL_SIZE);
@@ -105,6 +118,7 @@ static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
 struct cdp_per_bio {
 	s64 pos;			/* ring position of the record */
 	u32 len;			/* WRITE payload bytes; 0 otherwise */
+	u32 drop;			/* dropped: 1 + its drop epoch */
 };
 
 /* Every live target, to refuse a second one with the same name. */
@@ -130,6 +144,7 @@ struct cdp_c {
 	unsigned int ring_kb;		/* as given in the table, for status */
 	int policy;			/* CDP_POLICY_* */
 	unsigned int wait_ms;		/* policy=block: longest wait */
+	u8 device_id[16];		/* device_id=, for the control page */
 
 	spinlock_t lock;		/* everything below up to the counters */
 	u64 head;			/* producer position */
@@ -139,6 +154,12 @@ struct cdp_c {
 	bool overflow;			/* marking mode: writes are dropped */
 	u64 overflow_ts;		/* ts of the first write dropped in this window */
 	unsigned long *bitmap;		/* chunks changed while dropping */
+	unsigned long overflow_next;	/* where emission looks next */
+	unsigned int drop_epoch;	/* epoch a write dropped now gets */
+	atomic_t drops_inflight[2];	/* dropped bios in flight by epoch */
+	s64 held[CDP_OVERFLOW_STEP];	/* OVERFLOW records left BUSY ... */
+	unsigned int nheld;		/* ... how many */
+	unsigned int held_epoch;	/* ... until this epoch has drained */
 	unsigned int chunk_shift;	/* chunk = 1 << chunk_shift bytes */
 	unsigned long nbits;		/* chunks covering the device */
 	bool detached;			/* the target is gone */
@@ -147,6 +168,8 @@ struct cdp_c {
 	u64 write_bytes;		/* payload bytes of WRITE records */
 	u64 dropped;			/* writes dropped */
 	u64 overflow_records;		/* OVERFLOW records emitted */
+	u64 locked_at;			/* sched_clock() at cdp_lock() */
+	u64 lock_max_ns;		/* longest c->lock hold (irqs off) */
 
 	atomic64_t committed;		/* records committed */
 	atomic64_t discarded;		/* records discarded */
@@ -154,6 +177,8 @@ struct cdp_c {
 
 	spinlock_t seal_lock;		/* the sealer's queue */
 	DECLARE_KFIFO_PTR(sealq, struct cdp_per_bio); /* completed WRITEs */
+	struct cdp_per_bio *sealq_buf;	/* its kvmalloc()ed slots */
+	atomic_t seal_slots_taken;	/* deferred WRITEs reserved, not dequeued */
 	struct work_struct seal_work;	/* the sealer */
 	atomic_t wake_after_seal;	/* a point was committed behind unsealed records */
 };
@@ -165,7 +190,7 @@ static void cdp_free(struct kref *kref)
 {
 	struct cdp_c *c = container_of(kref, struct cdp_c, kref);
 
-	kfifo_free(&c->sealq);
+	kvfree(c->sealq_buf);
 	bitmap_free(c->bitmap);
 	vfree(c->ring);
 	kfree(c);
@@ -174,6 +199,31 @@ static void cdp_free(struct kref *kref)
 static void cdp_put(struct cdp_c *c)
 {
 	kref_put(&c->kref, cdp_free);
+}
+
+/*
+ * c->lock is always taken with interrupts off, so how long it is held is
+ * how long this CPU ignores interrupts.  The longest hold is kept and
+ * reported by "dmsetup status" (irqsoff_max_ns): work that creeps into the
+ * locked sections shows in the guest tests.  sched_clock() is cheap and
+ * per-CPU, and a holder cannot migrate.  (On PREEMPT_RT the lock sleeps
+ * and interrupts stay on: the figure is then the longest hold.)
+ */
+static inline void cdp_lock(struct cdp_c *c, unsigned long *irqflags)
+	__acquires(&c->lock)
+{
+	spin_lock_irqsave(&c->lock, *irqflags);
+	c->locked_at = sched_clock();
+}
+
+static inline void cdp_unlock(struct cdp_c *c, unsigned long irqflags)
+	__releases(&c->lock)
+{
+	u64 held = sched_clock() - c->locked_at;
+
+	if (held > c->lock_max_ns)
+		c->lock_max_ns = held;
+	spin_unlock_irqrestore(&c->lock, irqflags);
 }
 
 /* ---------------------------------------------------------------- the ring */
@@ -284,21 +334,32 @@ static s64 cdp_reserve_locked(struct cdp_c *c, u16 type, u16 flags, u32 data_len
 	return pos;
 }
 
-static u64 cdp_now_locked(struct cdp_c *c)
+/*
+ * A record's ts_ns: now, clamped so that it never goes back in ring order.
+ * The caller reads the clock (ktime_get_real_ns()) before it takes c->lock:
+ * reading it can be slow (an hpet or acpi_pm clocksource is an I/O access,
+ * which under qemu can wait for other vCPUs' device emulation), and
+ * interrupts are off under the lock.  Called with c->lock held.
+ */
+static u64 cdp_stamp_locked(struct cdp_c *c, u64 now)
 {
-	u64 now = ktime_get_real_ns();
-
 	if (now < c->last_ts)
 		now = c->last_ts;
 	c->last_ts = now;
 	return now;
 }
 
-/* Remember a dropped write's range: called with c->lock held. */
-static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
+/*
+ * Remember a dropped write's range, and count its bio as in flight in the
+ * current drop epoch until it completes.  Called with c->lock held.
+ */
+static void cdp_drop_locked(struct cdp_c *c, struct cdp_per_bio *pb,
+			    u64 offset, u64 length, u64 ts)
 {
 	unsigned long first, last;
 
+	pb->drop = c->drop_epoch + 1;
+	atomic_inc(&c->drops_inflight[c->drop_epoch]);
 	if (!c->overflow) {
 		c->overflow = true;
 		c->overflow_ts = ts;
@@ -316,52 +377,116 @@ static void cdp_drop_locked(struct cdp_c *c, u64 offset, u64 length, u64 ts)
 		bitmap_set(c->bitmap, first, last - first + 1);
 }
 
-/*
- * Leave marking mode if there is room: one OVERFLOW record per run of set
- * chunks.  min_free is how much must be free to start (half the ring in the
- * I/O path, so recording does not flap; anything at removal).  Called with
- * c->lock held.  Returns true when the overflow is fully resolved.
- */
-static bool cdp_emit_overflow_locked(struct cdp_c *c, u64 min_free)
+/* Commit the OVERFLOW records held back for their drops to complete. */
+static void cdp_commit_held_locked(struct cdp_c *c)
 {
+	unsigned int i;
+
+	for (i = 0; i < c->nheld; i++)
+		cdp_set_state(cdp_hdr_at(c, c->held[i]), CDP_STATE_COMMITTED);
+	c->nheld = 0;
+}
+
+/*
+ * One bounded step out of marking mode: up to CDP_OVERFLOW_STEP OVERFLOW
+ * records, one per run of set chunks, looking from c->overflow_next on and
+ * then once more from the start, since a write dropped between two steps
+ * may have set chunks behind the cursor.  Each record's chunks are cleared
+ * as it is reserved; the flag is cleared only once the bitmap is empty.
+ * The step starts a new drop epoch, so every chunk it emits was set by a
+ * write of the previous epochs; the previous step's epoch must have
+ * drained first (see cdp_drop_done), which bounds the records held BUSY to
+ * one step's.  Called with c->lock held; ts is their ts_ns.  Returns 1
+ * when the overflow is resolved, 0 when runs remain, -1 when the ring has
+ * no room for the next record, -2 while dropped writes are in flight.
+ */
+static int cdp_overflow_step_locked(struct cdp_c *c, u64 ts)
+{
+	__le64 first_ts = cpu_to_le64(c->overflow_ts);
+	u32 crc = cdp_crc(&first_ts, sizeof(first_ts));
+	unsigned int n, old = c->drop_epoch;
 	unsigned long start, end;
-	__le64 first_ts;
-	u64 seq, ts;
-	u32 crc;
+	u64 seq;
 	s64 pos;
+	int r = 0;
+
+	if (atomic_read(&c->drops_inflight[old ^ 1]))
+		return -2;	/* cdp_drop_done wakes the consumer */
+	cdp_commit_held_locked(c);	/* their epoch (old ^ 1) drained */
+	c->drop_epoch = old ^ 1;
+	c->held_epoch = old;
+	for (n = 0; n < CDP_OVERFLOW_STEP; n++) {
+		struct cdp_rec_hdr *h;
+		u64 off, len;
+
+		start = find_next_bit(c->bitmap, c->nbits, c->overflow_next);
+		if (start >= c->nbits && c->overflow_next)
+			start = find_first_bit(c->bitmap, c->nbits);
+		if (start >= c->nbits) {
+			c->overflow = false;
+			c->overflow_next = 0;
+			cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
+			r = 1;
+			break;
+		}
+		end = find_next_zero_bit(c->bitmap, c->nbits, start);
+		off = (u64)start << c->chunk_shift;
+		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
+		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD, crc,
+					 off, len, ts, &seq);
+		if (pos < 0) {
+			r = -1;	/* the rest waits for more room */
+			break;
+		}
+		h = cdp_hdr_at(c, pos);
+		memcpy(h + 1, &first_ts, sizeof(first_ts));
+		memset((u8 *)(h + 1) + sizeof(first_ts), 0,
+		       cdp_rec_len(CDP_OVERFLOW_PAYLOAD) - CDP_REC_HDR_SIZE - sizeof(first_ts));
+		c->held[c->nheld++] = pos;	/* BUSY for now */
+		c->overflow_records++;
+		bitmap_clear(c->bitmap, start, end - start);
+		c->overflow_next = end;
+	}
+	if (!atomic_read(&c->drops_inflight[old]))
+		cdp_commit_held_locked(c);	/* the usual case */
+	return r;
+}
+
+/*
+ * Leave marking mode if there is room.  min_free is how much must be free
+ * to start (half the ring in the I/O path, so recording does not flap;
+ * anything at removal).  A backlog can be tens of thousands of records, so
+ * it is emitted in steps, and c->lock (with it, interrupts) is released
+ * between them, when each step's clock is read: the time interrupts stay
+ * off is bounded by one step, not by the backlog.  Meanwhile writes are
+ * still dropped into the bitmap, and another caller may take over the
+ * steps.  Called with c->lock held and returns with it held, but it may
+ * have been released: callers must not rely on what they read before.
+ * Returns true once the overflow is resolved.
+ */
+static bool cdp_emit_overflow(struct cdp_c *c, u64 min_free,
+			      unsigned long *irqflags)
+{
+	u64 now;
+	int r;
 
 	if (!c->overflow)
 		return true;
 	cdp_refresh_tail(c);
 	if (cdp_free_bytes(c) < min_free)
 		return false;
-	ts = cdp_now_locked(c);
-	first_ts = cpu_to_le64(c->overflow_ts);
-	crc = cdp_crc(&first_ts, sizeof(first_ts));
-	start = find_first_bit(c->bitmap, c->nbits);
-	while (start < c->nbits) {
-		struct cdp_rec_hdr *h;
-		u64 off, len;
-
-		end = find_next_zero_bit(c->bitmap, c->nbits, start);
-		off = (u64)start << c->chunk_shift;
-		len = min_t(u64, (u64)end << c->chunk_shift, c->device_bytes) - off;
-		pos = cdp_reserve_locked(c, CDP_REC_OVERFLOW, 0, CDP_OVERFLOW_PAYLOAD, crc,
-					 off, len, ts, &seq);
-		if (pos < 0)
-			return false;	/* the rest waits for more room */
-		h = cdp_hdr_at(c, pos);
-		memcpy(h + 1, &first_ts, sizeof(first_ts));
-		memset((u8 *)(h + 1) + sizeof(first_ts), 0,
-		       cdp_rec_len(CDP_OVERFLOW_PAYLOAD) - CDP_REC_HDR_SIZE - sizeof(first_ts));
-		cdp_set_state(h, CDP_STATE_COMMITTED);
-		c->overflow_records++;
-		bitmap_clear(c->bitmap, start, end - start);
-		start = find_next_bit(c->bitmap, c->nbits, end);
-	}
-	c->overflow = false;
-	cdp_set_flags(c, c->flags & ~CDP_RING_F_OVERFLOW);
-	return true;
+	do {
+		cdp_unlock(c, *irqflags);
+		now = ktime_get_real_ns();
+		cdp_lock(c, irqflags);
+		if (!c->overflow)
+			return true;	/* another caller finished it */
+		if (c->detached)
+			return false;
+		cdp_refresh_tail(c);
+		r = cdp_overflow_step_locked(c, cdp_stamp_locked(c, now));
+	} while (!r);
+	return r > 0;	/* -2: drops in flight, not resolved yet */
 }
 
 static void cdp_wake(struct cdp_c *c)
@@ -381,6 +506,34 @@ static void cdp_maybe_wake(struct cdp_c *c, bool point)
 		cdp_wake(c);
 }
 
+/*
+ * A dropped bio completed.  An OVERFLOW record tells the consumer to copy
+ * its range from the device, and it does so as soon as it reads the
+ * record: a dropped write still on its way to the device would be missed
+ * (the copy would hold the old bytes while the journal called the range
+ * resynced).  So the records of a step are committed only once every
+ * write dropped before the step has completed: drops are counted in two
+ * epochs, a step starts a new one, and its records wait, BUSY, for the
+ * old epoch's count to reach zero.  Interrupts may be off here; the work
+ * under the lock is at most CDP_OVERFLOW_STEP stores.
+ */
+static void cdp_drop_done(struct cdp_c *c, unsigned int epoch)
+{
+	unsigned long irqflags;
+	bool woke = false;
+
+	if (!atomic_dec_and_test(&c->drops_inflight[epoch]))
+		return;
+	cdp_lock(c, &irqflags);
+	if (c->nheld && c->held_epoch == epoch) {
+		cdp_commit_held_locked(c);
+		woke = true;
+	}
+	cdp_unlock(c, irqflags);
+	if (woke || READ_ONCE(c->overflow))
+		cdp_wake(c);	/* its poll emits or reads the records */
+}
+
 /* Compute a completed WRITE's CRC from its ring copy, finish the header, commit. */
 static void cdp_seal_write(struct cdp_c *c, s64 pos, u32 len)
 {
@@ -391,13 +544,63 @@ static void cdp_seal_write(struct cdp_c *c, s64 pos, u32 len)
 	atomic64_inc(&c->committed);
 }
 
+/*
+ * Whether a completed WRITE of len bytes is sealed by the sealer rather
+ * than in end_io: for a smaller one the hop costs more than its CRC.
+ */
+static inline bool cdp_seal_deferred(u32 len)
+{
+	return len >= CDP_SEAL_DEFER_MIN;
+}
+
+/*
+ * The sealer's queue: why a slot per record is taken at reservation.
+ *
+ * A large WRITE's CRC must not be computed in end_io (completion context,
+ * often a hard or soft interrupt), and end_io may neither block nor
+ * allocate.  So every WRITE that will be deferred takes a slot when it is
+ * reserved, under c->lock, and gives it back when the sealer dequeues it
+ * (or when its bio fails): the queue can then never be full in end_io.
+ * The queue is sized so that slots never run out with a consumer that
+ * follows the protocol: a deferred record stays BUSY until it is sealed,
+ * the consumer cannot release past a BUSY record, so all of them lie in
+ * the data area at once, and there is room there for at most
+ * data_size / cdp_rec_len(CDP_SEAL_DEFER_MIN) of them (16 bytes of queue
+ * per 32 KiB of ring).  A consumer that releases BUSY records early can
+ * exhaust the slots: the WRITE then finds no room and is dropped into the
+ * overflow bitmap like any other, which keeps every byte accounted for.
+ *
+ * The other way, a sealer that scans the ring for completed records, was
+ * not taken: it needs a state between BUSY and COMMITTED that the consumer
+ * would see, and a record's length read back from shared memory, which the
+ * kernel never trusts (see struct cdp_per_bio).
+ */
+static unsigned int cdp_seal_slots(u64 data_size)
+{
+	u64 most = div64_u64(data_size, cdp_rec_len(CDP_SEAL_DEFER_MIN));
+
+	return roundup_pow_of_two(max_t(u64, most, 2));
+}
+
+/*
+ * Whether a record may be reserved as far as the sealer's queue goes.
+ * Slots are taken only under c->lock, so the count cannot pass the size.
+ */
+static bool cdp_seal_slot_free_locked(struct cdp_c *c, u16 type, u32 len)
+{
+	return type != CDP_REC_WRITE || !cdp_seal_deferred(len) ||
+	       atomic_read(&c->seal_slots_taken) < kfifo_size(&c->sealq);
+}
+
 static void cdp_sealer(struct work_struct *work)
 {
 	struct cdp_c *c = container_of(work, struct cdp_c, seal_work);
 	struct cdp_per_bio item;
 
-	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock))
+	while (kfifo_out_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
+		atomic_dec(&c->seal_slots_taken);
 		cdp_seal_write(c, item.pos, item.len);
+	}
 	cdp_maybe_wake(c, atomic_xchg(&c->wake_after_seal, 0));
 }
 
@@ -410,41 +613,50 @@ static void cdp_sealer(struct work_struct *work)
 static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
 			  u32 data_len, u64 offset, u64 length)
 {
+	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
 	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
 	unsigned long irqflags;
+	bool resolved;
 	u64 seq, ts;
 	s64 pos;
 
 	for (;;) {
+		u64 now = ktime_get_real_ns();
+
 		pos = -1;
-		spin_lock_irqsave(&c->lock, irqflags);
-		ts = cdp_now_locked(c);
+		cdp_lock(c, &irqflags);
 		if (c->detached)
 			break;
-		if (cdp_emit_overflow_locked(c, c->data_size / 2)) {
+		resolved = cdp_emit_overflow(c, c->data_size / 2, &irqflags);
+		/* after the OVERFLOWs: ts never goes back in ring order */
+		ts = cdp_stamp_locked(c, now);
+		if (resolved && cdp_seal_slot_free_locked(c, type, data_len)) {
 			cdp_refresh_tail(c);
 			pos = cdp_reserve_locked(c, type, flags, data_len, 0, offset, length,
 						 ts, &seq);
 			if (pos >= 0) {
-				if (type == CDP_REC_WRITE)
+				if (type == CDP_REC_WRITE) {
 					c->write_bytes += data_len;
+					if (cdp_seal_deferred(data_len))
+						atomic_inc(&c->seal_slots_taken);
+				}
 				break;
 			}
-		} else {
+		} else if (!resolved) {
 			may_wait = false;	/* marking mode: drop at once */
 		}
 		if (!may_wait || time_after(jiffies, deadline)) {
 			if (type != CDP_REC_FLUSH)
-				cdp_drop_locked(c, offset, length, ts);
+				cdp_drop_locked(c, pb, offset, length, ts);
 			break;
 		}
-		spin_unlock_irqrestore(&c->lock, irqflags);
+		cdp_unlock(c, irqflags);
 		/* the consumer moves tail by a plain store: look again soon */
 		cdp_wake(c);
 		schedule_timeout_uninterruptible(1);
 	}
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	return pos;
 }
 
@@ -468,24 +680,91 @@ static void cdp_copy_bio(struct cdp_c *c, s64 pos, struct bio *bio, u32 len)
 		memset(dst + len, 0, pad);
 }
 
-/* Add a MARK record; returns 0, or -ENOSPC/-ENODEV. */
+/*
+ * Whether a mark name is printable UTF-8.  Names end up on users'
+ * terminals ("cdp points", the TUI), so a name must not be able to move
+ * the cursor, retitle the window or rewrite the screen.  Refused: C0
+ * controls and DEL (ESC, which starts every escape sequence, among them),
+ * C1 controls (U+0080..U+009F: CSI and OSC among them), and anything that
+ * is not well-formed UTF-8: a stray continuation byte, a truncated
+ * sequence, an overlong form (which could hide a control), a surrogate, a
+ * code point past U+10FFFF.
+ */
+static bool cdp_printable_utf8(const u8 *s, u32 len)
+{
+	u32 i = 0;
+
+	while (i < len) {
+		u32 cp, min, n, k;
+		u8 b = s[i];
+
+		if (b < 0x80) {
+			if (b < 0x20 || b == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		if (b >= 0xf8 || b < 0xc0)
+			return false;	/* not a lead byte */
+		if (b >= 0xf0) {
+			n = 3;
+			cp = b & 0x07;
+			min = 0x10000;
+		} else if (b >= 0xe0) {
+			n = 2;
+			cp = b & 0x0f;
+			min = 0x800;
+		} else {
+			n = 1;
+			cp = b & 0x1f;
+			min = 0x80;
+		}
+		if (len - i <= n)
+			return false;	/* truncated */
+		for (k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		/* overlong, past U+10FFFF, a surrogate, or C1 */
+		if (cp < min || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+/*
+ * Add a MARK record (the ioctl and "dmsetup message" both come here);
+ * returns 0, or -EINVAL (not 1..255 bytes of printable UTF-8), -ENOSPC or
+ * -ENODEV.
+ */
 static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
 {
+	u64 now = ktime_get_real_ns();
 	unsigned long irqflags;
 	struct cdp_rec_hdr *h;
 	u8 *dst;
 	s64 pos;
+	u32 crc;
 	int r = 0;
 
-	spin_lock_irqsave(&c->lock, irqflags);
-	if (c->detached) {
+	if (!len || len > CDP_MAX_MARK_NAME || !cdp_printable_utf8(name, len))
+		return -EINVAL;
+	crc = cdp_crc(name, len);
+
+	cdp_lock(c, &irqflags);
+	if (!c->detached)
+		cdp_emit_overflow(c, c->data_size / 2, &irqflags);
+	if (c->detached) {	/* the emission may have dropped the lock */
 		r = -ENODEV;
 		goto out;
 	}
-	*ts = cdp_now_locked(c);
-	cdp_emit_overflow_locked(c, c->data_size / 2);
+	/* after the OVERFLOW records: ts never goes back in ring order */
+	*ts = cdp_stamp_locked(c, now);
 	cdp_refresh_tail(c);
-	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, cdp_crc(name, len), 0, 0, *ts, seq);
+	pos = cdp_reserve_locked(c, CDP_REC_MARK, 0, len, crc, 0, 0, *ts, seq);
 	if (pos < 0) {
 		r = -ENOSPC;
 		goto out;
@@ -496,7 +775,7 @@ static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 
 	memset(dst + len, 0, cdp_rec_len(len) - CDP_REC_HDR_SIZE - len);
 	cdp_set_state(h, CDP_STATE_COMMITTED);
 out:
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	if (!r)
 		cdp_wake(c);
 	return r;
@@ -550,17 +829,17 @@ static bool cdp_ready(struct cdp_c *c)
 	unsigned long irqflags;
 	bool ready = false;
 
-	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_lock(c, &irqflags);
 	/* the consumer may have made room: resolve a pending overflow */
 	if (!c->detached)
-		cdp_emit_overflow_locked(c, c->data_size / 2);
+		cdp_emit_overflow(c, c->data_size / 2, &irqflags);
 	cdp_refresh_tail(c);
 	if (c->tail != c->head) {
 		struct cdp_rec_hdr *h = cdp_hdr_at(c, c->tail);
 
 		ready = le32_to_cpu(smp_load_acquire(&h->state)) != CDP_STATE_BUSY;
 	}
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	return ready;
 }
 
@@ -582,7 +861,7 @@ static void cdp_fill_info(struct cdp_c *c, struct cdp_ioc_info *info)
 	unsigned long irqflags;
 
 	memset(info, 0, sizeof(*info));
-	spin_lock_irqsave(&c->lock, irqflags);
+	cdp_lock(c, &irqflags);
 	cdp_refresh_tail(c);
 	info->version = CDP_RING_VERSION;
 	info->policy = c->policy;
@@ -598,7 +877,7 @@ static void cdp_fill_info(struct cdp_c *c, struct cdp_ioc_info *info)
 	info->tail = c->tail;
 	info->last_seq = c->last_seq;
 	info->flags = c->flags;
-	spin_unlock_irqrestore(&c->lock, irqflags);
+	cdp_unlock(c, irqflags);
 	info->committed = atomic64_read(&c->committed);
 	info->discarded = atomic64_read(&c->discarded);
 	strscpy(info->name, c->name, sizeof(info->name));
@@ -614,9 +893,20 @@ static long cdp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		struct cdp_ioc_mark m;
 		int r;
 
+		/*
+		 * A MARK adds to the ring: like write(2), it needs a
+		 * descriptor opened for writing, and like write(2) on a
+		 * read-only one it fails with -EBADF: the descriptor is
+		 * wrong, not the caller (-EPERM would say the caller lacks
+		 * a right), and opening the ring O_WRONLY or O_RDWR fixes
+		 * it.  CAP_SYS_ADMIN, which "dmsetup message ... mark"
+		 * needs, may mark through any descriptor.
+		 */
+		if (!(file->f_mode & FMODE_WRITE) && !capable(CAP_SYS_ADMIN))
+			return -EBADF;
 		if (copy_from_user(&m, uarg, sizeof(m)))
 			return -EFAULT;
-		if (!m.name_len || m.name_len > CDP_MAX_MARK_NAME || m.reserved)
+		if (m.name_len > CDP_MAX_MARK_NAME || m.reserved)
 			return -EINVAL;
 		r = cdp_add_mark(c, m.name, m.name_len, &m.seq, &m.ts_ns);
 		if (r)
@@ -699,26 +989,62 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 			return -EINVAL;
 		}
 		c->wait_ms = v;
+	} else if (!strncmp(opt, "device_id=", 10)) {
+		/* the identity userspace gives the device, for the consumer */
+		if (strlen(opt + 10) != 2 * sizeof(c->device_id) ||
+		    hex2bin(c->device_id, opt + 10, sizeof(c->device_id))) {
+			ti->error = "device_id must be 32 hex digits";
+			return -EINVAL;
+		}
 	} else {
-		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N)";
+		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N device_id=HEX32)";
 		return -EINVAL;
 	}
 	return 0;
 }
 
 /*
- * Construct: <device> <name> [ring_mb=N] [ring_kb=N] [policy=block|overflow]
- *            [wait_ms=N]
+ * A context holding only its defaults: every resource pointer is NULL and
+ * misc_registered false, which is what lets cdp_dtr() take down a context
+ * from any stage of construction.
  */
-static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+static struct cdp_c *cdp_alloc_context(void)
 {
-	struct cdp_c *c;
+	struct cdp_c *c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c)
+		return NULL;
+	kref_init(&c->kref);
+	INIT_LIST_HEAD(&c->list);
+	spin_lock_init(&c->lock);
+	spin_lock_init(&c->seal_lock);
+	INIT_WORK(&c->seal_work, cdp_sealer);
+	atomic_set(&c->wake_after_seal, 0);
+	atomic_set(&c->seal_slots_taken, 0);
+	atomic_set(&c->drops_inflight[0], 0);
+	atomic_set(&c->drops_inflight[1], 0);
+	init_waitqueue_head(&c->wq);
+	atomic64_set(&c->committed, 0);
+	atomic64_set(&c->discarded, 0);
+	c->ring_kb = CDP_DEFAULT_RING_MB * 1024;
+	c->policy = CDP_POLICY_BLOCK;
+	c->wait_ms = CDP_DEFAULT_WAIT_MS;
+	return c;
+}
+
+/*
+ * The table line: <device> <name> [ring_mb=N] [ring_kb=N]
+ * [policy=block|overflow] [wait_ms=N] [device_id=<32 hex digits>].
+ * Fills in c and takes the device (cdp_dtr() puts it back).
+ */
+static int cdp_parse_args(struct dm_target *ti, struct cdp_c *c,
+			  unsigned int argc, char **argv)
+{
 	unsigned int i;
-	u64 chunk;
 	int r;
 
 	if (argc < 2) {
-		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N]";
+		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N] [device_id=HEX32]";
 		return -EINVAL;
 	}
 	if (!cdp_valid_name(argv[1])) {
@@ -729,39 +1055,31 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "A cdp target must cover the whole table (start at sector 0)";
 		return -EINVAL;
 	}
-
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
-	if (!c) {
-		ti->error = "Cannot allocate context";
-		return -ENOMEM;
-	}
-	kref_init(&c->kref);
-	INIT_LIST_HEAD(&c->list);
-	spin_lock_init(&c->lock);
-	spin_lock_init(&c->seal_lock);
-	INIT_WORK(&c->seal_work, cdp_sealer);
-	atomic_set(&c->wake_after_seal, 0);
-	init_waitqueue_head(&c->wq);
-	atomic64_set(&c->committed, 0);
-	atomic64_set(&c->discarded, 0);
 	strscpy(c->name, argv[1], sizeof(c->name));
-	c->ring_kb = CDP_DEFAULT_RING_MB * 1024;
-	c->policy = CDP_POLICY_BLOCK;
-	c->wait_ms = CDP_DEFAULT_WAIT_MS;
 	for (i = 2; i < argc; i++) {
 		r = cdp_parse_opt(ti, c, argv[i]);
 		if (r)
-			goto bad_opts;
+			return r;
 	}
-
 	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &c->dev);
 	if (r) {
 		ti->error = "Device lookup failed";
-		goto bad_opts;
+		return r;
 	}
 	c->device_bytes = (u64)ti->len << SECTOR_SHIFT;
 	c->block_size = bdev_logical_block_size(c->dev->bdev);
 	c->data_size = (u64)c->ring_kb * 1024;
+	return 0;
+}
+
+/*
+ * What the I/O path needs, sized from the table: the overflow bitmap, the
+ * sealer's queue, and the ring with its control page filled in.
+ */
+static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
+{
+	unsigned int slots;
+	u64 chunk;
 
 	/* bitmap of chunks for overflow tracking: a power-of-two chunk size */
 	chunk = CDP_MIN_CHUNK;
@@ -772,21 +1090,21 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->bitmap = bitmap_zalloc(max_t(unsigned long, c->nbits, 1), GFP_KERNEL);
 	if (!c->bitmap) {
 		ti->error = "Cannot allocate the overflow bitmap";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 
-	if (kfifo_alloc(&c->sealq, CDP_SEAL_QUEUE, GFP_KERNEL)) {
+	slots = cdp_seal_slots(c->data_size);
+	c->sealq_buf = kvmalloc_array(slots, sizeof(*c->sealq_buf), GFP_KERNEL);
+	if (!c->sealq_buf ||
+	    kfifo_init(&c->sealq, c->sealq_buf, slots * sizeof(*c->sealq_buf))) {
 		ti->error = "Cannot allocate the sealer's queue";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 
 	c->ring = vmalloc_user(CDP_CONTROL_SIZE + c->data_size);
 	if (!c->ring) {
 		ti->error = "Cannot allocate the ring (try a smaller ring_mb)";
-		r = -ENOMEM;
-		goto bad_dev;
+		return -ENOMEM;
 	}
 	c->ctl = c->ring;
 	c->data = (u8 *)c->ring + CDP_CONTROL_SIZE;
@@ -795,13 +1113,23 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	c->ctl->data_size = cpu_to_le64(c->data_size);
 	c->ctl->device_bytes = cpu_to_le64(c->device_bytes);
 	c->ctl->block_size = cpu_to_le32(c->block_size);
+	memcpy(c->ctl->device_id, c->device_id, sizeof(c->device_id));
+	return 0;
+}
+
+/*
+ * Claim the name and create /dev/cdp/<name>.  The constructor's last step:
+ * once a consumer can open the ring, nothing in the constructor can fail.
+ */
+static int cdp_register(struct dm_target *ti, struct cdp_c *c)
+{
+	int r;
 
 	mutex_lock(&cdp_targets_lock);
 	if (cdp_name_taken(c->name)) {
 		mutex_unlock(&cdp_targets_lock);
 		ti->error = "Another cdp target already uses this name";
-		r = -EBUSY;
-		goto bad_dev;
+		return -EBUSY;
 	}
 	snprintf(c->miscname, sizeof(c->miscname), "cdp-%s", c->name);
 	snprintf(c->nodename, sizeof(c->nodename), "cdp/%s", c->name);
@@ -814,57 +1142,85 @@ static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r) {
 		mutex_unlock(&cdp_targets_lock);
 		ti->error = "Cannot register the character device";
-		goto bad_dev;
+		return r;
 	}
 	c->misc_registered = true;
 	list_add(&c->list, &cdp_targets);
 	mutex_unlock(&cdp_targets_lock);
-
-	/* one bio is one record: dm core splits at a quarter of the ring */
-	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
-	if (r) {
-		ti->error = "Cannot set max_io_len";
-		goto bad_misc;
-	}
-	ti->num_flush_bios = 1;
-	ti->num_discard_bios = 1;
-	ti->num_write_zeroes_bios = 1;
-	ti->per_io_data_size = sizeof(struct cdp_per_bio);
-	ti->private = c;
 	return 0;
-
-bad_misc:
-	mutex_lock(&cdp_targets_lock);
-	list_del(&c->list);
-	misc_deregister(&c->misc);
-	mutex_unlock(&cdp_targets_lock);
-bad_dev:
-	dm_put_device(ti, c->dev);
-bad_opts:
-	cdp_put(c);
-	return r;
 }
 
+/*
+ * Take a context down from whatever stage it reached: the constructor's
+ * error path and device-mapper's removal both come here, so teardown is
+ * written once.  Each step looks whether its part was set up.  A ring
+ * that exists gets its end: every bio has completed (the device is
+ * suspended, or never carried I/O), so the sealer is flushed, what fits of
+ * a pending overflow is emitted, and DETACHED tells a consumer that
+ * nothing follows head.  The context itself lives on while files are
+ * open.
+ */
 static void cdp_dtr(struct dm_target *ti)
 {
 	struct cdp_c *c = ti->private;
 	unsigned long irqflags;
 
-	/* the device is suspended: every bio has completed; seal the last ones */
-	flush_work(&c->seal_work);
-	spin_lock_irqsave(&c->lock, irqflags);
-	cdp_emit_overflow_locked(c, 0);
-	c->detached = true;
-	cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
-	spin_unlock_irqrestore(&c->lock, irqflags);
-	wake_up_interruptible_all(&c->wq);
-
-	mutex_lock(&cdp_targets_lock);
-	list_del(&c->list);
-	misc_deregister(&c->misc);
-	mutex_unlock(&cdp_targets_lock);
-	dm_put_device(ti, c->dev);
+	if (c->ring) {
+		flush_work(&c->seal_work);
+		cdp_lock(c, &irqflags);
+		cdp_emit_overflow(c, 0, &irqflags);
+		cdp_commit_held_locked(c);	/* no bio is in flight */
+		c->detached = true;
+		cdp_set_flags(c, c->flags | CDP_RING_F_DETACHED);
+		cdp_unlock(c, irqflags);
+		wake_up_interruptible_all(&c->wq);
+	}
+	if (c->misc_registered) {
+		mutex_lock(&cdp_targets_lock);
+		list_del(&c->list);
+		misc_deregister(&c->misc);
+		mutex_unlock(&cdp_targets_lock);
+	}
+	if (c->dev)
+		dm_put_device(ti, c->dev);
 	cdp_put(c);	/* open files keep the ring until they close */
+}
+
+static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+{
+	struct cdp_c *c;
+	int r;
+
+	c = cdp_alloc_context();
+	if (!c) {
+		ti->error = "Cannot allocate context";
+		return -ENOMEM;
+	}
+	ti->private = c;
+	r = cdp_parse_args(ti, c, argc, argv);
+	if (r)
+		goto bad;
+	r = cdp_alloc_ring(ti, c);
+	if (r)
+		goto bad;
+	/* one bio is one record: dm core splits at a quarter of the ring */
+	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
+	if (r) {
+		ti->error = "Cannot set max_io_len";
+		goto bad;
+	}
+	r = cdp_register(ti, c);
+	if (r)
+		goto bad;
+	ti->num_flush_bios = 1;
+	ti->num_discard_bios = 1;
+	ti->num_write_zeroes_bios = 1;
+	ti->per_io_data_size = sizeof(struct cdp_per_bio);
+	return 0;
+
+bad:
+	cdp_dtr(ti);
+	return r;
 }
 
 static int cdp_map(struct dm_target *ti, struct bio *bio)
@@ -877,6 +1233,7 @@ static int cdp_map(struct dm_target *ti, struct bio *bio)
 
 	pb->pos = -1;
 	pb->len = 0;
+	pb->drop = 0;
 	bio_set_dev(bio, c->dev->bdev);
 	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
 
@@ -918,6 +1275,10 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 	struct cdp_per_bio item = *pb;
 	struct cdp_rec_hdr *h;
 
+	if (item.drop) {
+		pb->drop = 0;
+		cdp_drop_done(c, item.drop - 1);
+	}
 	if (item.pos < 0)
 		return DM_ENDIO_DONE;
 	pb->pos = -1;
@@ -925,13 +1286,19 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 	if (*error != BLK_STS_OK) {
 		cdp_set_state(h, CDP_STATE_DISCARDED);
 		atomic64_inc(&c->discarded);
+		if (cdp_seal_deferred(item.len))
+			atomic_dec(&c->seal_slots_taken);
 		cdp_maybe_wake(c, false);
 	} else if (item.len) {
-		if (item.len >= CDP_SEAL_DEFER_MIN &&
-		    kfifo_in_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
+		if (!cdp_seal_deferred(item.len)) {
+			cdp_seal_write(c, item.pos, item.len);
+			cdp_maybe_wake(c, false);
+		} else if (kfifo_in_spinlocked(&c->sealq, &item, 1, &c->seal_lock)) {
 			queue_work(cdp_seal_wq, &c->seal_work);
 		} else {
-			cdp_seal_write(c, item.pos, item.len);	/* small, or the queue is full */
+			/* cannot happen: the record took its slot when reserved */
+			WARN_ON_ONCE(1);
+			cdp_seal_write(c, item.pos, item.len);
 			cdp_maybe_wake(c, false);
 		}
 	} else {
@@ -951,12 +1318,12 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 	struct cdp_c *c = ti->private;
 	unsigned int sz = 0;
 	unsigned long irqflags;
-	u64 records, bytes, dropped, used, ovf;
+	u64 records, bytes, dropped, used, ovf, lock_max;
 	bool overflow;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		spin_lock_irqsave(&c->lock, irqflags);
+		cdp_lock(c, &irqflags);
 		cdp_refresh_tail(c);
 		records = c->records;
 		bytes = c->write_bytes;
@@ -964,12 +1331,14 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 		used = c->head - c->tail;
 		ovf = c->overflow_records;
 		overflow = c->overflow;
-		spin_unlock_irqrestore(&c->lock, irqflags);
+		lock_max = c->lock_max_ns;
+		cdp_unlock(c, irqflags);
 		DMEMIT("records=%llu bytes=%llu dropped=%llu fill=%llu/%llu overflow=%s overflow_records=%llu committed=%lld discarded=%lld",
 		       records, bytes, dropped, used, c->data_size,
 		       overflow ? "yes" : "no", ovf,
 		       (long long)atomic64_read(&c->committed),
 		       (long long)atomic64_read(&c->discarded));
+		DMEMIT(" irqsoff_max_ns=%llu", lock_max);
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s ", c->dev->name, c->name);
@@ -979,6 +1348,9 @@ static void cdp_status(struct dm_target *ti, status_type_t type,
 			DMEMIT("ring_mb=%u", c->ring_kb / 1024);
 		DMEMIT(" policy=%s wait_ms=%u",
 		       c->policy == CDP_POLICY_BLOCK ? "block" : "overflow", c->wait_ms);
+		if (memchr_inv(c->device_id, 0, sizeof(c->device_id)))
+			DMEMIT(" device_id=%*phN", (int)sizeof(c->device_id),
+			       c->device_id);
 		break;
 	default:
 		if (maxlen)
@@ -1001,12 +1373,12 @@ static int cdp_message(struct dm_target *ti, unsigned int argc, char **argv,
 		return -EINVAL;
 	}
 	len = strlen(argv[1]);
-	if (!len || len > CDP_MAX_MARK_NAME) {
-		DMWARN("%s: a mark name is 1 to 255 bytes", c->name);
-		return -EINVAL;
-	}
-	r = cdp_add_mark(c, argv[1], len, &seq, &ts);
-	if (r)
+	r = cdp_add_mark(c, argv[1], min_t(size_t, len, CDP_MAX_MARK_NAME + 1),
+			 &seq, &ts);
+	if (r == -EINVAL)	/* the name itself is never logged */
+		DMWARN("%s: a mark name is 1 to 255 bytes of printable UTF-8",
+		       c->name);
+	else if (r == -ENOSPC)
 		DMWARN("%s: no room in the ring for the mark", c->name);
 	return r;
 }
