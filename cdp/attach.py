@@ -75,10 +75,10 @@ def ring_path(name: str) -> str:
     return f"/dev/cdp/{name}"
 
 
-def _ring_fd(ring: str) -> int:
+def _ring_fd(ring: str, *, write: bool = False) -> int:
     path = ring if "/" in ring else ring_path(ring)
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as exc:
         raise CdpError(f"cannot open {path}: {exc.strerror} (is the filter attached?)") from None
 
@@ -88,7 +88,7 @@ def mark(ring: str, label: str) -> tuple[int, int]:
     raw = label.encode("utf-8")
     if not 1 <= len(raw) <= 255:
         raise CdpError("a mark name is 1 to 255 bytes")
-    fd = _ring_fd(ring)
+    fd = _ring_fd(ring, write=True)  # the filter takes a MARK only from a descriptor open for writing
     try:
         buf = bytearray(IOC_MARK_STRUCT.pack(0, 0, len(raw), 0, raw))
         try:

@@ -57,7 +57,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
     jpath = journal_path(args)
     if jpath.exists():
         raise CdpError(f"{jpath} already exists; give a new --journal directory")
-    options = _options(args)
+    from journal.identity import device_id
+
+    try:
+        did = device_id(args.device)
+    except (OSError, ValueError) as exc:
+        raise CdpError(f"cannot use {args.device}: {getattr(exc, 'strerror', None) or exc}") from None
+    # the ring names the device it protects: 'cdp run' refuses a ring of another
+    options = [*_options(args), f"device_id={did.hex()}"]
     dm_name = attach.dm_name_of(args.device)
     if dm_name is not None:
         if args.name not in (None, dm_name):
@@ -76,7 +83,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         nbytes = attach.device_bytes(path)
         block = attach.info(name).block_size or 512
         try:
-            Journal.create(jpath, device_bytes=nbytes, block_size=block, source=path).close()
+            Journal.create(jpath, device_bytes=nbytes, block_size=block, device_id=did, source=path).close()
         except JournalError as exc:
             raise CdpError(str(exc)) from None
     except BaseException:
