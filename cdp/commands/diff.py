@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdp.commands._common import add_journal_option, add_json_option, human_bytes, open_journal, parse_time_arg, print_json
 from cdp.timespec import TIME_HELP
+
+if TYPE_CHECKING:
+    from cdp.extfiles import FileChange
+    from journal import Journal
+    from journal.changes import Changes
 
 ORDER = 34
 
@@ -34,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_journal_option(p)
     p.add_argument("--from", dest="from_", metavar="TIME", required=True, help="one point (see TIME above)")
     p.add_argument("--to", metavar="TIME", required=True, help="the other point")
+    p.add_argument("--files", action="store_true",
+                   help="ext2/3/4: name the files and directories those ranges belong to (restores both\n"
+                        "points into temporary sparse images under $TMPDIR and reads them with debugfs)")
     add_json_option(p)
     p.set_defaults(func=cmd_diff)
 
@@ -52,11 +60,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
         changes = changed_between(journal, a_seq, a_ns, b_seq, b_ns)
         points = [describe_point(journal, s) for s in (a_seq, b_seq)]
         whole = [journal.is_whole(a_seq, a_ns), journal.is_whole(b_seq, b_ns)]
+        files = _files(journal, changes) if args.files else None
     if args.json:
         doc: dict[str, Any] = {
             "from": {**points[0], "whole": whole[0]}, "to": {**points[1], "whole": whole[1]},
             "ranges": [{"offset": o, "length": n} for o, n in changes.ranges],
             "bytes": changes.bytes, "records": changes.records, "overflow_windows": changes.windows}
+        if files is not None:
+            doc["files"] = [{"path": f.path, "inode": f.inode, "change": f.change} for f in files]
         print_json(doc)
     else:
         def name(p: dict[str, Any]) -> str:
@@ -65,8 +76,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
         print(f"{name(points[0])} -> {name(points[1])}: {len(changes.ranges)} range(s), "
               f"{human_bytes(changes.bytes)} changed by {changes.records} record(s)")
-        for offset, length in changes.ranges:
-            print(f"{offset:>16} {length:>12}  ({human_bytes(length)})")
+        if files is None:
+            for offset, length in changes.ranges:
+                print(f"{offset:>16} {length:>12}  ({human_bytes(length)})")
+        else:
+            mark = {"modified": "M", "added": "+", "deleted": "-"}
+            for f in files:
+                print(f"{mark[f.change]} {f.path}")
     if changes.windows:
         print(f"cdp: diff: warning: writes were dropped between these points; "
               f"{changes.windows} overflow range(s) reported whole", file=sys.stderr)
@@ -74,3 +90,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("cdp: diff: warning: a point lies inside an overflow window; the device there is not "
               "exactly known", file=sys.stderr)
     return 0
+
+
+def _files(journal: Journal, changes: Changes) -> list[FileChange]:
+    """Restore both points into sparse temporary images and ask debugfs (see :mod:`cdp.extfiles`)."""
+    import tempfile
+    from pathlib import Path
+
+    from cdp.extfiles import changed_files
+
+    if not changes.ranges:
+        return []
+    with tempfile.TemporaryDirectory(prefix="cdp-diff-") as tmp:
+        older, newer = Path(tmp) / "older.img", Path(tmp) / "newer.img"
+        journal.restore(older, seq=changes.lo_seq, allow_partial=True)
+        journal.restore(newer, seq=changes.hi_seq, allow_partial=True)
+        return changed_files(older, newer, changes.ranges)
