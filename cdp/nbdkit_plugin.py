@@ -93,13 +93,12 @@ def get_ready() -> None:
     nbdkit by socket activation, which implies --foreground (no fork).
     """
     try:
-        from journal import Journal
         from journal.errors import JournalError
-        from journal.pointview import PointView
+        from journal.pointview import PointView, open_readonly
     except ImportError as exc:
         _fail_start(f"cannot import cdp's journal code in nbdkit's Python: {exc}")
     try:
-        journal = Journal.open(_conf["journal"], readonly=True)
+        journal = open_readonly(_conf["journal"])
         _state["journal"] = journal
         _state["view"] = PointView(journal, int(_conf["seq"]))
     except (JournalError, OSError, ValueError) as exc:

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
@@ -40,6 +41,9 @@ from journal.blockmap import ZERO_RUN, bad_crc, compose_block, versions_back
 from journal.errors import CorruptJournal, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2, segment_name
 from journal.reader import JournalReader
+
+if TYPE_CHECKING:
+    from journal.journal import Journal
 from journal.segments import open_segment
 
 #: At most this many blocks with versions are classified per ``extents`` call
@@ -107,6 +111,31 @@ def _short(seg_id: int, end: int) -> CorruptJournal:
 # ("run", first block, segment, position, crcs, seqs): full data blocks back to back in a segment;
 # ("compose", block, versions, sector seqs of zeroing extents): a block that needs composing.
 _Step = tuple
+
+
+def open_readonly(path: str | os.PathLike[str], *, attempts: int = 50) -> Journal:
+    """``Journal.open(path, readonly=True)``, again when a growing map gets in the way.
+
+    Opening the index begins a write transaction (to open its databases),
+    and LMDB refuses to begin one with MDB_MAP_RESIZED when the drain
+    service grew the map between this process mapping the file and that
+    begin. ``Index`` does not adopt the new size there (it does in
+    ``Index.read``), so under a busy drain an open can fail now and then;
+    a fresh open maps the grown file and goes through.
+    """
+    import gc
+
+    from journal.errors import NotAJournal
+    from journal.journal import Journal
+
+    for attempt in range(attempts):
+        try:
+            return Journal.open(path, readonly=True)
+        except NotAJournal as exc:
+            if "MDB_MAP_RESIZED" not in str(exc) or attempt == attempts - 1:
+                raise
+        gc.collect()  # the failed open's environment must be closed before the next one
+    raise AssertionError("unreachable")
 
 
 class PointView:
@@ -334,4 +363,4 @@ def _winners(cur, first: int, last: int, seq: int) -> Iterator[tuple[int, int, b
         yield block, top_seq, top_raw
 
 
-__all__ = ["Extent", "PointView"]
+__all__ = ["Extent", "PointView", "open_readonly"]

@@ -17,7 +17,13 @@ import threading
 import time
 from typing import Any
 
-from cdp.commands._common import add_journal_option, human_bytes, human_seconds, open_journal, parse_time_arg
+from cdp.commands._common import (
+    add_journal_option,
+    existing_journal_path,
+    human_bytes,
+    human_seconds,
+    parse_time_arg,
+)
 from cdp.errors import CdpError, UsageError
 from cdp.timespec import TIME_HELP
 
@@ -70,7 +76,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         listen = Listen(unix=Path(args.unix))
     elif args.listen is not None:
         listen = Listen.parse_tcp(args.listen)
-    with open_journal(args) as journal:
+    from journal.pointview import open_readonly
+
+    with open_readonly(existing_journal_path(args)) as journal:
         at_ns = parse_time_arg(args.at, journal, option="--at") if args.at is not None else None
         with journal.index.read() as txn:
             seq, ts = journal.target(txn, args.seq, at_ns)

@@ -19,6 +19,7 @@ from types import ModuleType
 
 import journal.index as index_module
 from journal import Journal
+from journal.pointview import open_readonly
 from tests.export.conftest import connect, start_export
 from tests.service.conftest import REPO, check_journal, make_setup, sim_process
 
@@ -49,7 +50,7 @@ def test_export_keeps_answering_while_the_drain_runs_at_full_speed(tmp_path: Pat
                                 "--ring", str(s.ring), "--until-detached"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sim = sim_process(s, "--seconds", "6", "--seed", "4", "--max-write", str(256 << 10))
-    reader = Journal.open(s.journal, readonly=True)
+    reader = open_readonly(s.journal)  # the map grows under this open too
     deadline = time.monotonic() + 30
     while reader.last_seq < 300:
         assert time.monotonic() < deadline and sim.poll() is None, "the drain made no progress"
