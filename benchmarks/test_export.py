@@ -113,11 +113,12 @@ def test_first_byte_vs_restore(benchmark, journals, tmp_path: Path, label: str) 
         while running:
             running.pop().stop()
 
-    ratio = compare(benchmark, Ratio(f"export to first byte, {label} device", units=size,
+    name = f"export to first byte, {size // MIB} MiB device"
+    ratio = compare(benchmark, Ratio(name, units=size,
                                      baseline_name="cdp restore of the same point"),
                     subject, baseline, rounds=3, prepare=stop_previous)
     stop_previous()
-    figure(f"export to first byte, {label} device: median {statistics.median(ratio.subject_s):.3f} s "
+    figure(f"{name}: median {statistics.median(ratio.subject_s):.3f} s "
            f"(target < 1 s) vs restore {statistics.median(ratio.baseline_s):.2f} s")
 
 

@@ -145,7 +145,6 @@ class PointView:
         self.journal = journal
         self.seq = seq
         self.size = journal.info.device_bytes
-        self._nblocks = (self.size + BLOCK - 1) // BLOCK
         self._index = journal.index
         self._lock = threading.Lock()
         self._segments = _Segments(journal.path / "segments")

@@ -96,7 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         signals.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP too: a closed terminal stops the export cleanly (socket and overlay removed)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     started = time.monotonic()
     try:
         uri = server.start()
