@@ -192,7 +192,7 @@ def nbd() -> ModuleType:
     return libnbd()
 
 
-def connect(nbd: ModuleType, uri: str, *, writable: bool = False):  # noqa: ANN201 - an nbd.NBD
+def connect(nbd: ModuleType, uri: str):  # noqa: ANN201 - an nbd.NBD
     """A libnbd handle connected to ``uri``."""
     h = nbd.NBD()
     h.connect_uri(uri)
