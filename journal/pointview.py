@@ -40,6 +40,7 @@ from journal.blockcrc import block_crcs, combined
 from journal.blockmap import ZERO_RUN, bad_crc, compose_block, versions_back
 from journal.errors import CorruptJournal, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2, segment_name
+from journal.index import RESIDUE, damaged
 from journal.reader import JournalReader
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ _Step = tuple
 def open_readonly(path: str | os.PathLike[str], *, attempts: int = 50) -> Journal:
     """``Journal.open(path, readonly=True)``, again when a growing map gets in the way.
 
-    Opening the index begins a write transaction (to open its databases),
+    Opening the index opens its databases in a transaction of py-lmdb's own,
     and LMDB refuses to begin one with MDB_MAP_RESIZED when the drain
     service grew the map between this process mapping the file and that
     begin. ``Index`` does not adopt the new size there (it does in
@@ -125,13 +126,13 @@ def open_readonly(path: str | os.PathLike[str], *, attempts: int = 50) -> Journa
     """
     import gc
 
-    from journal.errors import NotAJournal
+    from journal.errors import JournalError
     from journal.journal import Journal
 
     for attempt in range(attempts):
         try:
             return Journal.open(path, readonly=True)
-        except NotAJournal as exc:
+        except JournalError as exc:
             if "MDB_MAP_RESIZED" not in str(exc) or attempt == attempts - 1:
                 raise
         gc.collect()  # the failed open's environment must be closed before the next one
@@ -218,7 +219,7 @@ class PointView:
         """
         steps: list[_Step] = []
         sector_seqs = self._zext.sector_seqs if self._zext else None
-        unpack_val = BLOCK_VAL.unpack
+        unpack_val = BLOCK_VAL.unpack_from  # the value's last 4 bytes are its seal
         seq = self.seq
         r_block = r_seg = r_pos = -1  # the run being gathered: first block, segment, position
         r_next = -1                   # the block that would extend it
@@ -269,7 +270,7 @@ class PointView:
             raise OutOfRange(f"range {offset}+{length} is outside the device ({self.size} bytes)")
         first, last = offset // BLOCK, (offset + length - 1) // BLOCK
         sector_seqs = self._zext.sector_seqs if self._zext else None
-        unpack_val = BLOCK_VAL.unpack
+        unpack_val = BLOCK_VAL.unpack_from  # the value's last 4 bytes are its seal
         out: list[list] = []  # [first block, end block, zero]
 
         def add(lo: int, hi: int, zero: bool) -> None:
@@ -320,7 +321,9 @@ def _winners(cur, first: int, last: int, seq: int) -> Iterator[tuple[int, int, b
     block with more than :data:`_DEEP` entries is settled with one seek
     instead, and the walk goes on at the next block, so a long history of
     one block (before or after ``seq``) is never walked entry by entry.
-    The caller must not move ``cur`` while iterating.
+    Every entry walked or sought has its seal checked (a damaged one is
+    :class:`CorruptJournal`), as a restore's walk does. The caller must not
+    move ``cur`` while iterating.
     """
     pack = U64X2.pack
     unpack = U64X2.unpack
@@ -332,6 +335,8 @@ def _winners(cur, first: int, last: int, seq: int) -> Iterator[tuple[int, int, b
         seen = 0
         deep = False
         for key, raw in cur.iternext():
+            if crc32c(key + raw) != RESIDUE:
+                raise damaged("blocks", key)
             b, vseq = unpack(key)
             if b != block:
                 if top_raw is not None:
@@ -353,9 +358,12 @@ def _winners(cur, first: int, last: int, seq: int) -> Iterator[tuple[int, int, b
         top_raw = None
         found = cur.prev() if cur.set_range(pack(block, seq + 1)) else cur.last()
         if found:
-            b, vseq = unpack(cur.key())
+            key, raw = cur.key(), cur.value()
+            b, vseq = unpack(key)
             if b == block:
-                yield block, vseq, cur.value()
+                if crc32c(key + raw) != RESIDUE:
+                    raise damaged("blocks", key)
+                yield block, vseq, raw
         ok = cur.set_range(pack(block + 1, 0))
         block = -1
     if top_raw is not None:

@@ -13,43 +13,42 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cdp.commands._common import add_journal_option, add_json_option, human_bytes, open_journal, parse_time_arg, print_json
-from cdp.timespec import TIME_HELP
+from cdp.commands._common import add_json_option, add_verb, open_journal, parse_time_arg, print_json
 
 if TYPE_CHECKING:
     from cdp.extfiles import FileChange
     from journal import Journal
     from journal.changes import Changes
 
-ORDER = 34
+ORDER = 36
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `cdp diff`."""
-    p = subparsers.add_parser(
-        "diff", help="list the byte ranges that changed between two points",
+    p = add_verb(
+        subparsers, "diff", cmd_diff, help="list the byte ranges that changed between two points",
         description="List the byte ranges of the device written between two points in time,\n"
                     "from the journal's index alone (no device data is read). Ranges are merged\n"
                     "and sorted; a rewrite of the same bytes counts as a change, and a range\n"
                     "whose writes were dropped (an overflow window between the points) is\n"
-                    "reported whole. The order of --from and --to does not matter.\n\n" + TIME_HELP,
+                    "reported whole. The order of --from and --to does not matter.",
+        time_help=True,
         epilog="examples:\n"
                "  cdp diff --from mark:before-upgrade --to mark:after-upgrade\n"
-               "  cdp diff --from=-1h --to=-5m --json")
-    add_journal_option(p)
+               "  cdp diff --from -1h --to -5m --json")
     p.add_argument("--from", dest="from_", metavar="TIME", required=True, help="one point (see TIME above)")
     p.add_argument("--to", metavar="TIME", required=True, help="the other point")
     p.add_argument("--files", action="store_true",
                    help="ext2/3/4: name the files and directories those ranges belong to (restores both\n"
                         "points into temporary sparse images under $TMPDIR and reads them with debugfs)")
     add_json_option(p)
-    p.set_defaults(func=cmd_diff)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Resolve both points, list the ranges between them."""
     from cdp.commands.restore import describe_point
     from journal.changes import changed_between
+    from journal.units import format_bytes
 
     with open_journal(args) as journal:
         a_ns = parse_time_arg(args.from_, journal, option="--from")
@@ -75,10 +74,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
             return f"seq {p['seq']} ({what}) of {p['time']}"
 
         print(f"{name(points[0])} -> {name(points[1])}: {len(changes.ranges)} range(s), "
-              f"{human_bytes(changes.bytes)} changed by {changes.records} record(s)")
+              f"{format_bytes(changes.bytes)} changed by {changes.records} record(s)")
         if files is None:
             for offset, length in changes.ranges:
-                print(f"{offset:>16} {length:>12}  ({human_bytes(length)})")
+                print(f"{offset:>16} {length:>12}  ({format_bytes(length)})")
         else:
             mark = {"modified": "M", "added": "+", "deleted": "-"}
             for f in files:

@@ -17,23 +17,16 @@ import threading
 import time
 from typing import Any
 
-from cdp.commands._common import (
-    add_journal_option,
-    existing_journal_path,
-    human_bytes,
-    human_seconds,
-    parse_time_arg,
-)
+from cdp.commands._common import add_verb, existing_journal_path, parse_time_arg
 from cdp.errors import CdpError, UsageError
-from cdp.timespec import TIME_HELP
 
-ORDER = 32
+ORDER = 33
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `cdp export`."""
-    p = subparsers.add_parser(
-        "export", help="serve the device as it was at TIME as an NBD block device",
+    p = add_verb(
+        subparsers, "export", cmd_export, help="serve the device as it was at TIME as an NBD block device",
         description="Serve the whole device as it was at TIME over NBD (the network block device\n"
                     "protocol), straight from the journal: no restore first. Prints the NBD URI on\n"
                     "stdout as soon as the server accepts connections, then serves until SIGINT or\n"
@@ -41,12 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "overlay discarded at exit (a test failover: fsck it, boot it); the journal is\n"
                     "never written. Clients: nbdcopy, nbdinfo, qemu, nbd-client, libnbd.\n"
                     "A TIME inside an overflow window (writes were dropped) is refused unless\n"
-                    "--allow-partial is given.\n\n" + TIME_HELP,
+                    "--allow-partial is given.",
+        time_help=True,
         epilog="examples:\n"
                "  cdp export --at mark:before-upgrade --unix /run/cdp-before.sock\n"
                "  cdp export --at -5m --listen 127.0.0.1:10809 --writable\n"
                "  nbdcopy nbd+unix:///?socket=/run/cdp-before.sock before.img")
-    add_journal_option(p)
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", metavar="TIME", help="the moment to serve (see TIME above)")
     when.add_argument("--seq", type=int, metavar="N", help="serve the device as of journal record N")
@@ -59,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="serve a point inside an overflow window (its content is not exact)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON line (uri, point, size) instead of the bare URI")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -110,12 +102,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     why = signal.Signals(signals[0]).name if signals else "a signal"
-    print(f"cdp: export: stopped by {why} after {human_seconds(time.monotonic() - started)}", file=sys.stderr)
+    from journal.units import format_duration
+
+    elapsed_ns = int((time.monotonic() - started) * 1e9)
+    print(f"cdp: export: stopped by {why} after {format_duration(elapsed_ns)}", file=sys.stderr)
     return 0
 
 
 def _announce(args: argparse.Namespace, uri: str, point: dict[str, Any], whole: bool, size: int) -> None:
     """The URI on stdout (a JSON line with --json), what is served on stderr."""
+    from journal.units import format_bytes
+
     if args.json:
         doc = {"uri": uri, **point, "whole": whole, "writable": bool(args.writable), "size": size}
         sys.stdout.write(json.dumps(doc) + "\n")
@@ -126,5 +123,5 @@ def _announce(args: argparse.Namespace, uri: str, point: dict[str, Any], whole: 
     mode = "writable overlay, discarded at exit" if args.writable else "read-only"
     partial = "" if whole else " [partial: writes were dropped then]"
     sys.stderr.write(f"cdp: export: serving seq {point['seq']} ({what}) of {point['time']}{partial}, "
-                     f"{human_bytes(size)}, {mode}; stop with Ctrl-C or SIGTERM\n")
+                     f"{format_bytes(size)}, {mode}; stop with Ctrl-C or SIGTERM\n")
     sys.stderr.flush()

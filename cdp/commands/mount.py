@@ -1,34 +1,33 @@
-"""`cdp mount` and `cdp umount`: a rewind point as a read-only filesystem, through the nbd driver.
+"""`cdp mount`: a rewind point as a read-only filesystem, through the kernel's nbd driver.
 
-The work is in :mod:`cdp.mount`; this module parses and reports. Without
-the kernel's nbd module both say so in one line: use `cdp export` with a
-userspace NBD client then.
+The work is in :mod:`cdp.mount` (`cdp umount` undoes it); this module
+parses and reports. Without the nbd module it says so in one line: use
+`cdp export` with a userspace NBD client then.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from cdp.commands._common import add_journal_option, open_journal, parse_time_arg
+from cdp.commands._common import add_verb, open_journal, parse_time_arg
 from cdp.errors import UsageError
-from cdp.timespec import TIME_HELP
 
-ORDER = 33
+ORDER = 34
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `cdp mount` and `cdp umount`."""
-    p = subparsers.add_parser(
-        "mount", help="mount the device as it was at TIME, read-only (needs the nbd module)",
+    """Add `cdp mount`."""
+    p = add_verb(
+        subparsers, "mount", cmd_mount, help="mount the device as it was at TIME, read-only (needs the nbd module)",
         description="Export the device as it was at TIME (as 'cdp export' does), connect it to a\n"
                     "free /dev/nbdN with nbd-client and mount its filesystem read-only, with the\n"
                     "options that never replay a filesystem journal (ext4 noload, xfs\n"
                     "norecovery). 'cdp umount MOUNTPOINT' undoes all of it. Needs root, the\n"
-                    "kernel's nbd module and nbd-client.\n\n" + TIME_HELP,
+                    "kernel's nbd module and nbd-client.",
+        time_help=True,
         epilog="examples:\n"
                "  cdp mount --at mark:before-upgrade /mnt/before\n"
                "  cdp umount /mnt/before")
-    add_journal_option(p)
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", metavar="TIME", help="the moment to mount (see TIME above)")
     when.add_argument("--seq", type=int, metavar="N", help="mount the device as of journal record N")
@@ -36,12 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fs-options", metavar="OPTS", help="more mount options, comma-separated")
     p.add_argument("--allow-partial", action="store_true",
                    help="mount a point inside an overflow window (its content is not exact)")
-    p.set_defaults(func=cmd_mount)
-    u = subparsers.add_parser("umount", help="undo 'cdp mount'",
-                              description="Unmount, disconnect the nbd device and stop the export\n"
-                                          "that 'cdp mount' set up for MOUNTPOINT.")
-    u.add_argument("mountpoint", metavar="MOUNTPOINT")
-    u.set_defaults(func=cmd_umount)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -64,12 +57,3 @@ def cmd_mount(args: argparse.Namespace) -> int:
     print(f"mounted seq {state.seq} ({state.fstype}, read-only) on {state.mountpoint} via {state.device}")
     return 0
 
-
-def cmd_umount(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from cdp import mount
-
-    state = mount.umount(Path(args.mountpoint))
-    print(f"unmounted {state.mountpoint}; {state.device} disconnected, export stopped")
-    return 0
