@@ -168,7 +168,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 #: Options whose value is a TIME, which may start with '-' (``--at -5m``).
-TIME_OPTIONS = frozenset({"--at", "--since", "--until"})
+TIME_OPTIONS = frozenset({"--at", "--since", "--until", "--from", "--to"})
 
 
 def _join_time_values(argv: Sequence[str]) -> list[str]:
