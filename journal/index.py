@@ -171,7 +171,14 @@ def _open(path: Path, *, create: bool, readonly: bool | None) -> tuple[lmdb.Envi
         dbs: dict[str, Any] = {}
         if ro:  # py-lmdb opens them in its own read transaction (one of ours loses them)
             for name in DB_NAMES:
-                dbs[name] = env.open_db(name.encode(), create=False)
+                while True:
+                    try:
+                        dbs[name] = env.open_db(name.encode(), create=False)
+                        break
+                    except lmdb.MapResizedError:
+                        # the writer grew the map since this environment was opened: adopt
+                        # its size (no transaction of ours is open yet) and ask again
+                        env.set_mapsize(0)
         else:
             with env.begin(write=True) as txn:
                 for name in DB_NAMES:

@@ -114,29 +114,15 @@ def _short(seg_id: int, end: int) -> CorruptJournal:
 _Step = tuple
 
 
-def open_readonly(path: str | os.PathLike[str], *, attempts: int = 50) -> Journal:
-    """``Journal.open(path, readonly=True)``, again when a growing map gets in the way.
+def open_readonly(path: str | os.PathLike[str]) -> Journal:
+    """``Journal.open(path, readonly=True)``: an export only ever reads.
 
-    Opening the index opens its databases in a transaction of py-lmdb's own,
-    and LMDB refuses to begin one with MDB_MAP_RESIZED when the drain
-    service grew the map between this process mapping the file and that
-    begin. ``Index`` does not adopt the new size there (it does in
-    ``Index.read``), so under a busy drain an open can fail now and then;
-    a fresh open maps the grown file and goes through.
+    (A map grown by the drain between mapping the file and opening the
+    databases is adopted by :class:`journal.index.Index` itself.)
     """
-    import gc
-
-    from journal.errors import JournalError
     from journal.journal import Journal
 
-    for attempt in range(attempts):
-        try:
-            return Journal.open(path, readonly=True)
-        except JournalError as exc:
-            if "MDB_MAP_RESIZED" not in str(exc) or attempt == attempts - 1:
-                raise
-        gc.collect()  # the failed open's environment must be closed before the next one
-    raise AssertionError("unreachable")
+    return Journal.open(path, readonly=True)
 
 
 class PointView:

@@ -23,7 +23,7 @@ from types import ModuleType
 import pytest
 
 from journal import Journal, Record, RecordType
-from tests.cli.conftest import CDP
+from tests.support.cli import CDP
 from tests.journal.model import DeviceModel
 
 SECTOR = 512

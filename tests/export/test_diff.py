@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
 from journal.changes import changed_between, merge
-from tests.cli.conftest import cdp, ts_arg
+from tests.support.cli import cdp
+from tests.support.history import ts_arg
 from tests.export.conftest import SECTOR, build_journal, model_at
 
 CHANGING = {RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES, RecordType.RESYNC, RecordType.OVERFLOW}

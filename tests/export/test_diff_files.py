@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
-from tests.cli.conftest import cdp
+from tests.support.cli import cdp
 
 pytestmark = pytest.mark.skipif(shutil.which("mkfs.ext4") is None and not Path("/sbin/mkfs.ext4").exists(),
                                 reason="e2fsprogs missing (scripts/setup installs it)")

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
-from tests.cli.conftest import CDP, cdp, ts_arg
+from tests.support.cli import CDP, cdp
+from tests.support.history import ts_arg
 from tests.export.conftest import build_journal, connect, model_at, read_all, start_export, tree_hashes
 
 SIZE = (2 << 20) + 4096 + 1024  # room for zeroing extents; a partial last block

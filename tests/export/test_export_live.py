@@ -21,7 +21,7 @@ import journal.index as index_module
 from journal import Journal
 from journal.pointview import open_readonly
 from tests.export.conftest import connect, start_export
-from tests.service.conftest import REPO, check_journal, make_setup, sim_process
+from tests.support.service import REPO, check_journal, make_setup, sim_process
 
 SMALL_MAP = 1 << 20
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import cdp
+from tests.support.cli import cdp
 
 
 @pytest.mark.skipif(Path("/dev/nbd0").exists(), reason="this host has the nbd module")
