@@ -18,7 +18,7 @@ from journal.reader import JournalInfo, JournalReader, JournalStats, RecordInfo
 from journal.records import MARK_KINDS, Point, PointKind, Record, RecordFlag, RecordType
 from journal.restore import Cancelled, RestoreResult, restore_to
 from journal.status import Service, ServiceStatus, read_service
-from journal.target import RestoreTarget, inspect_target
+from journal.target import TargetInfo, inspect_target
 from journal.timespec import TIME_HELP, TimeError, mark_lookup, parse_time
 from journal.verify import Problem, VerifyReport, verify_journal
 
@@ -26,6 +26,6 @@ __all__ = [
     "Cancelled", "Journal", "JournalError", "JournalInfo", "JournalReader", "JournalStats", "OverflowWindow", "Point",
     "Problem", "Record", "RecordFlag", "RecordType", "RecordInfo", "RestoreResult", "VerifyReport",
     "device_size", "restore_to", "verify_journal",
-    "MARK_KINDS", "PointKind", "RestoreTarget", "Service", "ServiceStatus", "TIME_HELP", "TimeError",
+    "MARK_KINDS", "PointKind", "TargetInfo", "Service", "ServiceStatus", "TIME_HELP", "TimeError",
     "inspect_target", "mark_lookup", "parse_time", "read_service",
 ]

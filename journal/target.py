@@ -6,7 +6,8 @@ whether it exists, whether it is a block device, what uses that device
 (a mounted file system on it or on one of its partitions, swap, a holder
 such as device-mapper or md, another program that opened it exclusively),
 and whether it can never be a target (it lies inside the journal, it is a
-directory, its directory is missing or read-only, ...). What to do with
+directory or a symbolic link to anything but a block device, its directory
+is missing or read-only, ...). What to do with
 the facts is each interface's policy: `cdp restore` overwrites an existing
 target only with ``--force``, the TUI asks first and never writes a device
 in use.
@@ -24,8 +25,8 @@ from journal.mounts import mount_table, unescape
 
 
 @dataclass(frozen=True, slots=True)
-class RestoreTarget:
-    """What a path is, seen as the place to write a restore."""
+class TargetInfo:
+    """What a path is, seen as the place to write a restore (the writing: :mod:`journal.output`)."""
 
     path: Path
     #: something is there (a restore would overwrite it)
@@ -45,35 +46,52 @@ class RestoreTarget:
         return f"{self.path} is {'; '.join(self.users)}" if self.users else ""
 
 
-def inspect_target(path: str | os.PathLike[str], journal_dir: str | os.PathLike[str] | None = None) -> RestoreTarget:
+def inspect_target(path: str | os.PathLike[str], journal_dir: str | os.PathLike[str] | None = None) -> TargetInfo:
     """Look at ``path`` without writing anything; ``journal_dir`` is the journal being restored from."""
     target = Path(path)
     if journal_dir is not None and _inside(target, Path(journal_dir)):
-        return RestoreTarget(target, target.exists(), False, False,
+        return TargetInfo(target, target.exists(), False, False,
                              problem=f"{target} is inside the journal {journal_dir}; restoring there would destroy it")
+    if _link_to_other_than_device(target):
+        # journal.output writes a file aside and renames it: it never follows a link to a file
+        return TargetInfo(target, target.exists(), False, False,
+                          problem=f"{target} is a symbolic link; give the real path of the file to write")
     try:
         st = os.stat(target)
     except FileNotFoundError:
         parent = target.parent if str(target.parent) else Path(".")
         if not parent.is_dir():
-            return RestoreTarget(target, False, False, False,
+            return TargetInfo(target, False, False, False,
                                  problem=f"cannot create {target}: {parent} is not a directory")
         if not os.access(parent, os.W_OK):
-            return RestoreTarget(target, False, False, False,
+            return TargetInfo(target, False, False, False,
                                  problem=f"cannot create {target}: {parent} is not writable")
-        return RestoreTarget(target, False, False, True)
+        return TargetInfo(target, False, False, True)
     except OSError as exc:
-        return RestoreTarget(target, False, False, False, problem=f"cannot use {target}: {exc.strerror}")
+        return TargetInfo(target, False, False, False, problem=f"cannot use {target}: {exc.strerror}")
     writable = os.access(target, os.W_OK)
     if stat.S_ISDIR(st.st_mode):
-        return RestoreTarget(target, True, False, writable,
+        return TargetInfo(target, True, False, writable,
                              problem=f"{target} is a directory; give the path of a file or a block device")
     if stat.S_ISBLK(st.st_mode):
-        return RestoreTarget(target, True, True, writable, tuple(device_users(target, st.st_rdev)))
+        return TargetInfo(target, True, True, writable, tuple(device_users(target, st.st_rdev)))
     if not stat.S_ISREG(st.st_mode):
-        return RestoreTarget(target, True, False, writable,
+        return TargetInfo(target, True, False, writable,
                              problem=f"{target} is neither a regular file nor a block device")
-    return RestoreTarget(target, True, False, writable)
+    return TargetInfo(target, True, False, writable)
+
+
+def _link_to_other_than_device(target: Path) -> bool:
+    """Whether ``target`` is a symbolic link that does not lead to a block device (dangling included)."""
+    try:
+        if not stat.S_ISLNK(os.lstat(target).st_mode):
+            return False
+    except OSError:
+        return False  # nothing there, or nothing this process may look at: not a link
+    try:
+        return not stat.S_ISBLK(os.stat(target).st_mode)
+    except OSError:
+        return True  # a dangling link
 
 
 def _inside(target: Path, directory: Path) -> bool:

@@ -385,6 +385,21 @@ async def test_restore_to_an_unwritable_target_says_why(journal_dir: Path, tmp_p
         assert app.screen.state == "edit"
 
 
+async def test_restore_through_a_symbolic_link_to_a_file_is_refused_as_in_the_cli(journal_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    real = tmp_path / "real.img"
+    real.write_bytes(b"keep me")
+    (tmp_path / "link.img").symlink_to(real)
+    app = make_app(journal_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press("r")
+        await submit(pilot, "#target", str(tmp_path / "link.img"))
+        assert "is a symbolic link" in widget_text(app, "#restore-message")
+        assert app.screen.state == "edit"
+    assert real.read_bytes() == b"keep me"
+
+
 async def test_restore_of_a_point_that_is_not_whole_asks_first(tmp_path: Path) -> None:
     path = build(tmp_path / "j", overflow=True, open_overflow=True)
     points = all_points(path)
