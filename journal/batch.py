@@ -35,10 +35,10 @@ from journal.format import (
 )
 from journal.index import Index, seal, unseal
 from journal.points import MAX_MARK_NAME, OverflowWindow
-from journal.records import DATA_TYPES, ZERO_TYPES, Record, RecordType
+from journal.records import DATA_TYPES, ZERO_TYPES, PointKind, Record, RecordType
+from journal.units import NS
 from journal.segments import pack_header
 
-_NS = 1_000_000_000
 _KNOWN_TYPES = frozenset(int(t) for t in RecordType)
 _HDR = REC_HDR.size
 _crc = crc32c.crc32c
@@ -135,7 +135,7 @@ class Batch:
         self.count += 1
 
     def _count_activity(self, ts: int, length: int) -> None:
-        second = ts - ts % _NS
+        second = ts - ts % NS
         if second != self._second:
             self._second = second
             self._bucket = self.activity.setdefault(second, [0, 0])
@@ -221,12 +221,12 @@ class Batch:
             else:
                 self.pending.append((seq, offset, length, KIND_ZERO, 0, None, 0, None))
         if rtype == RecordType.FLUSH:
-            self.point_items.append((key, seal(key, msgpack.packb(["flush", ts, ""]))))
+            self.point_items.append((key, seal(key, msgpack.packb([PointKind.FLUSH.value, ts, ""]))))
         elif rtype == RecordType.MARK:
-            self.point_items.append((key, seal(key, msgpack.packb(["mark", ts, name]))))
+            self.point_items.append((key, seal(key, msgpack.packb([PointKind.MARK.value, ts, name]))))
         elif rtype == RecordType.OVERFLOW:
             self.windows[seq] = OverflowWindow(seq, aux, ts, offset, length, offset)
-            self.point_items.append((key, seal(key, msgpack.packb(["overflow", ts, ""]))))
+            self.point_items.append((key, seal(key, msgpack.packb([PointKind.OVERFLOW.value, ts, ""]))))
         elif rtype == RecordType.RESYNC:
             self._resync(seq, ts, aux, offset, length)
         if rtype == RecordType.WRITE or rtype in ZERO_TYPES:
@@ -245,7 +245,7 @@ class Batch:
                 if w.resynced_to >= w.offset + w.length:
                     w.resync_seq, w.resync_ts = seq, max(read_ts, w.end_ts)
                     pkey = _pack_u64(seq)
-                    self.point_items.append((pkey, seal(pkey, msgpack.packb(["resync", ts, ""]))))
+                    self.point_items.append((pkey, seal(pkey, msgpack.packb([PointKind.RESYNC.value, ts, ""]))))
                 self.windows[wseq] = w
 
     # ------------------------------------------------------------------ blocks

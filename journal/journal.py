@@ -42,9 +42,8 @@ from journal.errors import (
 from journal.facts import Facts, append_mark, fsync_dir, read_marker, write_marker
 from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
-from journal.points import fmt_time
 from journal.reader import JournalReader, Progress
-from journal.records import Point, Record
+from journal.records import Point, PointKind, Record
 from journal.restore import RestoreResult, restore_to
 from journal.segments import SegmentWriter
 from journal.verify import VerifyReport, verify_journal
@@ -134,7 +133,7 @@ class Journal(JournalReader):
                                ("entries", 0), ("base_entries", 0), ("overflows", 0)):
                 index.put_meta(txn, key, value)
             key = U64.pack(0)
-            txn.put(key, seal(key, msgpack.packb(["baseline", created, ""])), db=index.db("points"))
+            txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, created, ""])), db=index.db("points"))
 
         index.write(init)
         lock_fd = cls._lock(path)
@@ -271,7 +270,7 @@ class Journal(JournalReader):
         self.index.write(lambda txn: txn.put(key, seal(key, b""), db=self.index.db("umarks")))
         with self.index.read() as txn:
             seq = _points.resolve(self.index, txn, ts)
-        return Point(seq, ts, "user-mark", name, self.is_whole(seq, ts))
+        return Point(seq, ts, PointKind.USER_MARK, name, self.is_whole(seq, ts))
 
     def set_status(self, status: dict[str, Any]) -> None:
         """Publish the service's live status (read by `cdp status` and the TUI)."""
@@ -293,4 +292,4 @@ class Journal(JournalReader):
         return verify_journal(self, progress)
 
 
-__all__ = ["Journal", "device_size", "fmt_time"]
+__all__ = ["Journal", "device_size"]

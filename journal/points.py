@@ -9,7 +9,6 @@ transaction, so one query sees one state of the journal.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,11 +18,11 @@ import msgpack
 from journal.errors import CorruptJournal, JournalError, NotWhole
 from journal.format import SEQ_VAL, U64, U64X2
 from journal.index import REINDEX_HINT, Index, check, damaged, unseal
-from journal.records import Point
+from journal.records import Point, PointKind
+from journal.units import format_ts
 
 #: Longest mark name in bytes (the ring ABI's limit).
 MAX_MARK_NAME = 255
-_NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -56,11 +55,6 @@ class OverflowWindow:
         return cls(seq, *msgpack.unpackb(raw))
 
 
-def fmt_time(ts_ns: int) -> str:
-    """Local time with nanoseconds, for error messages."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts_ns // _NS)) + f".{ts_ns % _NS:09d}"
-
-
 def check_mark_name(name: str) -> bytes:
     """The name's UTF-8 bytes, or an error saying what a mark name may be."""
     raw = name.encode("utf-8")
@@ -81,8 +75,8 @@ def not_whole_error(ws: Iterable[OverflowWindow], seq: int, ts_ns: int) -> NotWh
         if w.covers(seq, ts_ns):
             state = "not resynced yet" if w.resync_seq is None else f"resynced at seq {w.resync_seq}"
             return NotWhole(
-                f"the device is not whole at {fmt_time(ts_ns)}: writes were dropped from "
-                f"{fmt_time(w.start_ts)} (overflow at seq {w.seq}, {state}); "
+                f"the device is not whole at {format_ts(ts_ns)}: writes were dropped from "
+                f"{format_ts(w.start_ts)} (overflow at seq {w.seq}, {state}); "
                 "pick another point or allow a partial restore")
     return None
 
@@ -127,7 +121,7 @@ def record_ts(txn: lmdb.Transaction, seq_db: object, seq: int) -> int:
 
 
 def _time_damage(ts_ns: int) -> CorruptJournal:
-    return CorruptJournal(f"the index's time table does not agree with its records at {fmt_time(ts_ns)}; "
+    return CorruptJournal(f"the index's time table does not agree with its records at {format_ts(ts_ns)}; "
                           f"{REINDEX_HINT}")
 
 
@@ -150,14 +144,14 @@ def query(
     wanted = None if kinds is None else frozenset(kinds)
     ws = windows(index, txn)
     marks: list[Point] = []
-    if wanted is None or "user-mark" in wanted:
+    if wanted is None or PointKind.USER_MARK in wanted:
         for key, raw in txn.cursor(db=index.db("umarks")):
             if not check(key, raw):
                 raise damaged("umarks", key)
             ts = U64.unpack(key[:8])[0]
             if (start_ns is None or ts >= start_ns) and (end_ns is None or ts <= end_ns):
                 seq = resolve(index, txn, ts)
-                marks.append(Point(seq, ts, "user-mark", key[8:].decode("utf-8", "replace"),
+                marks.append(Point(seq, ts, PointKind.USER_MARK, key[8:].decode("utf-8", "replace"),
                                    not any(w.covers(seq, ts) for w in ws)))
     found: list[Point] = []
     cur = txn.cursor(db=index.db("points"))

@@ -24,13 +24,13 @@ from journal.blockmap import ZeroExtents, compose_block, versions_back
 from journal.errors import OutOfRange
 from journal.format import BLOCK, SEQ_VAL, U64, U64X2
 from journal.index import Index, check, damaged, unseal
-from journal.points import OverflowWindow, fmt_time
+from journal.points import OverflowWindow
+from journal.units import NS, format_ts
 from journal.records import Point
 from journal.segments import SegmentReader
 
 #: A progress callback: (done, total) in bytes.
 Progress = Callable[[int, int], None]
-_NS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,7 @@ class JournalReader:
 
     def _check_not_before(self, ts_ns: int) -> None:
         if ts_ns < self.info.created_ns:
-            raise OutOfRange(f"that time is before the journal began ({fmt_time(self.info.created_ns)})")
+            raise OutOfRange(f"that time is before the journal began ({format_ts(self.info.created_ns)})")
 
     def target(self, txn: lmdb.Transaction, seq: int | None, at_ns: int | None) -> tuple[int, int]:
         """(seq, ts) a read or restore is for: a time, a seq, or (neither) the newest."""
@@ -244,7 +244,7 @@ class JournalReader:
         out = []
         with self.index.read() as txn:
             cur = txn.cursor(db=self.index.db("activity"))
-            ok = cur.set_range(U64.pack(start_ns - start_ns % _NS))
+            ok = cur.set_range(U64.pack(start_ns - start_ns % NS))
             while ok:
                 key = cur.key()
                 second = U64.unpack(key)[0]

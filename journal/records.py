@@ -1,7 +1,7 @@
 """The record and point types shared by the journal, the service and the UIs.
 
 A :class:`Record` is what the drain service hands to ``Journal.append``: one
-ring record (see ``ring-abi.md``) after its checks passed, or a resync copy
+ring record (see ``docs/ring-abi.md``) after its checks passed, or a resync copy
 the service read from the device itself. Types 1..6 are the ring's own;
 :data:`RecordType.RESYNC` and :data:`RecordType.BASELINE` exist only in the
 journal.

@@ -48,7 +48,7 @@ from journal.format import (
     segment_name,
 )
 from journal.index import Index, check, check_data_file, seal
-from journal.records import Record, RecordType
+from journal.records import PointKind, Record, RecordType
 from journal.segments import SegmentViews, parse_header
 
 Progress = Callable[[int, int], None]
@@ -202,7 +202,7 @@ def _init_meta(index: Index, facts: Facts) -> None:
                            ("entries", 0), ("base_entries", 0), ("overflows", 0)):
             index.put_meta(txn, key, value)
         key = U64.pack(0)
-        txn.put(key, seal(key, msgpack.packb(["baseline", facts.created_ns, ""])), db=index.db("points"))
+        txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, facts.created_ns, ""])), db=index.db("points"))
 
     index.write(init)
 
