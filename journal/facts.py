@@ -20,6 +20,7 @@ index learns of them.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import crc32c
 
-from journal.errors import CorruptJournal, NotAJournal, UnsupportedVersion
+from journal.errors import CorruptJournal, JournalBusy, NotAJournal, UnsupportedVersion
 from journal.format import MARKER, SCHEMA
 
 MARKS_LOG = "marks.log"
@@ -66,6 +67,20 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lock_writer(path: Path) -> int:
+    """Take the journal's writer lock (the drain service, or a reindex), or say who holds it."""
+    try:
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise NotAJournal(f"{path}: cannot lock the journal: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalBusy(f"{path} is being written by another process (is 'cdp run' running?)") from None
+    return fd
 
 
 def fsync_dir(path: Path) -> None:

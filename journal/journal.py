@@ -17,7 +17,6 @@ last batch that is really there.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import threading
 import time
@@ -34,12 +33,11 @@ from journal.baseline import copy_baseline, source_size
 from journal.batch import AppendState, Batch
 from journal.errors import (
     DeviceMismatch,
-    JournalBusy,
     JournalError,
     OutOfRange,
     UnsupportedVersion,
 )
-from journal.facts import Facts, append_mark, fsync_dir, read_marker, write_marker
+from journal.facts import Facts, append_mark, fsync_dir, lock_writer, read_marker, write_marker
 from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.reader import JournalReader, Progress
@@ -136,7 +134,7 @@ class Journal(JournalReader):
             txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, created, ""])), db=index.db("points"))
 
         index.write(init)
-        lock_fd = cls._lock(path)
+        lock_fd = lock_writer(path)
         writer = SegmentWriter(path / "segments", bytes(device_id), 1, SEG_HDR.size)
         journal = cls(path, index, writer, lock_fd)
         if source is not None:
@@ -156,7 +154,7 @@ class Journal(JournalReader):
         """
         path = Path(path)
         _check_dir(path)
-        lock_fd = -1 if readonly else cls._lock(path)
+        lock_fd = -1 if readonly else lock_writer(path)
         try:
             index = Index(path / "index", readonly=(None if marks else True) if readonly else False)
         except BaseException:
@@ -171,16 +169,6 @@ class Journal(JournalReader):
                 device_id = bytes(index.require_meta(txn, "device_id"))
             writer = SegmentWriter(path / "segments", device_id, seg_id, seg_end)
         return cls(path, index, writer, lock_fd)
-
-    @staticmethod
-    def _lock(path: Path) -> int:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JournalBusy(f"{path} is being written by another process (is 'cdp run' running?)") from None
-        return fd
 
     def close(self) -> None:
         """Release the segment files, the index and the writer lock."""

@@ -24,7 +24,6 @@ past that point cannot be rebuilt and ``cdp verify`` says where.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -37,8 +36,8 @@ import lmdb
 import msgpack
 
 from journal.batch import AppendState, Batch
-from journal.errors import CorruptJournal, JournalBusy, JournalError, NotAJournal
-from journal.facts import Facts, fsync_dir, read_marker, read_marks, write_marker
+from journal.errors import CorruptJournal, JournalError
+from journal.facts import Facts, fsync_dir, lock_writer, read_marker, read_marks, write_marker
 from journal.format import (
     REC_HDR,
     SCHEMA,
@@ -72,7 +71,7 @@ def reindex(path: str | os.PathLike[str], progress: Progress | None = None) -> R
     """Rebuild ``path``'s index from its segments; see the module docstring."""
     path = Path(path)
     schema, facts = read_marker(path)
-    lock_fd = _lock(path)
+    lock_fd = lock_writer(path)
     try:
         old = _salvage(path / "index")
         if facts is None:
@@ -95,19 +94,6 @@ def reindex(path: str | os.PathLike[str], progress: Progress | None = None) -> R
         return result
     finally:
         os.close(lock_fd)
-
-
-def _lock(path: Path) -> int:
-    try:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise NotAJournal(f"{path}: cannot lock the journal: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise JournalBusy(f"{path} is being written by another process (stop 'cdp run' first)") from None
-    return fd
 
 
 def _salvage(index_dir: Path) -> dict[str, Any]:
