@@ -11,14 +11,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 build="$(dirname "$here")/.build"
 img="$build/rootfs.ext4"
-# The mirror apt already uses for bookworm (CDP_DEBIAN_MIRROR overrides it).
-apt_mirror() {
-    { sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
-      sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\) bookworm .*/\2/p' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
-    } | grep -v -- '-security' | head -1 || true
-}
-mirror="${CDP_DEBIAN_MIRROR:-$(apt_mirror)}"
-mirror="${mirror:-http://deb.debian.org/debian}"
+# shellcheck source=apt.sh
+. "$here/apt.sh"
+mirror="$(debian_mirror)"       # the host's bookworm archive (CDP_DEBIAN_MIRROR overrides it)
 py="${CDP_HOST_PYTHON:-python3}"
 mkdir -p "$build"
 dir="$build/rootfs.dir"

@@ -6,14 +6,14 @@
 # ("CDPVM: ...") are printed here too.  Exit status 0 only when the guest
 # printed DONE ok.
 #
-#   kernel/vm/run.sh 6.1|6.12 [cdpvm.tests=a,b] [cdpvm.bench=1]
+#   kernel/vm/run.sh 6.1|6.12|7.3|7.3-rt [cdpvm.tests=a,b] [cdpvm.bench=1]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 kdir="$(dirname "$here")"
 repo="$(dirname "$kdir")"
 build="$kdir/.build"
-series="${1:?usage: run.sh 6.1|6.12 [cdpvm.tests=...]}"; shift
-for tool in qemu-system-x86_64 debootstrap mkfs.ext4 cpio depmod apt-get dpkg; do
+series="${1:?usage: run.sh 6.1|6.12|7.3|7.3-rt [cdpvm.tests=...]}"; shift
+for tool in qemu-system-x86_64 debootstrap mkfs.ext4 cpio depmod apt-get dpkg unshare chroot; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing (scripts/setup --vm installs it)" >&2; exit 3; }
 done
 py="${CDP_HOST_PYTHON:-}"
@@ -47,7 +47,7 @@ echo "run.sh: booting $rel (log: $log)" >&2
 set +e
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-qemu64}" -m "$mem" -smp "${CDP_VM_SMP:-2}" \
     -nodefaults -no-user-config -display none -no-reboot -serial stdio \
-    -kernel "$out/root/boot/vmlinuz-$rel" -initrd "$initrd" \
+    -kernel "$out/vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 $*" \
     -drive file="$disk",if=virtio,format=raw,discard=unmap,cache=unsafe \
     -drive file="$rootfs",if=virtio,format=raw,readonly=on \
