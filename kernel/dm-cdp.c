@@ -86,6 +86,9 @@
 #include <linux/kfifo.h>
 #include <linux/workqueue.h>
 #include <linux/capability.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#include <linux/hex.h>		/* hex2bin: 7.x kernel.h no longer includes it */
+#endif
 
 #include "cdp_ring_abi.h"
 
