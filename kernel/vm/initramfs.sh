@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the initramfs for one prepared kernel (kernel.sh ran first): busybox
-# (static), the stock modules the guest needs in modules.dep order, dm-cdp.ko
-# and the init script.  Modules a kernel has built in are skipped.
+# (static), the stock modules the guest needs in modules.dep order, dm-cdp.ko,
+# the dmesg scan's probe module (probe/) and the init script.  Modules a
+# kernel has built in are skipped.
 #
 #   kernel/vm/initramfs.sh RELEASE      prints the path of initrd.cpio.gz
 set -euo pipefail
@@ -20,7 +21,7 @@ stage="$out/initrd"
 rm -rf "$stage"
 mkdir -p "$stage"/{bin,sbin,proc,sys,dev,newroot,mods}
 cp "$bb" "$stage/bin/busybox"
-for app in sh mount umount insmod mkdir cat echo poweroff sleep chroot dmesg grep ls; do
+for app in sh mount umount insmod mkdir cat cp echo poweroff sleep chroot dmesg grep ls; do
     ln -s busybox "$stage/bin/$app"
 done
 
@@ -36,7 +37,7 @@ while read -r rel_path; do
     esac
 done < "$stage/mods/order.txt"
 sed -i -e 's#.*/##' -e 's#\.xz$##' -e 's#\.zst$##' "$stage/mods/order.txt"
-cp "$out/mod/dm-cdp.ko" "$stage/mods/dm-cdp.ko"
+cp "$out/mod/dm-cdp.ko" "$out/mod/cdp_atomic_probe.ko" "$stage/mods/"
 cp "$here/init" "$stage/init"
 chmod +x "$stage/init"
 ( cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 ) > "$out/initrd.cpio.gz"

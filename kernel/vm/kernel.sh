@@ -83,7 +83,11 @@ done
 # Build the module out of tree, in a copy, so two kernels never share objects.
 src="$out/mod"
 mkdir -p "$src"
-cp -u "$kdir/dm-cdp.c" "$kdir/cdp_ring_abi.h" "$kdir/Kbuild" "$src/"
+cp -u "$kdir/dm-cdp.c" "$kdir/cdp_ring_abi.h" "$here/probe/cdp_atomic_probe.c" "$src/"
+# The project's Kbuild, plus the guest's test-only probe (probe/: the dmesg
+# scan's positive control), in the same build and under the same no-warning rule.
+{ cat "$kdir/Kbuild"; echo 'obj-m += cdp_atomic_probe.o'; } > "$src/Kbuild.new"
+if cmp -s "$src/Kbuild.new" "$src/Kbuild"; then rm "$src/Kbuild.new"; else mv "$src/Kbuild.new" "$src/Kbuild"; fi
 hdr="$root/usr/src/linux-headers-$rel"
 if [ "$suite" = bookworm ]; then
     make -s -C "$hdr" M="$src" modules >"$out/build.log" 2>&1 || failed=1

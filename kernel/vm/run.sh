@@ -4,7 +4,7 @@
 # the project's packages, then boot qemu (TCG) and run kernel/vm/guest/cdpvm.py.
 # The console goes to kernel/.build/k-<release>/console.log; the result lines
 # ("CDPVM: ...") are printed here too.  Exit status 0 only when the guest
-# printed DONE ok.
+# booted the kernel the series names (RESULT kernel) and printed DONE ok.
 #
 #   kernel/vm/run.sh 6.1|6.12|7.3|7.3-rt [cdpvm.tests=a,b] [cdpvm.bench=1]
 set -euo pipefail
@@ -55,9 +55,21 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-qemu64}" 
     < /dev/null > "$log" 2>&1
 rc=$?
 set -e
-tr -d '\r' < "$log" | grep -a '^CDPVM:' | sed "s/^CDPVM:/CDPVM[$series]:/" || true
+tr -d '\r' < "$log" | grep -a '^CDPVM:' | grep -av '^CDPVM: KERNEL ' | sed "s/^CDPVM:/CDPVM[$series]:/" || true
 if [ $rc -eq 124 ]; then echo "CDPVM[$series]: RESULT vm FAIL timeout after ${timeout_s}s"; exit 1; fi
-if tr -d '\r' < "$log" | grep -aq '^CDPVM: DONE ok'; then exit 0; fi
+# The guest ran the kernel the series names (init printed its release and
+# version): a -rt series must have booted PREEMPT_RT, any other must not.
+kline="$(tr -d '\r' < "$log" | grep -a -m1 '^CDPVM: KERNEL ' || true)"
+krel="$(echo "$kline" | awk '{print $3}')"
+is_rt=no; case "$kline" in *PREEMPT_RT*) is_rt=yes ;; esac
+want_rt=no; case "$series" in *-rt) want_rt=yes ;; esac
+if [ -n "$kline" ] && [ "$krel" = "$rel" ] && [ "$is_rt" = "$want_rt" ]; then
+    echo "CDPVM[$series]: RESULT kernel PASS $krel preempt_rt=$is_rt"
+else
+    echo "CDPVM[$series]: RESULT kernel FAIL booted '${krel:-?}' preempt_rt=$is_rt, wanted $rel preempt_rt=$want_rt"
+    kernel_failed=1
+fi
+if tr -d '\r' < "$log" | grep -aq '^CDPVM: DONE ok'; then exit "${kernel_failed:-0}"; fi
 echo "CDPVM[$series]: RESULT vm FAIL the guest did not finish cleanly (see $log)"
 tail -40 "$log" >&2
 exit 1

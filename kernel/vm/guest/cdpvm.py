@@ -112,9 +112,25 @@ def zero_disk(mb: int) -> None:
 
 
 def dmesg_problems() -> list[str]:
+    """Kernel log lines that mean a bug: WARN, BUG (sleeping or scheduling in atomic context, on RT
+    any spinlock_t taken with preemption off), oops, hung task."""
     out = sh("dmesg", check=False)
     bad = re.compile(r"(WARNING:|BUG:|Oops|general protection|INFO: task .* blocked|Call Trace|KASAN|refcount_t)")
     return [line for line in out.splitlines() if bad.search(line)]
+
+
+PROBE = "/run/probe"    # kernel/vm/init copies a static busybox and cdp_atomic_probe.ko here
+
+
+def atomic_probe() -> str:
+    """The dmesg scan's positive control, run after its verdict: load a module that sleeps with
+    preemption off (kernel/vm/probe) and require the scan to report the splat as new problems."""
+    before = len(dmesg_problems())
+    sh(f"{PROBE}/busybox", "insmod", f"{PROBE}/cdp_atomic_probe.ko", check=False)   # fails by design
+    new = dmesg_problems()[before:]
+    caught = [line for line in new if "scheduling while atomic" in line or "invalid context" in line]
+    assert caught, f"the probe's sleep in atomic context left no problem in dmesg ({len(new)} new lines)"
+    return " ".join(caught[0].split("]", 1)[-1].split()[:4])
 
 
 class Session:
@@ -1102,6 +1118,11 @@ def main(argv: list[str]) -> int:
             say("DMESG", line)
     problems = dmesg_problems()
     say("RESULT", "dmesg", "PASS" if not problems else "FAIL", f"problems={len(problems)}")
+    try:
+        say("RESULT", "dmesg-probe", "PASS", atomic_probe())
+    except Exception as exc:
+        failed += 1
+        say("RESULT", "dmesg-probe", "FAIL", " ".join(str(exc).split())[:400])
     say("DONE", "failed" if failed or problems else "ok")
     return 1 if failed or problems else 0
 
