@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "kernel" / "vm" / "run.sh"
 KERNELS = ("6.1", "6.12")
 #: Every guest test that must report PASS (kernel/vm/guest/cdpvm.py DEFAULT, plus the dmesg scan).
-GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
-               "mark-names", "device-id", "table-errors", "concurrent", "live", "cli", "dmesg")
+GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-inflight",
+               "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live",
+               "cli", "dmesg")
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "e2fsck", "cpio", "depmod", "apt-get",
          "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole")
 LINE = re.compile(r"^CDPVM\[(?P<k>[^\]]+)\]: RESULT (?P<test>\S+) (?P<verdict>PASS|FAIL) ?(?P<detail>.*)$")

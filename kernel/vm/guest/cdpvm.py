@@ -1069,6 +1069,69 @@ def t_bench() -> str:
     return " ".join(parts) + f" dropped={st['dropped']} idle_dropped={idle['dropped']}"
 
 
+def t_overflow_inflight() -> str:
+    """Writes dropped while still in flight are in the journal once their window closes.
+
+    A dm-delay device under the target holds every write 300 ms (reads go at once), so the
+    bios the target drops are still on their way to the disk when half the ring is free
+    again. An OVERFLOW record must not be committed before the writes it covers completed:
+    the service copies its ranges from the device as soon as it reads it, and a write that
+    lands after that copy would be in no record, leaving a mark reported whole that restores
+    the old bytes (as before e5142a7: this failed every time, overflow-inflight0 with 0 ms
+    never did).
+    """
+    return _overflow_inflight(300)
+
+
+def _overflow_inflight(delay_ms: int) -> str:
+    mb = 16
+    size = mb << 20
+    zero_disk(mb)
+    dm_create("slow", f"0 {size // SECTOR} delay {DISK} 0 0 {DISK} 0 {delay_ms}")
+    try:
+        s = Session("ovi", "/dev/mapper/slow", mb=mb, opts="ring_kb=64 policy=overflow")
+        stop = time.monotonic() + 3
+
+        def writer(k: int) -> None:   # 16 KiB O_DIRECT writes, one region of 4 MiB per writer
+            fd = os.open(s.dev, os.O_WRONLY | os.O_DIRECT)
+            buf = _aligned(os.urandom(16 << 10))
+            try:
+                n = 0
+                while time.monotonic() < stop:
+                    os.pwritev(fd, [buf], k * (4 << 20) + (n * (16 << 10)) % (4 << 20))
+                    n += 1
+            finally:
+                os.close(fd)
+                buf.close()
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.time() + 120    # the ring drained, no overflow, every window resynced
+        while time.time() < deadline:
+            i = cdpattach.info(s.ring)
+            with s.journal() as j:
+                open_windows = [w for w in j.overflow_windows() if w.resync_seq is None]
+            if i.tail == i.head and not i.flags & 1 and not open_windows:
+                break
+            time.sleep(0.5)
+        s.mark("end")
+        want = sha_direct(s.dev, size)
+        st = dm_status("ovi")
+        s.finish()
+    finally:
+        subprocess.run(["dmsetup", "remove", "ovi"], capture_output=True)
+        dm_remove("slow")
+    with s.journal() as j:
+        end = {p.name: p for p in j.points() if p.kind == "mark"}["end"]
+        assert end.whole, "the mark after every window closed is not whole"
+        got = restore_sha(j, end.seq, size)
+    detail = f"dropped={st['dropped']} overflow_records={st['overflow_records']}"
+    assert got == want, f"restore at a whole mark differs from the device ({detail})"
+    return detail
+
+
 TESTS: dict[str, Callable[[], str]] = {
     "module": t_module,
     "ringcheck": t_ringcheck,
@@ -1086,9 +1149,11 @@ TESTS: dict[str, Callable[[], str]] = {
     "live": t_live,
     "cli": t_cli,
     "bench": t_bench,
+    "overflow-inflight": t_overflow_inflight,
+    "overflow-inflight0": lambda: _overflow_inflight(0),
 }
-DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-irqsoff", "mark-rdonly",
-           "mark-names", "device-id", "table-errors", "concurrent", "live", "cli"]
+DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-inflight",
+           "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live", "cli"]
 
 
 def main(argv: list[str]) -> int:
