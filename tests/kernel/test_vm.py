@@ -1,10 +1,16 @@
-"""dm-cdp in real kernels: boot Debian's 6.1 and 6.12 in qemu and assert every guest result.
+"""dm-cdp in real kernels: boot Debian's kernels in qemu and assert every guest result.
 
-Each kernel is prepared and booted once (kernel/vm/run.sh: download the
-Debian packages, build the module with warnings as failures, boot under TCG,
-run kernel/vm/guest/cdpvm.py with the real drain service and journal); the
-guest prints one ``CDPVM: RESULT <test> PASS|FAIL <detail>`` line per test,
-and each becomes one assertion here.
+The kernels: 6.1 (bookworm), 6.12 (bookworm-security), 7.3 (trixie-backports,
+its module built in a trixie chroot with gcc-14) and 7.3-rt, its PREEMPT_RT
+flavour, where sleeping in atomic context shows at once. Each is prepared and
+booted once (kernel/vm/run.sh: download the Debian packages, build the module
+with warnings as failures, boot under TCG, run kernel/vm/guest/cdpvm.py with
+the real drain service and journal); the guest prints one
+``CDPVM: RESULT <test> PASS|FAIL <detail>`` line per test, and each becomes
+one assertion here. ``kernel`` is run.sh's check that the guest booted the
+release it built for (PREEMPT_RT exactly on -rt); ``dmesg-probe`` is the
+dmesg scan's positive control (a module that sleeps with preemption off must
+show up in it).
 
 Without the VM tools (qemu, debootstrap, ...) or root, the tests skip with
 the reason, unless ``CDP_REQUIRE_VM=1`` (CI sets it): then they fail, so a
@@ -26,13 +32,14 @@ pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "kernel" / "vm" / "run.sh"
-KERNELS = ("6.1", "6.12")
-#: Every guest test that must report PASS (kernel/vm/guest/cdpvm.py DEFAULT, plus the dmesg scan).
+KERNELS = ("6.1", "6.12", "7.3", "7.3-rt")
+#: Every guest test that must report PASS (kernel/vm/guest/cdpvm.py DEFAULT, the dmesg scan and its
+#: control, and run.sh's check of the booted kernel).
 GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-inflight",
                "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live",
-               "cli", "dmesg")
+               "cli", "dmesg", "dmesg-probe", "kernel")
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "e2fsck", "cpio", "depmod", "apt-get",
-         "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole")
+         "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole", "unshare", "chroot")
 LINE = re.compile(r"^CDPVM\[(?P<k>[^\]]+)\]: RESULT (?P<test>\S+) (?P<verdict>PASS|FAIL) ?(?P<detail>.*)$")
 
 _results: dict[str, tuple[dict[str, tuple[str, str]], str]] = {}
