@@ -18,6 +18,7 @@ adds the speed comparison.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import hashlib
 import mmap
 import os
@@ -1156,11 +1157,34 @@ DEFAULT = ["module", "ringcheck", "block", "raw", "ext4", "discard", "overflow",
            "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live", "cli"]
 
 
+#: A test that runs longer than this is stuck (the slowest takes under a minute even on a loaded host);
+#: ``cdpvm.watchdog=N`` on the kernel command line changes it.
+WATCHDOG_S = 400
+
+
+def _stuck(name: str) -> None:
+    """Print what the guest is doing and end the run at once, instead of idling to the host's timeout:
+    tasks in D state and every CPU's backtrace (sysrq w, l), and every Python thread's stack."""
+    say("RESULT", name, "FAIL", f"stuck for {WATCHDOG_S}s: blocked tasks, CPU backtraces and Python stacks follow")
+    before = len(sh("dmesg", check=False).splitlines())
+    for key in "wl":
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write(key)
+    time.sleep(2)
+    print("\n".join(sh("dmesg", check=False).splitlines()[before:]), flush=True)
+    faulthandler.dump_traceback(all_threads=True)
+    sys.stdout.flush()
+    say("DONE", "failed")
+    os._exit(3)
+
+
 def main(argv: list[str]) -> int:
     opts = dict(a.split("=", 1) for a in argv if a.startswith("cdpvm.") and "=" in a)
     names = opts.get("cdpvm.tests", ",".join(DEFAULT)).split(",")
     if opts.get("cdpvm.bench") == "1" and "bench" not in names:
         names.append("bench")
+    global WATCHDOG_S
+    WATCHDOG_S = int(opts.get("cdpvm.watchdog", WATCHDOG_S))
     say("START", os.uname().release, " ".join(names))
     failed = 0
     for name in names:
@@ -1171,6 +1195,9 @@ def main(argv: list[str]) -> int:
             continue
         zero_disk(1)
         t0 = time.monotonic()
+        watchdog = threading.Timer(WATCHDOG_S, _stuck, args=(name,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             detail = fn()
             say("RESULT", name, "PASS", f"{time.monotonic() - t0:.1f}s", detail)
@@ -1179,6 +1206,8 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             msg = " ".join(str(exc).split())[:400]
             say("RESULT", name, "FAIL", f"{time.monotonic() - t0:.1f}s", f"{type(exc).__name__}: {msg}")
+        finally:
+            watchdog.cancel()
         for line in dmesg_problems():
             say("DMESG", line)
     problems = dmesg_problems()
