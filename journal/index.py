@@ -319,6 +319,27 @@ class Index:
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
+    def prefetch(self) -> None:
+        """Read the data file once, front to back, before a walk over most of it.
+
+        The environment is opened with readahead off (``MADV_RANDOM``), right
+        for the point lookups of ``read``, ``points`` and the TUI; a restore's
+        walk over every block entry then faults the file in 4 KiB at a time:
+        0.78 s for a 49 MB index with a cold cache, against 0.04 s to read it
+        sequentially first. Skipped where the file would crowd out more than a
+        quarter of the memory the system has available.
+        """
+        path = os.path.join(self.env.path(), "data.mdb")
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if os.fstat(f.fileno()).st_size > _available_memory() // 4:
+                    return
+                buf = bytearray(4 << 20)
+                while f.readinto(buf):
+                    pass
+        except OSError:
+            return  # only a speed-up: the walk reports a real problem itself
+
     # -------------------------------------------------------------------- meta
 
     def get_meta(self, txn: lmdb.Transaction, key: str, default: Any = None) -> Any:
@@ -370,3 +391,15 @@ def _abort(txn: lmdb.Transaction) -> None:
         txn.abort()
     except lmdb.Error:
         pass
+
+
+def _available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes (0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -1,0 +1,167 @@
+"""Restore cost per point in time: does a restore cost what its answer costs?
+
+One journal: a 1 GiB device with a sparse baseline of 240 MiB of data, then
+2 GiB of writes of mixed sizes (4 KiB to 1 MiB) at random places, with a
+point after every 10% of them. At each point, ``restore`` is timed against
+``cp --sparse=always`` of the image it produced plus fsync (what copying the
+answer costs), warm (the journal's pages cached) and cold (the journal's and
+the image's pages dropped with ``posix_fadvise(DONTNEED)`` first), as
+same-run ratios. Targets: within 1.5x of the copy warm, 2x cold; the 10%
+point at least 2x faster than the 100% one (the last 90% rewrote most of
+the device, so the answer at 10% is mostly the sparse baseline).
+
+Then the same at 10^4, 10^5 and 10^6 records of 4 KiB (a 1 GiB device,
+empty baseline) to show how the cost grows with the history.
+
+``CDP_BENCH_SCALE`` shrinks the sizes (CI's smoke run).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.conftest import Ratio, compare, figure, scaled
+from journal import Journal, Record, RecordType
+
+MIB = 1 << 20
+_SIZES = (4096, 16384, 65536, 262144, MIB)
+
+
+def _drop_pages(paths: list[Path]) -> None:
+    """Drop the page cache of ``paths`` (written pages are flushed first)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _journal_files(path: Path) -> list[Path]:
+    return sorted((path / "segments").glob("*.seg")) + [path / "index" / "data.mdb"]
+
+
+def _copy_sparse(src: Path, dst: Path) -> None:
+    """What copying the answer costs: ``cp --sparse=always`` and the copy made durable."""
+    dst.unlink(missing_ok=True)
+    subprocess.run(["cp", "--sparse=always", os.fspath(src), os.fspath(dst)], check=True)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _build_mixed(root: Path) -> tuple[Path, list[int], int]:
+    """The journal of the module docstring; returns its path, the marks' seqs and the device size."""
+    device = max(16 * MIB, scaled(1 << 30) // MIB * MIB)
+    rng = random.Random(11)
+    image = root / "base.img"
+    with open(image, "wb") as f:
+        f.truncate(device)
+        chunk = rng.randbytes(MIB)
+        for i in rng.sample(range(device // MIB), device * 240 // 1024 // MIB):
+            f.seek(i * MIB)
+            f.write(chunk[i % 13:] + chunk[:i % 13])
+    path = root / "j"
+    payload = rng.randbytes(MIB)
+    marks: list[int] = []
+    with Journal.create(path, device_bytes=device, source=image) as journal:
+        ts, seq = journal.info.created_ns, 1
+        total, written, tenth = 2 * device, 0, 1
+        batch: list[Record] = []
+        batch_bytes = 0
+        while written < total:
+            size = rng.choice(_SIZES)
+            offset = rng.randrange(device // size) * size
+            batch.append(Record(seq, ts + seq, RecordType.WRITE, 0, offset, size,
+                                payload[seq % 64:seq % 64 + size] if size < MIB else payload))
+            seq += 1
+            written += size
+            batch_bytes += size
+            if batch_bytes >= 8 * MIB or written >= total:
+                journal.append(batch)
+                batch, batch_bytes = [], 0
+                if written >= total * tenth // 10:
+                    marks.append(journal.last_seq)
+                    tenth += 1
+    image.unlink()
+    return path, marks, device
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int], int]:
+    return _build_mixed(tmp_path_factory.mktemp("points"))
+
+
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+@pytest.mark.parametrize("tenth", [1, 5, 10])
+def test_restore_at_point_vs_copy(benchmark, mixed, tmp_path: Path, tenth: int, cache: str) -> None:
+    path, marks, device = mixed
+    seq = marks[tenth - 1]
+    out = tmp_path / "restored.img"
+    ref = tmp_path / "reference.img"
+    copy = tmp_path / "copy.img"
+    with Journal.open(path, readonly=True) as journal:
+        journal.restore(ref, seq=seq)
+
+        def prepare() -> None:
+            out.unlink(missing_ok=True)
+            copy.unlink(missing_ok=True)
+            os.sync()
+            if cache == "cold":
+                _drop_pages(_journal_files(path) + [ref])
+
+        def subject() -> None:
+            journal.restore(out, seq=seq, overwrite=True)
+
+        ratio = compare(benchmark, Ratio(f"restore at {tenth * 10}% of the history, {cache}", units=device,
+                                         baseline_name="cp --sparse=always of the image + fsync",
+                                         target=1 / 1.5 if cache == "warm" else 0.5),
+                        subject, lambda: _copy_sparse(ref, copy), rounds=3, prepare=prepare)
+    _TIMES[(tenth, cache)] = statistics.median(ratio.subject_s)
+    if tenth == 10 and (1, cache) in _TIMES:
+        figure(f"restore at 10% vs at 100% of the history, {cache}: "
+               f"{_TIMES[(10, cache)] / _TIMES[(1, cache)]:.2f}x faster (target >= 2x)")
+
+
+_TIMES: dict[tuple[int, str], float] = {}
+
+
+@pytest.mark.parametrize("records", [10_000, 100_000, 1_000_000])
+def test_restore_growth_4k(benchmark, tmp_path: Path, records: int) -> None:
+    records = scaled(records, 2000)
+    device = 1 << 30
+    rng = random.Random(records)
+    payload = rng.randbytes(8192)
+    path = tmp_path / "j"
+    with Journal.create(path, device_bytes=device) as journal:
+        ts = journal.info.created_ns
+        for start in range(1, records + 1, 8192):
+            journal.append([Record(s, ts + s, RecordType.WRITE, 0, rng.randrange(device // 4096) * 4096, 4096,
+                                   payload[s % 4096:s % 4096 + 4096])
+                            for s in range(start, min(start + 8192, records + 1))])
+    out = tmp_path / "restored.img"
+    ref = tmp_path / "reference.img"
+    copy = tmp_path / "copy.img"
+    with Journal.open(path, readonly=True) as journal:
+        journal.restore(ref)
+
+        def prepare() -> None:
+            out.unlink(missing_ok=True)
+            copy.unlink(missing_ok=True)
+            os.sync()
+
+        ratio = compare(benchmark, Ratio(f"restore after {records:,} records of 4 KiB", units=device,
+                                         baseline_name="cp --sparse=always of the image + fsync"),
+                        lambda: journal.restore(out, overwrite=True), lambda: _copy_sparse(ref, copy),
+                        rounds=3, prepare=prepare)
+    figure(f"restore after {records:,} records of 4 KiB: median {statistics.median(ratio.subject_s):.3f} s, "
+           f"copy of the image {statistics.median(ratio.baseline_s):.3f} s")
