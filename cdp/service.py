@@ -48,7 +48,9 @@ from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType, RingErr
 from cdp.session import RingSession
 from journal import Journal, Record, RecordType
 from journal.errors import DeviceMismatch, JournalError
-from journal.status import RUNNING, STOPPED, ServiceStatus
+from journal.health import Health, assess
+from journal.output import interrupted_restores
+from journal.status import RUNNING, STOPPED, Service, ServiceStatus
 from journal.units import NS
 
 #: How often the live status record is published.
@@ -137,10 +139,12 @@ class _Appender:
 class _StatusPublisher:
     """The live status record, published at most every :data:`STATUS_INTERVAL` seconds."""
 
-    def __init__(self, journal: Journal, ring: Ring, device_path: str | None) -> None:
+    def __init__(self, journal: Journal, ring: Ring, device_path: str | None,
+                 on_health: Callable[[Health], None] | None = None) -> None:
         self._journal = journal
         self._ring = ring
         self._device_path = device_path
+        self._on_health = on_health
         self._at = 0.0
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
@@ -164,7 +168,7 @@ class _StatusPublisher:
         oldest = ring.oldest_ts()
         wall = time.time_ns()
         flags = ring.flags
-        self._journal.set_status(ServiceStatus(
+        status = ServiceStatus(
             pid=os.getpid(), ring=ring.path, journal=os.fspath(self._journal.path),
             device=self._device_path or "", state=state,
             started_ns=stats.started_ns, updated_ns=wall,
@@ -177,14 +181,21 @@ class _StatusPublisher:
             detached=bool(flags & RING_FLAG_DETACHED),
             corrupt=stats.corrupt, overflows=stats.overflows,
             resync_pending_bytes=resync_pending, last_seq=last_seq, ring_seq=ring_seq,
-        ).as_record())
+        )
+        self._journal.set_status(status.as_record())
+        if self._on_health is not None:
+            # this process holds the writer lock: it is the running service
+            path = self._journal.path
+            self._on_health(assess(self._journal, Service(status, os.getpid()), wall,
+                                   len(interrupted_restores(path))))
 
 
 class _Drainer:
     """One drain run: a journal open for writing and a ring open as its consumer."""
 
     def __init__(self, journal: Journal, ring: Ring, *, device_path: str | None, batch_bytes: int,
-                 batch_records: int, stop: threading.Event, on_progress: Callable[[DrainStats], None] | None) -> None:
+                 batch_records: int, stop: threading.Event, on_progress: Callable[[DrainStats], None] | None,
+                 on_health: Callable[[Health], None] | None = None) -> None:
         self.j = journal
         self.ring = ring
         self.batch_bytes = batch_bytes
@@ -200,7 +211,7 @@ class _Drainer:
         source = device_path or journal.info.source or None
         device = os.fspath(source) if source else None
         self.resync = Resync(device, journal.info.device_bytes, batch_bytes, self._problem)
-        self.status = _StatusPublisher(journal, ring, device)
+        self.status = _StatusPublisher(journal, ring, device, on_health)
         self.appender = _Appender(journal)
 
     def _next_jseq(self) -> int:
@@ -425,7 +436,7 @@ def drain(
     device_path: str | os.PathLike[str] | None = None, until_detached: bool = False,
     stop: threading.Event | None = None, batch_bytes: int = 8 << 20, batch_records: int = 4096,
     poll_interval: float = 0.005, on_progress: Callable[[DrainStats], None] | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = True, on_health: Callable[[Health], None] | None = None,
 ) -> DrainStats:
     """Drain ``ring_path`` into the journal at ``journal_path`` until stopped.
 
@@ -435,6 +446,8 @@ def drain(
     always finished first. Raises :class:`DeviceMismatch` when the ring
     protects another device than the journal, :class:`RingError` or
     :class:`JournalError` (one-line messages) for unusable inputs.
+    ``on_health`` receives the journal's :class:`~journal.health.Health`
+    each time the status is published (`cdp run --metrics`).
     """
     stop = stop if stop is not None else threading.Event()
     old_handlers: dict[int, Any] = {}
@@ -455,7 +468,7 @@ def drain(
                                      f"protects (the ring says {said}, the journal {info.device_id.hex()})")
             drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
                                batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
-                               on_progress=on_progress)
+                               on_progress=on_progress, on_health=on_health)
             return drainer.run(until_detached, poll_interval)
     finally:
         for sig, handler in old_handlers.items():

@@ -176,17 +176,36 @@ def _parse_relative(text: str, now_ns: int | None) -> int:
     match = _REL_RE.fullmatch(text)
     if not match:
         raise TimeError(f"cannot read TIME {text!r}; a relative time looks like -90s, -5m, -2h, -1d or -1h30m")
+    now = time.time_ns() if now_ns is None else now_ns
+    return now - _span_ns(match["body"], text, "TIME")
+
+
+def parse_duration(text: str) -> int:
+    """A DURATION (``5s``, ``1.5s``, ``90m``, ``1h30m``, ``7d``) in nanoseconds.
+
+    The units of relative TIMEs, without the minus sign; a bare number is
+    seconds. Errors are :class:`TimeError` with a one-line message.
+    """
+    body = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", body, re.ASCII):
+        body += "s"
+    if not _REL_RE.fullmatch("-" + body):
+        raise TimeError(f"cannot read DURATION {text!r}; a duration looks like 30s, 5m, 2h, 7d or 1h30m")
+    return _span_ns(body, text, "DURATION")
+
+
+def _span_ns(body: str, text: str, what: str) -> int:
+    """Nanoseconds of ``1h30m``-style text (``body``, already matched; ``text`` for errors)."""
     delta = 0
     seen: set[str] = set()
-    for whole, frac, unit in _REL_PART.findall(match["body"]):
+    for whole, frac, unit in _REL_PART.findall(body):
         if unit in seen:
-            raise TimeError(f"TIME {text!r} names the unit {unit!r} twice")
+            raise TimeError(f"{what} {text!r} names the unit {unit!r} twice")
         seen.add(unit)
         if frac and unit != "s":
-            raise TimeError(f"TIME {text!r}: only seconds may have a fraction (e.g. -1.5s)")
+            raise TimeError(f"{what} {text!r}: only seconds may have a fraction (e.g. 1.5s)")
         delta += int(whole) * _UNIT_NS[unit] + _fraction_ns(frac, text)
-    now = time.time_ns() if now_ns is None else now_ns
-    return now - delta
+    return delta
 
 
 def _parse_iso(text: str, m: re.Match[str]) -> int:

@@ -43,18 +43,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the device the journal was made from)")
     p.add_argument("--until-detached", action="store_true",
                    help="exit 0 once the producer has detached and the ring is drained")
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=None,
+                   help="serve Prometheus metrics (lag, newest point, filesystem fill, drops: "
+                        "what 'cdp status --check' judges) at http://ADDR:PORT/metrics; "
+                        "port 0 picks a free one, shown on stderr")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Drain until stopped; SIGTERM/SIGINT set the stop event, a second one aborts."""
     return run_service(existing_journal_path(args), args.ring, device=args.device,
-                       until_detached=args.until_detached)
+                       until_detached=args.until_detached, metrics=args.metrics)
 
 
-def run_service(path: Path, ring: str, *, device: str | None, until_detached: bool) -> int:
+def run_service(path: Path, ring: str, *, device: str | None, until_detached: bool,
+                metrics: str | None = None) -> int:
     """The drain service in the foreground, reported on stderr when it ends (also `cdp attach --run`)."""
     from cdp import service
     from journal.units import NS, format_bytes, format_duration
+
+    on_health = None
+    if metrics is not None:
+        on_health = _serve_metrics(metrics, path)
 
     stop = threading.Event()
     signals: list[int] = []
@@ -69,7 +78,7 @@ def run_service(path: Path, ring: str, *, device: str | None, until_detached: bo
     started = time.monotonic()
     try:
         result = service.drain(path, ring, device_path=device, until_detached=until_detached, stop=stop,
-                               handle_signals=False)
+                               handle_signals=False, on_health=on_health)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -80,3 +89,23 @@ def run_service(path: Path, ring: str, *, device: str | None, until_detached: bo
           f"({format_bytes(result.bytes)}) in {result.batches} batches, journal at seq "
           f"{result.last_journal_seq}{problems}", file=sys.stderr)
     return 0
+
+
+def _serve_metrics(listen: str, path: Path) -> Any:
+    """Start the Prometheus endpoint; returns what the service feeds each Health to."""
+    from cdp.errors import CdpError, UsageError
+
+    try:
+        from cdp.metrics import parse_listen, serve
+    except ImportError as exc:
+        raise CdpError(f"--metrics needs the prometheus-client package ({exc})") from None
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise UsageError(f"--metrics: {exc}") from None
+    try:
+        collector, url = serve(listen, str(path))
+    except OSError as exc:
+        raise CdpError(str(exc.strerror or exc)) from None
+    print(f"cdp: run: metrics at {url}", file=sys.stderr, flush=True)
+    return collector.update

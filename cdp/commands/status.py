@@ -22,31 +22,109 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "status", cmd_status, help="what the journal holds and how the service is doing",
         description="Show the journal's size and time span, and the drain service's live\n"
                     "figures: whether it runs, how far it lags behind the device (bytes and\n"
-                    "seconds), write rates and how full the ring is.",
+                    "seconds), write rates and how full the ring is.\n\n"
+                    "With --check, judge instead, for a monitoring system: one line and the\n"
+                    "exit status of a Nagios/Icinga plugin: 0 OK, 2 CRITICAL (the service is\n"
+                    "not running or stalled, the lag or the journal's filesystem is over its\n"
+                    "limit, writes are being dropped or still to resync, damaged ring records,\n"
+                    "an unfinished device restore), 3 UNKNOWN (the journal cannot be read).",
         epilog="examples:\n"
                "  cdp status --journal /var/lib/cdp/sdb\n"
-               "  cdp status --json | jq .service.lag_seconds")
+               "  cdp status --json | jq .service.lag_seconds\n"
+               "  cdp status --check --max-lag 5s --max-fill 80%    # in cron or a monitoring agent\n"
+               "  cdp run ... --metrics 127.0.0.1:9477               # the same figures for Prometheus")
     add_json_option(p)
+    p.add_argument("--check", action="store_true",
+                   help="print one line and exit 0 (OK), 2 (CRITICAL) or 3 (UNKNOWN)")
+    p.add_argument("--max-lag", metavar="DURATION", default=None,
+                   help="with --check: the most the journal may lag behind the device "
+                        "(default 30s; e.g. 5s, 2m)")
+    p.add_argument("--max-fill", metavar="PERCENT", default=None,
+                   help="with --check: how full the journal's filesystem may be (default 90%%)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the journal's counters and the service's last published status."""
+    """Print the journal's counters and the service's last published status (or judge them)."""
+    limits = _limits(args)
+    if args.check:
+        return _check(args, limits)
+    from journal.health import assess, problems
+    from journal.output import interrupted_restores
     from journal.status import read_service
 
     path = journal_path(args)
-    with open_journal(args) as journal:
-        info, stats, service = journal.info, journal.stats(), read_service(journal)
-    from journal.output import interrupted_restores
-
     now = time.time_ns()
     interrupted = interrupted_restores(path)
+    with open_journal(args) as journal:
+        info, stats, service = journal.info, journal.stats(), read_service(journal)
+        health = assess(journal, service, now, len(interrupted))
     if args.json:
-        print_json({**_status_doc(path, info, stats, service, now), "interrupted_restores": interrupted})
+        print_json({**_status_doc(path, info, stats, service, now), "interrupted_restores": interrupted,
+                    "health": health.as_record(), "problems": problems(health, **limits)})
     else:
         _print_status(path, info, stats, service, now)
+        _print_health(health)
         for line in interrupted:
             print(f"warning   {line}")
     return 0
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """--max-lag and --max-fill as :func:`journal.health.problems` takes them."""
+    from cdp.errors import UsageError
+    from journal.timespec import parse_duration
+
+    limits: dict[str, Any] = {}
+    if args.max_lag is not None:
+        try:
+            limits["max_lag_ns"] = parse_duration(args.max_lag)
+        except ValueError as exc:
+            raise UsageError(f"--max-lag: {exc}") from None
+    if args.max_fill is not None:
+        text = args.max_fill.strip().removesuffix("%")
+        try:
+            percent = float(text)
+        except ValueError:
+            percent = -1.0
+        if not 0 <= percent <= 100:
+            raise UsageError(f"--max-fill: cannot read {args.max_fill!r}; give a percentage from 0 to 100, "
+                             "e.g. 90%")
+        limits["max_fill"] = percent / 100
+    return limits
+
+
+def _check(args: argparse.Namespace, limits: dict[str, Any]) -> int:
+    """The monitoring check: one line, exit 0 OK, 2 CRITICAL, 3 UNKNOWN (Nagios plugin statuses)."""
+    from journal.health import assess, problems, summary
+    from journal.output import interrupted_restores
+    from journal.status import read_service
+    from cdp.errors import CdpError
+    from journal.errors import JournalError
+
+    try:
+        path = journal_path(args)
+        now = time.time_ns()
+        with open_journal(args) as journal:
+            health = assess(journal, read_service(journal), now, len(interrupted_restores(path)))
+    except (CdpError, JournalError, OSError) as exc:
+        print(f"CDP UNKNOWN: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return 3
+    found = problems(health, **limits)
+    if args.json:
+        print_json({"status": "CRITICAL" if found else "OK", "problems": found, "health": health.as_record()})
+    elif found:
+        print(f"CDP CRITICAL: {'; '.join(found)}")
+    else:
+        print(f"CDP OK: {summary(health)}")
+    return 2 if found else 0
+
+
+def _print_health(health: Any) -> None:
+    """The room left, for people (the span line already says which points a restore reaches)."""
+    from journal.units import format_bytes
+
+    print(f"space     journal {format_bytes(health.disk_bytes)}; its filesystem {health.fs_fill * 100:.0f}% full, "
+          f"{format_bytes(health.fs_free_bytes)} free (no retention: the journal only grows)")
 
 
 def _status_doc(path: Path, info: JournalInfo, stats: JournalStats, service: Service, now: int) -> dict[str, Any]:
@@ -85,7 +163,8 @@ def _print_status(path: Path, info: JournalInfo, stats: JournalStats, service: S
           f"{info.block_size}-byte blocks")
     print(f"records   {stats.records} (last seq {stats.last_seq}), {format_bytes(stats.data_bytes)} of data, "
           f"{format_bytes(stats.disk_bytes)} on disk in {stats.segments} segment(s)")
-    print(f"span      {format_ts(stats.first_ts_ns)} .. {format_ts(stats.last_ts_ns)}")
+    print(f"span      {format_ts(stats.first_ts_ns)} .. {format_ts(stats.last_ts_ns)} "
+          f"(newest {format_duration(max(0, now - stats.last_ts_ns))} ago)")
     status = service.status
     if service.is_running():
         state = f"running (pid {service.writer_pid})"
