@@ -319,6 +319,23 @@ class Index:
     def db(self, name: str) -> Any:
         return self.dbs[name]
 
+    def check_tree(self, *, full: bool = False) -> None:
+        """Check the LMDB tree itself before a walk (see :mod:`journal.lmdbcheck`).
+
+        Inside a read transaction, so the writer reuses no page of the
+        snapshot while it is checked.
+        """
+        from journal import lmdbcheck
+
+        for _attempt in range(5):
+            with self.read() as txn:
+                try:
+                    lmdbcheck.check_tree(Path(self.env.path()), txn.id(), full=full)
+                    return
+                except lmdbcheck.StaleSnapshot:
+                    continue
+        raise CorruptJournal(f"the index's meta pages name no transaction this reader can see; {REINDEX_HINT}")
+
     def prefetch(self) -> None:
         """Read the data file once, front to back, before a walk over most of it.
 

@@ -135,6 +135,7 @@ class PointView:
         self._index = journal.index
         self._lock = threading.Lock()
         self._segments = _Segments(journal.path / "segments")
+        self._index.check_tree()  # LMDB would abort on a damaged page, not report it
         with self._lock, self._index.read() as txn:
             last = self._index.get_meta(txn, "last_seq", 0)
             if not 0 <= seq <= last:

@@ -68,6 +68,8 @@ def restore_to(
     stops the walk at its next chunk and removes a file this call created.
     """
     index = journal.index
+    index.prefetch()
+    index.check_tree()  # LMDB would abort on a damaged page, or miss what it holds, not report it
     with index.read() as txn:
         seq, ts = journal.target(txn, seq, at_ns)
         zext = journal.zero_extents(txn, seq)
@@ -80,7 +82,6 @@ def restore_to(
         journal.check_whole(seq, ts)
     device = journal.info.device_bytes
     nblocks = (device + BLOCK - 1) // BLOCK
-    index.prefetch()
     target_ = RestoreTarget(Path(target), device, overwrite, journal.path)
     try:
         writer = ImageWriter(target_, journal.path / "segments")

@@ -53,6 +53,7 @@ class VerifyReport:
 def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyReport:
     """Check every segment record's CRCs, and the index against the segments."""
     index = journal.index
+    index.check_tree(full=True)  # LMDB would abort on a damaged page, not report it
     with index.read() as txn:
         seg_id = index.require_meta(txn, "seg_id")
         seg_end = index.require_meta(txn, "seg_end")

@@ -59,6 +59,7 @@ def cmd_points(args: argparse.Namespace) -> int:
         if not kinds:
             raise UsageError("--marks and --kind select nothing together")
     with open_journal(args) as journal:
+        journal.index.check_tree()  # a damaged page is one line here, not an LMDB assertion
         now = time.time_ns()
         since = parse_time_arg(args.since, journal, option="--since", now_ns=now) if args.since else None
         until = parse_time_arg(args.until, journal, option="--until", now_ns=now) if args.until else None

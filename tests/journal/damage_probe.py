@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
 
     def points() -> list:
         with Journal.open(path, readonly=True) as j:
+            j.index.check_tree()  # as `cdp points` does
             return [[p.seq, p.ts_ns, p.kind, p.name, p.whole] for p in j.points()]
 
     def verify() -> bool:
