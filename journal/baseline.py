@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from journal.batch import AppendState, Batch
 from journal.blockmap import is_zero
 from journal.errors import DeviceMismatch
 from journal.format import BLOCK, SEGMENT_TARGET
 from journal.index import Index
+from journal.reader import Progress
 from journal.segments import SegmentWriter
 
-Progress = Callable[[int, int], None]
 _CHUNK = 1 << 20
 _BATCH_BYTES = 64 << 20
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,39 +111,58 @@ class Journal(JournalReader):
             size = source_size(source)
             if size != device_bytes:
                 raise DeviceMismatch(f"{source} holds {size} bytes, not {device_bytes}")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        existed = path.exists()
+        if existed and (not path.is_dir() or any(path.iterdir())):
             raise JournalError(f"{path} already exists and is not an empty directory")
+        index = writer = journal = None
+        lock_fd = -1
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for sub in (path, path / "segments", path / "index"):
-                sub.mkdir(exist_ok=True, mode=0o700)
-                os.chmod(sub, 0o700)  # whatever the umask: payloads and marks are the owner's alone
-        except OSError as exc:
-            raise JournalError(f"cannot create {path}: {exc.strerror}") from None
-        created = time.time_ns()
-        index = Index(path / "index", create=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for sub in (path, path / "segments", path / "index"):
+                    sub.mkdir(exist_ok=True, mode=0o700)
+                    os.chmod(sub, 0o700)  # whatever the umask: payloads and marks are the owner's alone
+            except OSError as exc:
+                raise JournalError(f"cannot create {path}: {exc.strerror}") from None
+            created = time.time_ns()
+            index = Index(path / "index", create=True)
 
-        def init(txn: lmdb.Transaction) -> None:
-            for key, value in (("schema", SCHEMA), ("device_bytes", device_bytes),
-                               ("block_size", block_size), ("device_id", bytes(device_id)),
-                               ("created_ns", created), ("source", os.fspath(source or "")),
-                               ("last_seq", 0), ("last_ts", created), ("seg_id", 1),
-                               ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
-                               ("entries", 0), ("base_entries", 0), ("overflows", 0)):
-                index.put_meta(txn, key, value)
-            key = U64.pack(0)
-            txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, created, ""])), db=index.db("points"))
+            def init(txn: lmdb.Transaction) -> None:
+                for key, value in (("schema", SCHEMA), ("device_bytes", device_bytes),
+                                   ("block_size", block_size), ("device_id", bytes(device_id)),
+                                   ("created_ns", created), ("source", os.fspath(source or "")),
+                                   ("last_seq", 0), ("last_ts", created), ("seg_id", 1),
+                                   ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
+                                   ("entries", 0), ("base_entries", 0), ("overflows", 0)):
+                    index.put_meta(txn, key, value)
+                key = U64.pack(0)
+                txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, created, ""])),
+                        db=index.db("points"))
 
-        index.write(init)
-        lock_fd = lock_writer(path)
-        writer = SegmentWriter(path / "segments", bytes(device_id), 1, SEG_HDR.size)
-        journal = cls(path, index, writer, lock_fd)
-        if source is not None:
-            copy_baseline(index, writer, journal._state, device_bytes, created, source, progress)
-        write_marker(path, Facts(device_bytes, block_size, bytes(device_id).hex(), created,
-                                 os.fspath(source or "")))
-        fsync_dir(path)
-        return journal
+            index.write(init)
+            lock_fd = lock_writer(path)
+            writer = SegmentWriter(path / "segments", bytes(device_id), 1, SEG_HDR.size)
+            journal = cls(path, index, writer, lock_fd)
+            if source is not None:
+                copy_baseline(index, writer, journal._state, device_bytes, created, source, progress)
+            write_marker(path, Facts(device_bytes, block_size, bytes(device_id).hex(), created,
+                                     os.fspath(source or "")))
+            fsync_dir(path)
+            return journal
+        except BaseException:
+            # a journal without its marker file is no journal: undo all of it (the path was
+            # absent or empty, so everything in it is this call's), then report the failure
+            if journal is not None:
+                journal.close()
+            else:
+                if writer is not None:
+                    writer.close()
+                if index is not None:
+                    index.close()
+                if lock_fd >= 0:
+                    os.close(lock_fd)
+            _remove_unfinished(path, keep_dir=existed)
+            raise
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, marks: bool = False) -> Journal:
@@ -281,3 +301,24 @@ class Journal(JournalReader):
 
 
 __all__ = ["Journal", "device_size"]
+
+
+def _remove_unfinished(path: Path, *, keep_dir: bool) -> None:
+    """Remove what an interrupted or failed :meth:`Journal.create` made under ``path``."""
+    try:
+        children = list(path.iterdir())
+    except OSError:
+        return
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            try:
+                child.unlink()
+            except OSError:
+                pass
+    if not keep_dir:
+        try:
+            path.rmdir()
+        except OSError:
+            pass

@@ -130,13 +130,28 @@ def _inspect(target: Path) -> os.stat_result | None:
     except OSError as exc:
         raise JournalError(f"cannot use {target}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        try:
-            st = os.stat(target)
-        except OSError:
-            st = None
-        if st is None or not stat.S_ISBLK(st.st_mode):
+        if link_to_other_than_device(target):
             raise JournalError(f"{target} is a symbolic link; give the real path of the file to write")
+        st = os.stat(target)
     return st
+
+
+def link_to_other_than_device(target: Path) -> bool:
+    """Whether ``target`` is a symbolic link that does not lead to a block device (dangling included).
+
+    The one rule for links (the CLI's and the TUI's target checks use it too):
+    a file is written aside and renamed, never through a link, while
+    ``/dev/disk/by-id/...`` links to devices are what admins type.
+    """
+    try:
+        if not stat.S_ISLNK(os.lstat(target).st_mode):
+            return False
+    except OSError:
+        return False  # nothing there, or nothing this process may look at: not a link
+    try:
+        return not stat.S_ISBLK(os.stat(target).st_mode)
+    except OSError:
+        return True  # a dangling link
 
 
 def _describe(record: Path) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,10 @@ from journal.format import (
     segment_name,
 )
 from journal.index import Index, check, check_data_file, seal
+from journal.reader import Progress
 from journal.records import PointKind, Record, RecordType
 from journal.segments import SegmentViews, parse_header
 
-Progress = Callable[[int, int], None]
 #: Records per index transaction while rebuilding.
 _CHUNK = 65536
 

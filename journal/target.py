@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from journal.mounts import mount_table, unescape
+from journal.output import link_to_other_than_device
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ def inspect_target(path: str | os.PathLike[str], journal_dir: str | os.PathLike[
     if journal_dir is not None and _inside(target, Path(journal_dir)):
         return TargetInfo(target, target.exists(), False, False,
                              problem=f"{target} is inside the journal {journal_dir}; restoring there would destroy it")
-    if _link_to_other_than_device(target):
+    if link_to_other_than_device(target):
         # journal.output writes a file aside and renames it: it never follows a link to a file
         return TargetInfo(target, target.exists(), False, False,
                           problem=f"{target} is a symbolic link; give the real path of the file to write")
@@ -79,19 +80,6 @@ def inspect_target(path: str | os.PathLike[str], journal_dir: str | os.PathLike[
         return TargetInfo(target, True, False, writable,
                              problem=f"{target} is neither a regular file nor a block device")
     return TargetInfo(target, True, False, writable)
-
-
-def _link_to_other_than_device(target: Path) -> bool:
-    """Whether ``target`` is a symbolic link that does not lead to a block device (dangling included)."""
-    try:
-        if not stat.S_ISLNK(os.lstat(target).st_mode):
-            return False
-    except OSError:
-        return False  # nothing there, or nothing this process may look at: not a link
-    try:
-        return not stat.S_ISBLK(os.stat(target).st_mode)
-    except OSError:
-        return True  # a dangling link
 
 
 def _inside(target: Path, directory: Path) -> bool:

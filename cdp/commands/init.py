@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import stat
 import time
 from pathlib import Path
@@ -53,22 +52,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     if size == 0 or size % SECTOR:
         raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of {SECTOR} bytes")
     block_size = args.block_size or logical_block_size(device)
-    existed = path.exists()
-    if existed and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         what = "a journal already" if (path / MARKER).exists() else "not an empty directory"
         raise CdpError(f"{path} exists and is {what}; give a new path")
     from journal.identity import device_id
 
     started = time.monotonic()
-    try:
-        with progress_bar(f"baseline of {device}") as progress:
-            journal = Journal.create(path, device_bytes=size, block_size=block_size,
-                                     device_id=device_id(device), source=device, progress=progress)
-    except BaseException:
-        # Only what this run made is removed: the path was absent or empty before.
-        if path.is_dir() and not (path / MARKER).exists():
-            _remove_partial(path, keep_dir=existed)
-        raise
+    # a failed or interrupted copy leaves nothing behind: Journal.create undoes itself
+    with progress_bar(f"baseline of {device}") as progress:
+        journal = Journal.create(path, device_bytes=size, block_size=block_size,
+                                 device_id=device_id(device), source=device, progress=progress)
     with journal:
         stats = journal.stats()
         info = journal.info
@@ -83,14 +76,3 @@ def cmd_init(args: argparse.Namespace) -> int:
               f"baseline copied in {format_duration(int(elapsed * NS))}, {format_bytes(stats.disk_bytes)} on disk")
         print(f"next: cdp run --journal {path} --ring RING")
     return 0
-
-
-def _remove_partial(path: Path, *, keep_dir: bool) -> None:
-    """Undo a journal that never got its marker file (the copy failed or was interrupted)."""
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-    if not keep_dir:
-        path.rmdir()
