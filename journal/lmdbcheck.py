@@ -18,7 +18,13 @@ Written here rather than taken from a library: no maintained Python
 package reads LMDB's page format, and LMDB's own ``mdb_stat``/``mdb_dump``
 walk the tree with the same assertions. The check reads page headers and
 branch nodes only (a few microseconds a page: tens of milliseconds for a
-50 MB index); ``full=True`` (verify) also bounds every leaf node.
+50 MB index); ``full=True`` (verify, export) also bounds every leaf node
+and holds each leaf's nodes to the bytes they fill. LMDB keeps a page's
+nodes packed from its ``upper`` bound to its end, so a node whose pointer
+was lost (a flipped bit of ``lower`` drops the last one) shows as bytes
+no pointer reaches: the one damage that would hide an entry without any
+seal failing. A restore catches that by its counts; a ranged read (an
+export) cannot, so it checks in full before it serves.
 
 The caller holds a read transaction for the whole check, so the writer
 cannot reuse a page of the snapshot being checked while it is read.
@@ -139,12 +145,17 @@ def _walk(m: mmap.mmap, meta: _Meta, name: str, db: tuple, seen: set[int], full:
         if min(ptrs) < upper or max(ptrs) > psize - NODE_HDR:
             raise _damage(f"page {pgno} has a node outside it")
         if kind == P_BRANCH:
+            used = 0
             for ptr in ptrs:
                 lo, hi, nflags, ksize = _NODE.unpack_from(m, base + ptr)
                 if ptr + NODE_HDR + ksize > psize:
                     raise _damage(f"page {pgno} has a key past its end")
+                used += (NODE_HDR + ksize + 1) & ~1
                 stack.append((lo | hi << 16 | nflags << 32, level + 1))
+            if used != psize - upper:
+                raise _damage(f"page {pgno} holds {psize - upper} bytes of nodes but its pointers reach {used}")
         elif named or full:
+            used = 0  # bytes of the nodes: LMDB keeps them packed from ``upper`` to the page's end
             for ptr in ptrs:
                 lo, hi, nflags, ksize = _NODE.unpack_from(m, base + ptr)
                 dsize = lo | hi << 16
@@ -153,8 +164,10 @@ def _walk(m: mmap.mmap, meta: _Meta, name: str, db: tuple, seen: set[int], full:
                     if start + 8 > psize:
                         raise _damage(f"page {pgno} has a value past its end")
                     _overflow_pages(m, meta, struct.unpack_from("<Q", m, base + start)[0], dsize, seen)
+                    dsize = 8
                 elif start + dsize > psize:
                     raise _damage(f"page {pgno} has a value past its end")
+                used += (NODE_HDR + ksize + dsize + 1) & ~1
                 if nflags & F_DUPDATA:
                     raise _damage(f"page {pgno} holds duplicate-sorted data, which the journal never writes")
                 if named and nflags & F_SUBDATA:
@@ -162,6 +175,10 @@ def _walk(m: mmap.mmap, meta: _Meta, name: str, db: tuple, seen: set[int], full:
                         raise _damage(f"page {pgno} has a database record of {dsize} bytes")
                     sub = bytes(m[base + ptr + NODE_HDR:base + ptr + NODE_HDR + ksize]).decode("utf-8", "replace")
                     _walk(m, meta, sub, _DB.unpack_from(m, base + start), seen, full, named=False)
+            if used != psize - upper:
+                # a node lost from the pointer array (a flipped ``lower``) or a moved ``upper``:
+                # an entry LMDB would silently not see
+                raise _damage(f"page {pgno} holds {psize - upper} bytes of nodes but its pointers reach {used}")
 
 
 def _overflow_pages(m: mmap.mmap, meta: _Meta, pgno: int, dsize: int, seen: set[int]) -> None:

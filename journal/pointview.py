@@ -135,7 +135,8 @@ class PointView:
         self._index = journal.index
         self._lock = threading.Lock()
         self._segments = _Segments(journal.path / "segments")
-        self._index.check_tree()  # LMDB would abort on a damaged page, not report it
+        # in full: a ranged read has no count to catch an entry lost from a page (journal.lmdbcheck)
+        self._index.check_tree(full=True)
         with self._lock, self._index.read() as txn:
             last = self._index.get_meta(txn, "last_seq", 0)
             if not 0 <= seq <= last:

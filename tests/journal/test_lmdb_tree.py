@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
+from journal.errors import CorruptJournal
 from journal.lmdbcheck import P_BRANCH, P_LEAF
 from tests.support.cli import cdp
 
@@ -87,3 +88,48 @@ def test_damaged_pages_are_one_line(journal: tuple[Path, bytes], tmp_path: Path,
             elif args[0] == "restore":
                 assert out.read_bytes() == image, f"{how} page {pgno}: restore exit 0 with a wrong image"
     assert failed, "no damage was noticed at all: the pages picked are not in the tree?"
+
+
+def test_an_entry_dropped_from_a_leaf_is_caught_by_every_reader(journal: tuple[Path, bytes], tmp_path: Path) -> None:
+    """``lower`` less 2: the leaf's last node loses its pointer and LMDB no longer sees the entry.
+
+    No seal fails (the entry is simply gone). A restore counts its entries; a
+    verify and an export check that each page's nodes fill it exactly. Some
+    pages picked are free (a leaf an earlier transaction left behind):
+    damage there changes no answer.
+    """
+    from journal.pointview import PointView
+
+    path, image = journal
+    data = (path / "index" / "data.mdb").read_bytes()
+    leaves = [p for p, f in _tree_pages(data) if f & P_LEAF]
+    caught = 0
+    for pgno in leaves[::max(1, len(leaves) // 8)][:8]:
+        copy = tmp_path / f"j{pgno}"
+        shutil.copytree(path, copy)
+        raw = bytearray(data)
+        lower = struct.unpack_from("<H", raw, pgno * PSIZE + 12)[0]
+        struct.pack_into("<H", raw, pgno * PSIZE + 12, lower - 2)
+        (copy / "index" / "data.mdb").write_bytes(bytes(raw))
+        out = tmp_path / f"out{pgno}.img"
+        restore = cdp("restore", "--journal", copy, "--seq", "3000", "--to", out)
+        with Journal.open(copy, readonly=True) as j:
+            j.index.check_tree()  # the quick check reads headers only: this damage passes it
+            try:
+                j.index.check_tree(full=True)
+            except CorruptJournal as exc:
+                assert "pointers reach" in str(exc)
+            else:
+                # a free page: nothing reads it
+                assert restore.code == 0 and out.read_bytes() == image
+                continue
+            with pytest.raises(CorruptJournal, match="pointers reach"):
+                PointView(j, 3000)
+        caught += 1
+        cdp("verify", "--journal", copy).one_line_error(1, "pointers reach")
+        if restore.code == 0:
+            # the lost entry was not in the answer at seq 3000 (not the newest of its block)
+            assert out.read_bytes() == image
+        else:
+            restore.one_line_error(1, "the index")
+    assert caught >= 2, f"only {caught} of the pages picked were in the tree"
