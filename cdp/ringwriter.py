@@ -1,7 +1,7 @@
 """The producer end of a ring file: :class:`RingWriter`, which behaves as the kernel filter does.
 
 The simulator (:mod:`cdp.sim`), the demo, the tests and the benchmarks
-produce into ring files with it; the kernel filter (``kernel/dm-cdp.c``)
+produce into ring files with it; the kernel module (``kernel/cdp-core.c``)
 is the producer of a real device's ring. The drain service only ever reads
 (:mod:`cdp.ring`).
 

@@ -67,13 +67,15 @@ if [ ! -e "$out/.unpacked" ]; then
     # trixie's packages put the modules under /usr/lib only (merged /usr);
     # bookworm's depmod and the initramfs read lib/modules.
     [ -e "$root/lib" ] || [ ! -d "$root/usr/lib/modules" ] || ln -s usr/lib "$root/lib"
-    # The headers Makefile names the common tree (and on 7.x its own
-    # directory) by absolute path.
-    sed -i -e "s#^include /usr/src/#include $root/usr/src/#" \
-           -e "s#^KBUILD_OUTPUT=/usr/src/#KBUILD_OUTPUT=$root/usr/src/#" "$root/usr/src/linux-headers-$rel/Makefile"
     depmod -b "$root" "$rel"
     touch "$out/.unpacked"
 fi
+# The headers Makefile names the common tree (and on 7.x its own directory)
+# by absolute path: /usr/src in the package, this tree's path once unpacked.
+# Pointed here on every run, so a kernel/.build copied from another checkout
+# (or reached through a symbolic link) builds against itself.
+sed -i -E -e "s#^include .*/usr/src/#include $root/usr/src/#" \
+          -e "s#^KBUILD_OUTPUT=.*/usr/src/#KBUILD_OUTPUT=$root/usr/src/#" "$root/usr/src/linux-headers-$rel/Makefile"
 # What qemu boots: bookworm's packages put it in /boot, trixie's next to the modules.
 for v in "$root/boot/vmlinuz-$rel" "$root/lib/modules/$rel/vmlinuz"; do
     [ -e "$out/vmlinuz" ] || { [ -e "$v" ] && ln -sfn "${v#"$out/"}" "$out/vmlinuz"; } || true
@@ -83,7 +85,8 @@ done
 # Build the module out of tree, in a copy, so two kernels never share objects.
 src="$out/mod"
 mkdir -p "$src"
-cp -u "$kdir/dm-cdp.c" "$kdir/cdp_ring_abi.h" "$here/probe/cdp_atomic_probe.c" "$src/"
+rm -f "$src/dm-cdp.c"     # the single-file module before the core/entries split
+cp -u "$kdir"/*.c "$kdir"/*.h "$here/probe/cdp_atomic_probe.c" "$src/"
 # The project's Kbuild, plus the guest's test-only probe (probe/: the dmesg
 # scan's positive control), in the same build and under the same no-warning rule.
 { cat "$kdir/Kbuild"; echo 'obj-m += cdp_atomic_probe.o'; } > "$src/Kbuild.new"

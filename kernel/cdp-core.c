@@ -1,22 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * dm-cdp: continuous data protection.  A pass-through target that copies
- * every write into a ring buffer shared with a userspace drain service.
+ * cdp's capture core: every write an entry hands it is copied into a ring
+ * buffer shared with a userspace drain service.  The entries are the "cdp"
+ * device-mapper target (cdp-dm.c) and the in-place filter (cdp-filter.c);
+ * cdp-core.h says what each side does and why it is one module.
  *
- * Table:  0 <sectors> cdp <device> <name> [ring_mb=N] [ring_kb=N]
- *                     [policy=block|overflow] [wait_ms=N]
- *                     [device_id=<32 hex digits>]
+ * Options (a dm table's words, or the filter's attach string):
+ *   [ring_mb=N] [ring_kb=N] [policy=block|overflow] [wait_ms=N]
+ *   [device_id=<32 hex digits>]
  *
  * Protocol (the ABI is cdp_ring_abi.h; docs/ring-abi.md is its prose):
  *
- *  - map: a WRITE, DISCARD, WRITE_ZEROES or empty FLUSH bio reserves one
- *    record at head under c->lock: the header is written with state BUSY,
+ *  - submit (cdp_io_submit): a WRITE, DISCARD, WRITE_ZEROES or empty
+ *    FLUSH bio reserves one record at head under c->lock: the header is written with state BUSY,
  *    seq = ++last_seq, ts_ns = CLOCK_REALTIME clamped so it never goes
  *    backwards, and head is published with a release store.  A WRITE's
- *    payload is then copied out of the bio, outside the lock.  dm core
- *    splits bios larger than a quarter of the ring (max_io_len), so one bio
- *    is always one record.
- *  - end_io: a failed bio's record becomes DISCARDED.  A completed WRITE's
+ *    payload is then copied out of the bio, outside the lock.  The entries
+ *    split bios larger than a quarter of the ring (cdp_max_io_bytes), so
+ *    one bio is always one record.
+ *  - completion (cdp_io_done): a failed bio's record becomes DISCARDED.  A completed WRITE's
  *    record is sealed: the payload's CRC-32C is computed from the ring
  *    copy, data_crc and hdr_crc are rewritten, and only then COMMITTED is
  *    stored (release).  A WRITE of 32 KiB or more is queued for the sealer,
@@ -51,17 +53,17 @@
  *    device as soon as it reads the record: a step's records stay BUSY
  *    until every write dropped before the step has completed (drop epochs,
  *    see cdp_drop_done), so the copy always holds the dropped data.
- *  - dtr (the device is suspended: every bio has completed) waits for the
- *    sealer, emits what it can of a pending overflow and sets DETACHED.
- *    The context is reference counted: an open or mapped /dev/cdp/<name>
- *    keeps the ring alive after the target is gone.
+ *  - cdp_detach (the entry saw every bio complete: dm suspended the
+ *    device, the filter drained its own) waits for the sealer, emits what
+ *    it can of a pending overflow and sets DETACHED.  The context is
+ *    reference counted: an open or mapped /dev/cdp/<name> keeps the ring
+ *    alive after the target or filter is gone.
  *
  * The I/O path allocates nothing (the ring, the bitmap and the sealer's
  * queue are allocated by the constructor) and never sleeps under the
  * spinlock.
  */
 
-#include <linux/device-mapper.h>
 #include <linux/module.h>
 #include <linux/init.h>
 #include <linux/bio.h>
@@ -90,11 +92,8 @@
 #include <linux/hex.h>		/* hex2bin: 7.x kernel.h no longer includes it */
 #endif
 
-#include "cdp_ring_abi.h"
+#include "cdp-core.h"
 
-#define DM_MSG_PREFIX "cdp"
-
-#define CDP_NAME_MAX		31
 #define CDP_DEFAULT_RING_MB	16
 #define CDP_MAX_RING_MB		1024
 #define CDP_DEFAULT_WAIT_MS	1000
@@ -110,28 +109,13 @@ static_assert(offsetof(struct cdp_ring_ctl, head) == 64);
 static_assert(offsetof(struct cdp_ring_ctl, tail) == 128);
 static_assert(offsetof(struct cdp_rec_hdr, hdr_crc) == CDP_HDR_CRC_SPAN);
 
-/*
- * Where a bio's record lives (or -1) and its payload length: the per-bio
- * data, and, once a WRITE completed, the sealer's queue item.  The length
- * is kept here, not read back from the ring: the ring is shared memory, and
- * a consumer that released a BUSY record too early could have let its space
- * be reused.  Nothing the kernel writes or reads through a length or
- * position then depends on the ring's contents.
- */
-struct cdp_per_bio {
-	s64 pos;			/* ring position of the record */
-	u32 len;			/* WRITE payload bytes; 0 otherwise */
-	u32 drop;			/* dropped: 1 + its drop epoch */
-};
-
-/* Every live target, to refuse a second one with the same name. */
+/* Every live ring, dm target or filter: one namespace for /dev/cdp/<name>. */
 static LIST_HEAD(cdp_targets);
 static DEFINE_MUTEX(cdp_targets_lock);
 
 struct cdp_c {
 	struct kref kref;		/* target + open files */
-	struct list_head list;		/* on cdp_targets while the target lives */
-	struct dm_dev *dev;		/* the protected device */
+	struct list_head list;		/* on cdp_targets while registered */
 	char name[CDP_NAME_MAX + 1];	/* /dev/cdp/<name> */
 	char nodename[CDP_NAME_MAX + 8];/* "cdp/<name>" for devtmpfs */
 	char miscname[CDP_NAME_MAX + 8];/* "cdp-<name>" for sysfs */
@@ -142,7 +126,7 @@ struct cdp_c {
 	struct cdp_ring_ctl *ctl;	/* == ring */
 	u8 *data;			/* == ring + CDP_CONTROL_SIZE */
 	u64 data_size;			/* power of two */
-	u64 device_bytes;		/* ti->len in bytes */
+	u64 device_bytes;		/* size of the protected range */
 	u32 block_size;			/* logical block size of dev */
 	unsigned int ring_kb;		/* as given in the table, for status */
 	int policy;			/* CDP_POLICY_* */
@@ -199,7 +183,7 @@ static void cdp_free(struct kref *kref)
 	kfree(c);
 }
 
-static void cdp_put(struct cdp_c *c)
+void cdp_put(struct cdp_c *c)
 {
 	kref_put(&c->kref, cdp_free);
 }
@@ -613,11 +597,12 @@ static void cdp_sealer(struct work_struct *work)
  * when there was no room (a lost point, never lost data).  data_crc is 0
  * until a WRITE is sealed.
  */
-static s64 cdp_reserve_io(struct cdp_c *c, struct bio *bio, u16 type, u16 flags,
-			  u32 data_len, u64 offset, u64 length)
+static s64 cdp_reserve_io(struct cdp_c *c, struct cdp_per_bio *pb, struct bio *bio,
+			  bool can_wait, u16 type, u16 flags, u32 data_len, u64 offset,
+			  u64 length)
 {
-	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
-	bool may_wait = c->policy == CDP_POLICY_BLOCK && !(bio->bi_opf & REQ_NOWAIT);
+	bool may_wait = c->policy == CDP_POLICY_BLOCK && can_wait &&
+			!(bio->bi_opf & REQ_NOWAIT);
 	unsigned long deadline = jiffies + msecs_to_jiffies(c->wait_ms);
 	unsigned long irqflags;
 	bool resolved;
@@ -743,7 +728,7 @@ static bool cdp_printable_utf8(const u8 *s, u32 len)
  * returns 0, or -EINVAL (not 1..255 bytes of printable UTF-8), -ENOSPC or
  * -ENODEV.
  */
-static int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
+int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts)
 {
 	u64 now = ktime_get_real_ns();
 	unsigned long irqflags;
@@ -941,9 +926,9 @@ static const struct file_operations cdp_fops = {
 	.llseek		= noop_llseek,
 };
 
-/* ---------------------------------------------------------------- the target */
+/* ---------------------------------------------------------- building a context */
 
-static bool cdp_valid_name(const char *s)
+bool cdp_valid_name(const char *s)
 {
 	size_t n = strlen(s);
 
@@ -965,20 +950,30 @@ static bool cdp_name_taken(const char *name)
 	return false;
 }
 
-static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
+int cdp_set_name(struct cdp_c *c, const char *name, const char **err)
+{
+	if (!cdp_valid_name(name)) {
+		*err = "Name must be 1-31 of [A-Za-z0-9_.-], not starting with '.'";
+		return -EINVAL;
+	}
+	strscpy(c->name, name, sizeof(c->name));
+	return 0;
+}
+
+int cdp_parse_opt(struct cdp_c *c, const char *opt, const char **err)
 {
 	unsigned int v;
 	char dummy;
 
 	if (sscanf(opt, "ring_mb=%u%c", &v, &dummy) == 1) {
 		if (!v || v > CDP_MAX_RING_MB || !is_power_of_2(v)) {
-			ti->error = "ring_mb must be a power of two from 1 to 1024";
+			*err = "ring_mb must be a power of two from 1 to 1024";
 			return -EINVAL;
 		}
 		c->ring_kb = v * 1024;
 	} else if (sscanf(opt, "ring_kb=%u%c", &v, &dummy) == 1) {
 		if (v < CDP_MIN_DATA_SIZE / 1024 || v > CDP_MAX_RING_MB * 1024 || !is_power_of_2(v)) {
-			ti->error = "ring_kb must be a power of two from 64 to 1048576";
+			*err = "ring_kb must be a power of two from 64 to 1048576";
 			return -EINVAL;
 		}
 		c->ring_kb = v;
@@ -988,7 +983,7 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 		c->policy = CDP_POLICY_OVERFLOW;
 	} else if (sscanf(opt, "wait_ms=%u%c", &v, &dummy) == 1) {
 		if (v > CDP_MAX_WAIT_MS) {
-			ti->error = "wait_ms must be at most 60000";
+			*err = "wait_ms must be at most 60000";
 			return -EINVAL;
 		}
 		c->wait_ms = v;
@@ -996,11 +991,11 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 		/* the identity userspace gives the device, for the consumer */
 		if (strlen(opt + 10) != 2 * sizeof(c->device_id) ||
 		    hex2bin(c->device_id, opt + 10, sizeof(c->device_id))) {
-			ti->error = "device_id must be 32 hex digits";
+			*err = "device_id must be 32 hex digits";
 			return -EINVAL;
 		}
 	} else {
-		ti->error = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N device_id=HEX32)";
+		*err = "Unknown option (ring_mb=N ring_kb=N policy=block|overflow wait_ms=N device_id=HEX32)";
 		return -EINVAL;
 	}
 	return 0;
@@ -1008,10 +1003,10 @@ static int cdp_parse_opt(struct dm_target *ti, struct cdp_c *c, const char *opt)
 
 /*
  * A context holding only its defaults: every resource pointer is NULL and
- * misc_registered false, which is what lets cdp_dtr() take down a context
- * from any stage of construction.
+ * misc_registered false, which is what lets cdp_detach() and cdp_put()
+ * take down a context from any stage of construction.
  */
-static struct cdp_c *cdp_alloc_context(void)
+struct cdp_c *cdp_alloc_context(void)
 {
 	struct cdp_c *c = kzalloc(sizeof(*c), GFP_KERNEL);
 
@@ -1036,53 +1031,18 @@ static struct cdp_c *cdp_alloc_context(void)
 }
 
 /*
- * The table line: <device> <name> [ring_mb=N] [ring_kb=N]
- * [policy=block|overflow] [wait_ms=N] [device_id=<32 hex digits>].
- * Fills in c and takes the device (cdp_dtr() puts it back).
+ * What the I/O path needs, sized from the options and the device: the
+ * overflow bitmap, the sealer's queue, and the ring with its control page
+ * filled in.
  */
-static int cdp_parse_args(struct dm_target *ti, struct cdp_c *c,
-			  unsigned int argc, char **argv)
-{
-	unsigned int i;
-	int r;
-
-	if (argc < 2) {
-		ti->error = "Usage: <device> <name> [ring_mb=N] [policy=block|overflow] [wait_ms=N] [device_id=HEX32]";
-		return -EINVAL;
-	}
-	if (!cdp_valid_name(argv[1])) {
-		ti->error = "Name must be 1-31 of [A-Za-z0-9_.-], not starting with '.'";
-		return -EINVAL;
-	}
-	if (ti->begin) {
-		ti->error = "A cdp target must cover the whole table (start at sector 0)";
-		return -EINVAL;
-	}
-	strscpy(c->name, argv[1], sizeof(c->name));
-	for (i = 2; i < argc; i++) {
-		r = cdp_parse_opt(ti, c, argv[i]);
-		if (r)
-			return r;
-	}
-	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &c->dev);
-	if (r) {
-		ti->error = "Device lookup failed";
-		return r;
-	}
-	c->device_bytes = (u64)ti->len << SECTOR_SHIFT;
-	c->block_size = bdev_logical_block_size(c->dev->bdev);
-	c->data_size = (u64)c->ring_kb * 1024;
-	return 0;
-}
-
-/*
- * What the I/O path needs, sized from the table: the overflow bitmap, the
- * sealer's queue, and the ring with its control page filled in.
- */
-static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
+int cdp_alloc_ring(struct cdp_c *c, u64 device_bytes, u32 block_size, const char **err)
 {
 	unsigned int slots;
 	u64 chunk;
+
+	c->device_bytes = device_bytes;
+	c->block_size = block_size;
+	c->data_size = (u64)c->ring_kb * 1024;
 
 	/* bitmap of chunks for overflow tracking: a power-of-two chunk size */
 	chunk = CDP_MIN_CHUNK;
@@ -1092,7 +1052,7 @@ static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
 	c->nbits = div64_u64(c->device_bytes + chunk - 1, chunk);
 	c->bitmap = bitmap_zalloc(max_t(unsigned long, c->nbits, 1), GFP_KERNEL);
 	if (!c->bitmap) {
-		ti->error = "Cannot allocate the overflow bitmap";
+		*err = "Cannot allocate the overflow bitmap";
 		return -ENOMEM;
 	}
 
@@ -1100,13 +1060,13 @@ static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
 	c->sealq_buf = kvmalloc_array(slots, sizeof(*c->sealq_buf), GFP_KERNEL);
 	if (!c->sealq_buf ||
 	    kfifo_init(&c->sealq, c->sealq_buf, slots * sizeof(*c->sealq_buf))) {
-		ti->error = "Cannot allocate the sealer's queue";
+		*err = "Cannot allocate the sealer's queue";
 		return -ENOMEM;
 	}
 
 	c->ring = vmalloc_user(CDP_CONTROL_SIZE + c->data_size);
 	if (!c->ring) {
-		ti->error = "Cannot allocate the ring (try a smaller ring_mb)";
+		*err = "Cannot allocate the ring (try a smaller ring_mb)";
 		return -ENOMEM;
 	}
 	c->ctl = c->ring;
@@ -1124,14 +1084,14 @@ static int cdp_alloc_ring(struct dm_target *ti, struct cdp_c *c)
  * Claim the name and create /dev/cdp/<name>.  The constructor's last step:
  * once a consumer can open the ring, nothing in the constructor can fail.
  */
-static int cdp_register(struct dm_target *ti, struct cdp_c *c)
+int cdp_register(struct cdp_c *c, const char **err)
 {
 	int r;
 
 	mutex_lock(&cdp_targets_lock);
 	if (cdp_name_taken(c->name)) {
 		mutex_unlock(&cdp_targets_lock);
-		ti->error = "Another cdp target already uses this name";
+		*err = "Another cdp target already uses this name";
 		return -EBUSY;
 	}
 	snprintf(c->miscname, sizeof(c->miscname), "cdp-%s", c->name);
@@ -1144,7 +1104,7 @@ static int cdp_register(struct dm_target *ti, struct cdp_c *c)
 	r = misc_register(&c->misc);
 	if (r) {
 		mutex_unlock(&cdp_targets_lock);
-		ti->error = "Cannot register the character device";
+		*err = "Cannot register the character device";
 		return r;
 	}
 	c->misc_registered = true;
@@ -1154,18 +1114,17 @@ static int cdp_register(struct dm_target *ti, struct cdp_c *c)
 }
 
 /*
- * Take a context down from whatever stage it reached: the constructor's
- * error path and device-mapper's removal both come here, so teardown is
- * written once.  Each step looks whether its part was set up.  A ring
- * that exists gets its end: every bio has completed (the device is
- * suspended, or never carried I/O), so the sealer is flushed, what fits of
- * a pending overflow is emitted, and DETACHED tells a consumer that
- * nothing follows head.  The context itself lives on while files are
- * open.
+ * The end of capture, from whatever stage the context reached: an entry's
+ * error path and its removal both come here, so teardown is written once.
+ * Each step looks whether its part was set up.  A ring that exists gets
+ * its end: every bio has completed (the entry made sure: dm suspends the
+ * device, the filter waits for its bios), so the sealer is flushed, what
+ * fits of a pending overflow is emitted, and DETACHED tells a consumer
+ * that nothing follows head.  The caller still holds its reference
+ * (cdp_put): open files keep the ring until they close.
  */
-static void cdp_dtr(struct dm_target *ti)
+void cdp_detach(struct cdp_c *c)
 {
-	struct cdp_c *c = ti->private;
 	unsigned long irqflags;
 
 	if (c->ring) {
@@ -1182,99 +1141,119 @@ static void cdp_dtr(struct dm_target *ti)
 		mutex_lock(&cdp_targets_lock);
 		list_del(&c->list);
 		misc_deregister(&c->misc);
+		c->misc_registered = false;
 		mutex_unlock(&cdp_targets_lock);
 	}
-	if (c->dev)
-		dm_put_device(ti, c->dev);
-	cdp_put(c);	/* open files keep the ring until they close */
 }
 
-static int cdp_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+/* ------------------------------------------------------------ the I/O path */
+
+void cdp_io_init(struct cdp_per_bio *pb)
 {
-	struct cdp_c *c;
-	int r;
-
-	c = cdp_alloc_context();
-	if (!c) {
-		ti->error = "Cannot allocate context";
-		return -ENOMEM;
-	}
-	ti->private = c;
-	r = cdp_parse_args(ti, c, argc, argv);
-	if (r)
-		goto bad;
-	r = cdp_alloc_ring(ti, c);
-	if (r)
-		goto bad;
-	/* one bio is one record: dm core splits at a quarter of the ring */
-	r = dm_set_target_max_io_len(ti, (c->data_size / 4) >> SECTOR_SHIFT);
-	if (r) {
-		ti->error = "Cannot set max_io_len";
-		goto bad;
-	}
-	r = cdp_register(ti, c);
-	if (r)
-		goto bad;
-	ti->num_flush_bios = 1;
-	ti->num_discard_bios = 1;
-	ti->num_write_zeroes_bios = 1;
-	ti->per_io_data_size = sizeof(struct cdp_per_bio);
-	return 0;
-
-bad:
-	cdp_dtr(ti);
-	return r;
-}
-
-static int cdp_map(struct dm_target *ti, struct bio *bio)
-{
-	struct cdp_c *c = ti->private;
-	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
-	u64 offset = (u64)dm_target_offset(ti, bio->bi_iter.bi_sector) << SECTOR_SHIFT;
-	u64 length = bio->bi_iter.bi_size;
-	u16 flags = 0;
-
 	pb->pos = -1;
 	pb->len = 0;
 	pb->drop = 0;
-	bio_set_dev(bio, c->dev->bdev);
-	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
+}
+
+static u16 cdp_rec_flags(struct bio *bio)
+{
+	u16 flags = 0;
 
 	if (bio->bi_opf & REQ_FUA)
 		flags |= CDP_RECF_FUA;
 	if (bio->bi_opf & REQ_PREFLUSH)
 		flags |= CDP_RECF_PREFLUSH;
+	return flags;
+}
+
+/*
+ * A bio on its way to the device, offset bytes into the protected range:
+ * reserve its record (and copy a WRITE's payload).  The entry calls it
+ * before the bio goes down and keeps pb until cdp_io_done().  A WRITE
+ * longer than cdp_max_io_bytes() does not fit one record: it is dropped
+ * (cdp_io_drop), so its range is copied from the device once it completed;
+ * dm core never sends one (max_io_len), the filter may.  A WRITE with
+ * data and REQ_PREFLUSH gets only its WRITE record here: an entry that
+ * sees such bios (the filter; dm core splits them) calls cdp_io_flush()
+ * first.  can_wait: the caller may sleep (policy=block waits for room only
+ * then; the filter sees bios from contexts that may not).
+ */
+void cdp_io_submit(struct cdp_c *c, struct cdp_per_bio *pb, struct bio *bio, u64 offset,
+		   bool can_wait)
+{
+	u64 length = bio->bi_iter.bi_size;
+	u16 flags = cdp_rec_flags(bio);
 
 	switch (bio_op(bio)) {
 	case REQ_OP_WRITE:
 		if (!length) {
 			/* an empty flush */
 			if (bio->bi_opf & REQ_PREFLUSH)
-				pb->pos = cdp_reserve_io(c, bio, CDP_REC_FLUSH, flags, 0, 0, 0);
+				pb->pos = cdp_reserve_io(c, pb, bio, can_wait, CDP_REC_FLUSH, flags, 0, 0, 0);
 			break;
 		}
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE, flags, length, offset, length);
+		if (length > cdp_max_io_bytes(c)) {
+			/* too long for one record (the filter does not split) */
+			cdp_io_drop(c, pb, offset, length);
+			break;
+		}
+		pb->pos = cdp_reserve_io(c, pb, bio, can_wait, CDP_REC_WRITE, flags, length, offset, length);
 		if (pb->pos >= 0) {
 			pb->len = length;
 			cdp_copy_bio(c, pb->pos, bio, length);
 		}
 		break;
 	case REQ_OP_DISCARD:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_DISCARD, flags, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, pb, bio, can_wait, CDP_REC_DISCARD, flags, 0, offset, length);
 		break;
 	case REQ_OP_WRITE_ZEROES:
-		pb->pos = cdp_reserve_io(c, bio, CDP_REC_WRITE_ZEROES, flags, 0, offset, length);
+		pb->pos = cdp_reserve_io(c, pb, bio, can_wait, CDP_REC_WRITE_ZEROES, flags, 0, offset, length);
+		break;
+	case REQ_OP_SECURE_ERASE:
+		/* the device decides what the range reads as: copy it afterwards */
+		cdp_io_drop(c, pb, offset, length);
 		break;
 	default:
 		break;
 	}
-	return DM_MAPIO_REMAPPED;
 }
 
-static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
+/*
+ * A change the ring cannot hold as a record: a WRITE too long for one, a
+ * write that covers only part of the protected range, a SECURE_ERASE
+ * (whose result the device decides).  Its range goes into the overflow
+ * bitmap as a dropped write's does; the OVERFLOW record that covers it
+ * waits for this bio's completion (drop epochs), then the consumer copies
+ * the range from the device.
+ */
+void cdp_io_drop(struct cdp_c *c, struct cdp_per_bio *pb, u64 offset, u64 length)
 {
-	struct cdp_c *c = ti->private;
-	struct cdp_per_bio *pb = dm_per_bio_data(bio, sizeof(struct cdp_per_bio));
+	u64 now = ktime_get_real_ns();
+	unsigned long irqflags;
+
+	cdp_lock(c, &irqflags);
+	if (!c->detached)
+		cdp_drop_locked(c, pb, offset, length, cdp_stamp_locked(c, now));
+	cdp_unlock(c, irqflags);
+}
+
+/*
+ * The FLUSH record of a bio that also carries data (REQ_PREFLUSH): its own
+ * per-bio slot, reserved before the WRITE's, as dm core orders them when
+ * it splits such a bio into an empty flush and the data.
+ */
+void cdp_io_flush(struct cdp_c *c, struct cdp_per_bio *pb, struct bio *bio, bool can_wait)
+{
+	pb->pos = cdp_reserve_io(c, pb, bio, can_wait, CDP_REC_FLUSH, cdp_rec_flags(bio), 0, 0, 0);
+}
+
+/*
+ * The bio of pb completed with error: seal and commit its record, or mark
+ * it DISCARDED when the device failed it (the consumer skips it: the data
+ * is not on the device).  Completion context: may not sleep.
+ */
+void cdp_io_done(struct cdp_c *c, struct cdp_per_bio *pb, blk_status_t error)
+{
 	struct cdp_per_bio item = *pb;
 	struct cdp_rec_hdr *h;
 
@@ -1283,10 +1262,10 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 		cdp_drop_done(c, item.drop - 1);
 	}
 	if (item.pos < 0)
-		return DM_ENDIO_DONE;
+		return;
 	pb->pos = -1;
 	h = cdp_hdr_at(c, item.pos);
-	if (*error != BLK_STS_OK) {
+	if (error != BLK_STS_OK) {
 		cdp_set_state(h, CDP_STATE_DISCARDED);
 		atomic64_inc(&c->discarded);
 		if (cdp_seal_deferred(item.len))
@@ -1312,123 +1291,87 @@ static int cdp_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error
 			atomic_set(&c->wake_after_seal, 1);
 		cdp_maybe_wake(c, true);
 	}
-	return DM_ENDIO_DONE;
 }
 
-static void cdp_status(struct dm_target *ti, status_type_t type,
-		       unsigned int status_flags, char *result, unsigned int maxlen)
+/* ------------------------------------------------------- what entries read */
+
+const char *cdp_name(const struct cdp_c *c)
 {
-	struct cdp_c *c = ti->private;
-	unsigned int sz = 0;
+	return c->name;
+}
+
+/* The longest bio one record holds: a quarter of the ring. */
+u64 cdp_max_io_bytes(const struct cdp_c *c)
+{
+	return c->data_size / 4;
+}
+
+/* The counters, as "dmsetup status" and the filter's ctl show them. */
+unsigned int cdp_format_status(struct cdp_c *c, char *buf, unsigned int len)
+{
 	unsigned long irqflags;
 	u64 records, bytes, dropped, used, ovf, lock_max;
 	bool overflow;
 
-	switch (type) {
-	case STATUSTYPE_INFO:
-		cdp_lock(c, &irqflags);
-		cdp_refresh_tail(c);
-		records = c->records;
-		bytes = c->write_bytes;
-		dropped = c->dropped;
-		used = c->head - c->tail;
-		ovf = c->overflow_records;
-		overflow = c->overflow;
-		lock_max = c->lock_max_ns;
-		cdp_unlock(c, irqflags);
-		DMEMIT("records=%llu bytes=%llu dropped=%llu fill=%llu/%llu overflow=%s overflow_records=%llu committed=%lld discarded=%lld",
-		       records, bytes, dropped, used, c->data_size,
-		       overflow ? "yes" : "no", ovf,
-		       (long long)atomic64_read(&c->committed),
-		       (long long)atomic64_read(&c->discarded));
-		DMEMIT(" irqsoff_max_ns=%llu", lock_max);
-		break;
-	case STATUSTYPE_TABLE:
-		DMEMIT("%s %s ", c->dev->name, c->name);
-		if (c->ring_kb % 1024)
-			DMEMIT("ring_kb=%u", c->ring_kb);
-		else
-			DMEMIT("ring_mb=%u", c->ring_kb / 1024);
-		DMEMIT(" policy=%s wait_ms=%u",
-		       c->policy == CDP_POLICY_BLOCK ? "block" : "overflow", c->wait_ms);
-		if (memchr_inv(c->device_id, 0, sizeof(c->device_id)))
-			DMEMIT(" device_id=%*phN", (int)sizeof(c->device_id),
-			       c->device_id);
-		break;
-	default:
-		if (maxlen)
-			result[0] = '\0';
-		break;
-	}
+	cdp_lock(c, &irqflags);
+	cdp_refresh_tail(c);
+	records = c->records;
+	bytes = c->write_bytes;
+	dropped = c->dropped;
+	used = c->head - c->tail;
+	ovf = c->overflow_records;
+	overflow = c->overflow;
+	lock_max = c->lock_max_ns;
+	cdp_unlock(c, irqflags);
+	return scnprintf(buf, len,
+			 "records=%llu bytes=%llu dropped=%llu fill=%llu/%llu overflow=%s overflow_records=%llu committed=%lld discarded=%lld irqsoff_max_ns=%llu",
+			 records, bytes, dropped, used, c->data_size,
+			 overflow ? "yes" : "no", ovf,
+			 (long long)atomic64_read(&c->committed),
+			 (long long)atomic64_read(&c->discarded), lock_max);
 }
 
-/* "mark NAME": a MARK record, like the ioctl. */
-static int cdp_message(struct dm_target *ti, unsigned int argc, char **argv,
-		       char *result, unsigned int maxlen)
+/* The options back, as a dm table line ends. */
+unsigned int cdp_format_table(struct cdp_c *c, char *buf, unsigned int len)
 {
-	struct cdp_c *c = ti->private;
-	size_t len;
-	u64 seq, ts;
-	int r;
+	unsigned int sz;
 
-	if (argc != 2 || strcasecmp(argv[0], "mark")) {
-		DMWARN("%s: unsupported message (use: mark NAME)", c->name);
-		return -EINVAL;
-	}
-	len = strlen(argv[1]);
-	r = cdp_add_mark(c, argv[1], min_t(size_t, len, CDP_MAX_MARK_NAME + 1),
-			 &seq, &ts);
-	if (r == -EINVAL)	/* the name itself is never logged */
-		DMWARN("%s: a mark name is 1 to 255 bytes of printable UTF-8",
-		       c->name);
-	else if (r == -ENOSPC)
-		DMWARN("%s: no room in the ring for the mark", c->name);
-	return r;
+	if (c->ring_kb % 1024)
+		sz = scnprintf(buf, len, "ring_kb=%u", c->ring_kb);
+	else
+		sz = scnprintf(buf, len, "ring_mb=%u", c->ring_kb / 1024);
+	sz += scnprintf(buf + sz, len - sz, " policy=%s wait_ms=%u",
+			c->policy == CDP_POLICY_BLOCK ? "block" : "overflow", c->wait_ms);
+	if (memchr_inv(c->device_id, 0, sizeof(c->device_id)))
+		sz += scnprintf(buf + sz, len - sz, " device_id=%*phN",
+				(int)sizeof(c->device_id), c->device_id);
+	return sz;
 }
 
-static int cdp_iterate_devices(struct dm_target *ti, iterate_devices_callout_fn fn,
-			       void *data)
-{
-	struct cdp_c *c = ti->private;
+/* ---------------------------------------------------------------- the module */
 
-	return fn(ti, c->dev, 0, ti->len, data);
-}
-
-static struct target_type cdp_target = {
-	.name		 = "cdp",
-	.version	 = {1, 1, 0},
-	.module		 = THIS_MODULE,
-	.ctr		 = cdp_ctr,
-	.dtr		 = cdp_dtr,
-	.map		 = cdp_map,
-	.end_io		 = cdp_end_io,
-	.status		 = cdp_status,
-	.message	 = cdp_message,
-	.iterate_devices = cdp_iterate_devices,
-};
-
-static int __init dm_cdp_init(void)
+static int __init cdp_init(void)
 {
 	int r;
 
 	cdp_seal_wq = alloc_workqueue("cdp_seal", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!cdp_seal_wq)
 		return -ENOMEM;
-	r = dm_register_target(&cdp_target);
+	r = cdp_dm_init();
 	if (r)
 		destroy_workqueue(cdp_seal_wq);
 	return r;
 }
 
-static void __exit dm_cdp_exit(void)
+static void __exit cdp_exit(void)
 {
-	dm_unregister_target(&cdp_target);
+	cdp_dm_exit();
 	destroy_workqueue(cdp_seal_wq);
 }
 
-module_init(dm_cdp_init);
-module_exit(dm_cdp_exit);
+module_init(cdp_init);
+module_exit(cdp_exit);
 
-MODULE_DESCRIPTION(DM_NAME " continuous data protection: every write into a ring");
+MODULE_DESCRIPTION("cdp continuous data protection: every write into a ring");
 MODULE_AUTHOR("cdp authors");
 MODULE_LICENSE("GPL");
