@@ -1357,9 +1357,17 @@ static int __init cdp_init(void)
 	cdp_seal_wq = alloc_workqueue("cdp_seal", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!cdp_seal_wq)
 		return -ENOMEM;
+	r = cdp_filter_init();
+	if (r)
+		goto no_filter;
 	r = cdp_dm_init();
 	if (r)
-		destroy_workqueue(cdp_seal_wq);
+		goto no_dm;
+	return 0;
+no_dm:
+	cdp_filter_exit();
+no_filter:
+	destroy_workqueue(cdp_seal_wq);
 	return r;
 }
 
@@ -1372,6 +1380,6 @@ static void __exit cdp_exit(void)
 module_init(cdp_init);
 module_exit(cdp_exit);
 
-MODULE_DESCRIPTION("cdp continuous data protection: every write into a ring");
+MODULE_DESCRIPTION("cdp continuous data protection: every write into a ring (dm target and in-place filter)");
 MODULE_AUTHOR("cdp authors");
 MODULE_LICENSE("GPL");

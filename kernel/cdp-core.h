@@ -79,5 +79,7 @@ int cdp_add_mark(struct cdp_c *c, const u8 *name, u32 len, u64 *seq, u64 *ts);
 /* The entries' setup, called by the module's init and exit (cdp-core.c). */
 int cdp_dm_init(void);
 void cdp_dm_exit(void);
+int cdp_filter_init(void);
+void cdp_filter_exit(void);
 
 #endif /* CDP_CORE_H */

@@ -86,7 +86,11 @@ done
 src="$out/mod"
 mkdir -p "$src"
 rm -f "$src/dm-cdp.c"     # the single-file module before the core/entries split
-cp -u "$kdir"/*.c "$kdir"/*.h "$here/probe/cdp_atomic_probe.c" "$src/"
+# A file is copied when its content differs (not by mtime: a tree checked out
+# later, or a .build shared with another checkout, must not keep stale sources).
+for f in "$kdir"/*.c "$kdir"/*.h "$here/probe/cdp_atomic_probe.c"; do
+    cmp -s "$f" "$src/$(basename "$f")" || cp "$f" "$src/"
+done
 # The project's Kbuild, plus the guest's test-only probe (probe/: the dmesg
 # scan's positive control), in the same build and under the same no-warning rule.
 { cat "$kdir/Kbuild"; echo 'obj-m += cdp_atomic_probe.o'; } > "$src/Kbuild.new"

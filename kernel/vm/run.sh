@@ -39,11 +39,21 @@ mkfs.ext4 -q -F -d "$stage" "$out/project.ext4" 64M >/dev/null
 
 disk="$out/disk.img"
 rm -f "$disk"; truncate -s 1G "$disk"    # sparse
+# The filter tests' hot-removable disk (serial cdphot, in a high PCI slot so
+# it enumerates after vda..vdc) and the monitor socket qmpwatch.py removes
+# it through when the guest asks (CDPVM: QMP device_del hot).
+hot="$out/hot.img"
+rm -f "$hot"; truncate -s 64M "$hot"
+qmp="$out/qmp.sock"
+rm -f "$qmp"
 
 mem="${CDP_VM_MEM:-2048}"
 timeout_s="${CDP_VM_TIMEOUT:-900}"
 log="$out/console.log"
 echo "run.sh: booting $rel (log: $log)" >&2
+: > "$log"
+"$py" "$here/qmpwatch.py" "$log" "$qmp" &
+watcher=$!
 set +e
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-qemu64}" -m "$mem" -smp "${CDP_VM_SMP:-2}" \
     -nodefaults -no-user-config -display none -no-reboot -serial stdio \
@@ -52,8 +62,12 @@ timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "${CDP_VM_CPU:-qemu64}" 
     -drive file="$disk",if=virtio,format=raw,discard=unmap,cache=unsafe \
     -drive file="$rootfs",if=virtio,format=raw,readonly=on \
     -drive file="$out/project.ext4",if=virtio,format=raw,readonly=on \
+    -drive file="$hot",if=none,id=hotd,format=raw,cache=unsafe \
+    -device virtio-blk-pci,drive=hotd,id=hot,serial=cdphot,addr=0x10 \
+    -qmp unix:"$qmp",server=on,wait=off \
     < /dev/null > "$log" 2>&1
 rc=$?
+kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
 set -e
 tr -d '\r' < "$log" | grep -a '^CDPVM:' | grep -av '^CDPVM: KERNEL ' | sed "s/^CDPVM:/CDPVM[$series]:/" || true
 if [ $rc -eq 124 ]; then echo "CDPVM[$series]: RESULT vm FAIL timeout after ${timeout_s}s"; exit 1; fi
