@@ -236,3 +236,24 @@ def detach(name: str) -> None:
     finally:
         _dmsetup("resume", name)
     _dmsetup("remove", real)
+
+
+def way_of(device: str | None) -> str:
+    """How ``device`` (a journal's source) is filtered now: ``filter`` (in place), ``dm`` (a cdp
+    target: /dev/mapper/NAME or a live insertion), ``none``, or ``unknown`` (no way to ask: not root,
+    no dmsetup, no such device)."""
+    from cdp import filter as cdpfilter
+
+    if not device:
+        return "unknown"
+    try:
+        if not stat.S_ISBLK(os.stat(device).st_mode):
+            return "none"
+        if cdpfilter.status(device=device) is not None:
+            return "filter"
+        name = dm_name_of(device)
+        if name is not None and " cdp " in f" {dm_table(name)} ":
+            return "dm"
+    except (OSError, CdpError):
+        return "unknown"
+    return "none"

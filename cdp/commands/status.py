@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from journal.status import Service, ServiceStatus
 
 ORDER = 11
+#: `cdp status`'s words for how the journal's device is filtered now (cdp.attach.way_of).
+MODES = {"filter": "filter (in place on the device)", "dm": "dm (the cdp device-mapper target)",
+         "none": "not attached", "unknown": "unknown (needs root and the device to tell)"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "exit status of a Nagios/Icinga plugin: 0 OK, 2 CRITICAL (the service is\n"
                     "not running or stalled, the lag or the journal's filesystem is over its\n"
                     "limit, writes are being dropped or still to resync, damaged ring records,\n"
-                    "an unfinished device restore), 3 UNKNOWN (the journal cannot be read).",
+                    "an unfinished device restore), 3 UNKNOWN (the journal cannot be read).\n"
+                    "The mode line says how the device is filtered now (filter, dm, not attached).",
         epilog="examples:\n"
                "  cdp status --journal /var/lib/cdp/sdb\n"
                "  cdp status --json | jq .service.lag_seconds\n"
@@ -52,17 +56,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     from journal.output import interrupted_restores
     from journal.status import read_service
 
+    from cdp.attach import way_of
+
     path = journal_path(args)
     now = time.time_ns()
     interrupted = interrupted_restores(path)
     with open_journal(args) as journal:
         info, stats, service = journal.info, journal.stats(), read_service(journal)
         health = assess(journal, service, now, len(interrupted))
+    mode = way_of(info.source)
     if args.json:
-        print_json({**_status_doc(path, info, stats, service, now), "interrupted_restores": interrupted,
+        print_json({**_status_doc(path, info, stats, service, now), "mode": mode,
+                    "interrupted_restores": interrupted,
                     "health": health.as_record(), "problems": problems(health, **limits)})
     else:
         _print_status(path, info, stats, service, now)
+        print(f"mode      {MODES.get(mode, mode)}")
         _print_health(health)
         for line in interrupted:
             print(f"warning   {line}")

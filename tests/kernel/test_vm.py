@@ -37,7 +37,7 @@ KERNELS = ("6.1", "6.12", "7.3", "7.3-rt")
 #: control, and run.sh's check of the booted kernel).
 GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overflow", "overflow-inflight",
                "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live",
-               "cli", "filter-errors", "filter-ext4", "filter-stacked", "filter-cycle",
+               "cli", "filter-errors", "filter-ext4", "filter-stacked", "filter-cli", "filter-cycle",
                "filter-hotplug", "dmesg", "dmesg-probe", "kernel")
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "e2fsck", "cpio", "depmod", "apt-get",
          "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole", "unshare", "chroot")

@@ -943,7 +943,7 @@ def _wait_holds_ring(proc: subprocess.Popen, ring: str, timeout: float = 120) ->
 
 
 def t_cli() -> str:
-    """The user's path through the CLI: cdp attach, cdp run, cdp mark --ring, cdp detach, on a loop device."""
+    """The user's path through the CLI: cdp attach --via dm, cdp run, cdp mark --ring, cdp detach, on a loop device."""
     mb = 16
     img = "/tmp/cli.img"
     with open(img, "wb") as f:
@@ -956,7 +956,8 @@ def t_cli() -> str:
                              capture_output=True, text=True)
         assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1, \
             f"bad input: rc {bad.returncode}: {bad.stderr!r}"
-        sh(*cdp, "attach", loop, "--name", "cli", "--journal", "/tmp/j-cli", "--ring-mb", "8")
+        # --via dm: a plain device would get the in-place filter (filtervm.py's filter-cli tests that)
+        sh(*cdp, "attach", loop, "--via", "dm", "--name", "cli", "--journal", "/tmp/j-cli", "--ring-mb", "8")
         run = subprocess.Popen(cdp + ["run", "--journal", "/tmp/j-cli", "--ring", "/dev/cdp/cli",
                                       "--until-detached"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

@@ -692,4 +692,4 @@ TESTS = {
     "filter-hookcycle": _cleaned(t_filter_hookcycle),
 }
 #: In cdpvm.py's default run, after the dm target's tests; hotplug last (its disk is gone after it).
-DEFAULT = ["filter-errors", "filter-ext4", "filter-stacked", "filter-cycle", "filter-hotplug"]
+DEFAULT = ["filter-errors", "filter-ext4", "filter-stacked", "filter-cli", "filter-cycle", "filter-hotplug"]
