@@ -22,11 +22,18 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdp.errors import CdpError
+
+if TYPE_CHECKING:
+    from journal import Journal
+    from journal.changes import Changes
 
 EXT_MAGIC = 0xEF53
 #: Inodes below this are the filesystem's own (root directory 2 aside).
@@ -136,8 +143,8 @@ def changed_files(older: Path, newer: Path, ranges: list[tuple[int, int]]) -> li
     """The files and directories whose blocks or inodes differ between the two images in ``ranges``."""
     for image in (older, newer):
         if not is_ext(image):
-            raise CdpError("--files reads ext2/3/4 only, and the device holds no ext2/3/4 filesystem "
-                           "at one of the points")
+            raise CdpError("files are named for ext2/3/4 only, and the device holds no ext2/3/4 "
+                           "filesystem at one of the points")
     geo_old, geo_new = geometry(older), geometry(newer)
     bs = geo_new.block_size
     inodes: set[int] = set()
@@ -172,3 +179,28 @@ def changed_files(older: Path, newer: Path, ranges: list[tuple[int, int]]) -> li
         for path in sorted(before - after):
             out.append(FileChange(path, inode, "deleted"))
     return sorted(out, key=lambda c: (c.path, c.change))
+
+
+def files_between(journal: Journal, changes: Changes, *, progress: Callable[[int, int], None] | None = None,
+                  cancel: threading.Event | None = None) -> list[FileChange]:
+    """The files that differ between the two points of ``changes`` (`cdp diff --files`, the TUI).
+
+    debugfs reads image files, so both points are restored into sparse
+    temporary images under ``$TMPDIR`` (holes cost no space), removed at the
+    end. ``progress(done, total)`` counts the bytes of both restores;
+    ``cancel`` stops a restore between chunks (``journal.Cancelled``).
+    """
+    if not changes.ranges:
+        return []
+    device = journal.info.device_bytes
+
+    def part(first: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, _total: progress(first + done, 2 * device)
+
+    with tempfile.TemporaryDirectory(prefix="cdp-files-") as tmp:
+        older, newer = Path(tmp) / "older.img", Path(tmp) / "newer.img"
+        journal.restore(older, seq=changes.lo_seq, allow_partial=True, progress=part(0), cancel=cancel)
+        journal.restore(newer, seq=changes.hi_seq, allow_partial=True, progress=part(device), cancel=cancel)
+        return changed_files(older, newer, changes.ranges)

@@ -93,15 +93,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def _files(journal: Journal, changes: Changes) -> list[FileChange]:
     """Restore both points into sparse temporary images and ask debugfs (see :mod:`cdp.extfiles`)."""
-    import tempfile
-    from pathlib import Path
+    from cdp.extfiles import files_between
 
-    from cdp.extfiles import changed_files
-
-    if not changes.ranges:
-        return []
-    with tempfile.TemporaryDirectory(prefix="cdp-diff-") as tmp:
-        older, newer = Path(tmp) / "older.img", Path(tmp) / "newer.img"
-        journal.restore(older, seq=changes.lo_seq, allow_partial=True)
-        journal.restore(newer, seq=changes.hi_seq, allow_partial=True)
-        return changed_files(older, newer, changes.ranges)
+    return files_between(journal, changes)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from cdp.errors import CdpError
 from journal.errors import JournalError
 from journal.timespec import TimeError
 
 
 def describe_error(exc: BaseException) -> str:
     """One printable line for any error a worker meets."""
-    if isinstance(exc, (JournalError, TimeError)):
+    if isinstance(exc, (JournalError, TimeError, CdpError)):
         return str(exc)
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
