@@ -81,6 +81,23 @@ def _mounted(mountpoint: Path) -> bool:
         return any(line.split()[4] == real for line in fh if len(line.split()) > 4)
 
 
+def _fstype(device: str) -> str:
+    """The filesystem type blkid sees on ``device``, or a one-line error when it sees none.
+
+    blkid says "nothing found" with exit status 2 and no output: that is an
+    answer about the point (no filesystem then), not a failure of blkid.
+    """
+    proc = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", device],
+                          capture_output=True, text=True, timeout=60)
+    fstype = proc.stdout.strip()
+    if proc.returncode == 2 or (proc.returncode == 0 and not fstype):
+        raise CdpError(f"no filesystem found at that point ({device} has no known signature)")
+    if proc.returncode != 0:
+        message = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[-1]
+        raise CdpError(f"blkid failed on {device}: {message}")
+    return fstype
+
+
 def _free_nbd() -> str:
     """The first /dev/nbdN not connected to anything."""
     for sysdir in sorted(Path("/sys/block").glob("nbd*"), key=lambda p: int(p.name[3:] or 0)):
@@ -122,9 +139,7 @@ def mount(journal: Path, seq: int, mountpoint: Path, *, fs_options: str | None, 
         device = _free_nbd()
         _run("nbd-client", "-unix", os.fspath(sock), device, "-readonly", "-block-size", "4096")
         undo.append(lambda: _run("nbd-client", "-d", device))
-        fstype = _run("blkid", "-o", "value", "-s", "TYPE", device).strip()
-        if not fstype:
-            raise CdpError(f"no filesystem found at that point ({device} has no known signature)")
+        fstype = _fstype(device)
         options = NO_REPLAY.get(fstype, "ro") + (f",{fs_options}" if fs_options else "")
         _run("mount", "-t", fstype, "-o", options, device, os.fspath(mountpoint))
         result = MountState(os.path.realpath(mountpoint), device, os.fspath(sock), export.pid,
