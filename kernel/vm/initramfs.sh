@@ -26,7 +26,7 @@ for app in sh mount umount insmod mkdir cat cp echo poweroff sleep chroot dmesg 
 done
 
 # The modules wanted, then their dependencies first (modules.dep order).
-want="virtio_blk virtio_pci dm-mod dm-log-writes dm-delay ext4 crc32c_generic libcrc32c loop"
+want="virtio_blk virtio_pci dm-mod dm-log-writes dm-delay ext4 crc32c_generic libcrc32c loop nbd"
 python3 "$here/moddeps.py" "$root/lib/modules/$rel" $want > "$stage/mods/order.txt"
 while read -r rel_path; do
     base="$(basename "$rel_path")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once, cached) the guest's Python root filesystem image:
 # debootstrap minbase + python3-minimal, python3-lmdb, python3-msgpack (and
-# e2fsprogs, dmsetup, util-linux for the tests), plus
+# e2fsprogs, dmsetup, util-linux for the tests; nbdkit, its Python plugin and
+# nbd-client for cdp export/mount), plus
 # the crc32c extension from the host's Python environment, trimmed and packed
 # as ext4.  The project's own packages are NOT baked in: they are copied into
 # a small per-run disk so a code change never invalidates this cache.
@@ -17,15 +18,19 @@ mirror="$(debian_mirror)"       # the host's bookworm archive (CDP_DEBIAN_MIRROR
 py="${CDP_HOST_PYTHON:-python3}"
 mkdir -p "$build"
 dir="$build/rootfs.dir"
-if [ ! -e "$dir/.cdp-debootstrap-done" ]; then
+packages=python3-minimal,python3-lmdb,python3-msgpack,e2fsprogs,dmsetup,util-linux
+packages+=,nbdkit,nbdkit-plugin-python,nbd-client     # cdp export and cdp mount (accessvm.py)
+# the stamp names the packages: a changed list rebuilds the root
+if [ "$(cat "$dir/.cdp-debootstrap-done" 2>/dev/null)" != "$packages" ]; then
     rm -rf "$dir" "$img"
-    debootstrap --variant=minbase --include=python3-minimal,python3-lmdb,python3-msgpack,e2fsprogs,dmsetup,util-linux \
+    debootstrap --variant=minbase --include="$packages" \
         bookworm "$dir" "$mirror" >"$build/debootstrap.log" 2>&1 || {
         tail -20 "$build/debootstrap.log" >&2; echo "rootfs.sh: debootstrap failed" >&2; exit 1; }
     # Trim what a test guest never reads.
     rm -rf "$dir"/usr/share/{doc,man,info,locale,i18n,zoneinfo} "$dir"/var/cache/apt/* \
-           "$dir"/var/lib/apt/lists/* "$dir"/usr/lib/x86_64-linux-gnu/gconv
-    touch "$dir/.cdp-debootstrap-done"
+           "$dir"/var/lib/apt/lists/* "$dir"/usr/lib/x86_64-linux-gnu/gconv \
+           "$dir"/usr/lib/python3/dist-packages/{boto3,botocore}    # nbdkit's S3 plugin only (85 MB)
+    echo "$packages" > "$dir/.cdp-debootstrap-done"
 fi
 if [ ! -s "$img" ]; then
     # crc32c (CRC-32C with a C core) is not in bookworm: take the host's build

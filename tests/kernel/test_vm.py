@@ -39,6 +39,8 @@ GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overfl
                "overflow-irqsoff", "mark-rdonly", "mark-names", "device-id", "table-errors", "concurrent", "live",
                "cli", "filter-errors", "filter-ext4", "filter-stacked", "filter-cli", "filter-cycle",
                "filter-hotplug", "dmesg", "dmesg-probe", "kernel")
+#: kernel/vm/guest/accessvm.py's (cdpvm.py runs them after its own): cdp mount, diff --files, umount
+GUEST_TESTS += ("access-mount",)
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "e2fsck", "cpio", "depmod", "apt-get",
          "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole", "unshare", "chroot")
 LINE = re.compile(r"^CDPVM\[(?P<k>[^\]]+)\]: RESULT (?P<test>\S+) (?P<verdict>PASS|FAIL) ?(?P<detail>.*)$")

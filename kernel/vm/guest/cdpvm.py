@@ -1181,7 +1181,11 @@ def _stuck(name: str) -> None:
 
 def main(argv: list[str]) -> int:
     opts = dict(a.split("=", 1) for a in argv if a.startswith("cdpvm.") and "=" in a)
-    names = opts.get("cdpvm.tests", ",".join(DEFAULT)).split(",")
+    # the instant-access suite (accessvm.py, tests named access-*) uses this module's helpers
+    sys.modules.setdefault("cdpvm", sys.modules[__name__])
+    import accessvm
+    TESTS.update(accessvm.TESTS)
+    names = opts.get("cdpvm.tests", ",".join(DEFAULT + list(accessvm.TESTS))).split(",")
     if opts.get("cdpvm.bench") == "1" and "bench" not in names:
         names.extend(["bench", "filter-bench"])
     global WATCHDOG_S
