@@ -44,6 +44,8 @@ class MountState:
     journal: str
     seq: int
     fstype: str
+    #: the device's ``pid`` attribute once connected: which connection is ours (see :func:`umount`)
+    nbd_pid: str = ""
 
 
 def check_nbd_support() -> None:
@@ -70,7 +72,9 @@ def _run(*args: str, timeout: float = 60) -> str:
     """Run a system tool; its failure is one line naming it."""
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        message = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        # the last line that says something: mount(8) ends with a hint to read dmesg
+        message = [line.strip() for line in (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+                   if line.strip() and "dmesg(1)" not in line]
         raise CdpError(f"{args[0]} failed: {message[-1] if message else f'exit {proc.returncode}'}")
     return proc.stdout
 
@@ -137,13 +141,17 @@ def mount(journal: Path, seq: int, mountpoint: Path, *, fs_options: str | None, 
             lines = (state / "export.log").read_text().strip().splitlines()
             raise CdpError(lines[-1].removeprefix("cdp: export: ") if lines else "cdp export failed")
         device = _free_nbd()
-        _run("nbd-client", "-unix", os.fspath(sock), device, "-readonly", "-block-size", "4096")
+        # 512-byte blocks: a filesystem cannot be mounted on a device whose logical block is larger
+        # than its own (ext4 made with 1 KiB blocks, the default below 512 MiB; xfs with 512-byte
+        # sectors); the block layer still sends large requests
+        _run("nbd-client", "-unix", os.fspath(sock), device, "-readonly", "-block-size", "512")
         undo.append(lambda: _run("nbd-client", "-d", device))
+        nbd_pid = _connection(device) or ""
         fstype = _fstype(device)
         options = NO_REPLAY.get(fstype, "ro") + (f",{fs_options}" if fs_options else "")
         _run("mount", "-t", fstype, "-o", options, device, os.fspath(mountpoint))
         result = MountState(os.path.realpath(mountpoint), device, os.fspath(sock), export.pid,
-                            os.fspath(journal.absolute()), seq, fstype)
+                            os.fspath(journal.absolute()), seq, fstype, nbd_pid)
         (state / "state.json").write_text(json.dumps(asdict(result)))
         return result
     except BaseException:
@@ -164,20 +172,39 @@ def umount(mountpoint: Path) -> MountState:
         raise CdpError(f"{mountpoint} was not mounted by 'cdp mount'") from None
     if _mounted(mountpoint):
         _run("umount", os.fspath(mountpoint))
-    if Path(f"/sys/block/{Path(saved.device).name}/pid").exists():
-        _run("nbd-client", "-d", saved.device)
-    _stop_export(saved.export_pid)
+    connection = _connection(saved.device)
+    if connection is not None:
+        if connection == saved.nbd_pid or not saved.nbd_pid:
+            _run("nbd-client", "-d", saved.device)
+        else:
+            # disconnected by hand since, and connected again by something else (another cdp
+            # mount): not ours to cut
+            print(f"cdp: umount: {saved.device} is connected to something else now; left alone",
+                  file=sys.stderr)
+    _stop_export(saved.export_pid, saved.socket)
     shutil.rmtree(state, ignore_errors=True)
     return saved
 
 
-def _stop_export(pid: int) -> None:
-    """SIGTERM the detached `cdp export` (if that pid is still one) and wait for it to go."""
+def _connection(device: str) -> str | None:
+    """The nbd device's ``pid`` attribute (the process that connected it), None when not connected.
+
+    It tells one connection from the next: `cdp umount` disconnects the
+    device only if it is still the connection `cdp mount` made.
+    """
+    try:
+        return Path(f"/sys/block/{Path(device).name}/pid").read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _stop_export(pid: int, sock: str) -> None:
+    """SIGTERM the detached `cdp export` (if that pid is still the one serving ``sock``) and wait for it to go."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return
-    if b"export" not in cmdline:
+    if b"export" not in cmdline or os.fsencode(sock) not in cmdline:
         return  # the pid was reused by something else
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
