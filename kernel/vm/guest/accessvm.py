@@ -27,6 +27,7 @@ WORK = "/tmp/acc-fs"
 #: where `cdp mount` puts the past
 PAST = "/tmp/acc-past"
 PAST2 = "/tmp/acc-past2"
+PAST3 = "/tmp/acc-past3"
 
 
 def cdp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -118,10 +119,10 @@ class _Writer:
             os.makedirs(f"{WORK}/live", exist_ok=True)
             while not self.stop.is_set():
                 with open(f"{WORK}/live/g{self.count % 20}", "wb") as f:
-                    f.write(rnd.randbytes(rnd.choice([4096, 60_000])))
+                    f.write(rnd.randbytes(4096))
                     os.fsync(f.fileno())
                 self.count += 1
-                time.sleep(0.2)
+                time.sleep(0.5)
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
@@ -173,14 +174,24 @@ def _umount(where: str, device: str, exports: list[int]) -> None:
 def t_mount() -> str:
     """ext4 on the filter, two marks. While the filesystem keeps being written (the journal grows),
     `cdp mount` of each mark at once reads back every file as it was then, e2fsck -fn is clean on
-    the export, and `cdp umount` undoes all of it (the other mount unharmed); `cdp diff --files`
+    the export, and `cdp umount` undoes all of it (the other mount unharmed, and a device it no
+    longer owns left connected); `cdp diff --files`
     between the marks names exactly the paths the workload changed. A point before mkfs is
     refused in one line, leaving nothing behind."""
     rnd = random.Random(15)
+    t_start = time.monotonic()
+    phases: list[str] = []
+
+    def phase(name: str) -> None:
+        phases.append(f"{name}={time.monotonic() - t_start:.0f}")
+
     zero_disk(32)
     s = Session("acc", DISK, mb=32, opts="ring_mb=16")
     s.mark("blank")  # no filesystem yet: cdp mount refuses it
-    sh("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", s.dev)
+    # 1 KiB blocks and 128-byte inodes (mke2fs's "small" type, its default below 512 MiB): a
+    # filesystem whose blocks are smaller than a page, which an nbd device with 4 KiB blocks refused
+    sh("mkfs.ext4", "-q", "-F", "-T", "small", "-b", "1024", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+       s.dev)
     os.makedirs(WORK, exist_ok=True)
     sh("mount", "-t", "ext4", "-o", "noatime", s.dev, WORK)    # reading back must change no inode
     writer = None
@@ -201,8 +212,10 @@ def t_mount() -> str:
         os.sync()
         s.mark("b")
         s.settle()   # both marks journaled; what follows keeps the journal growing under the exports
+        phase("workload")
         writer = _Writer()
         refused = _refused(s.journal_path)
+        phase("refused")
         t0 = time.monotonic()
         device_a, _, export_a = _mount(s.journal_path, "a", PAST)
         mounts[PAST] = device_a
@@ -210,6 +223,7 @@ def t_mount() -> str:
         device_b, options_b, export_b = _mount(s.journal_path, "b", PAST2, "--fs-options", "nosuid,nodev")
         mounts[PAST2] = device_b
         assert device_a != device_b and {"nosuid", "nodev"} <= set(options_b.split(",")), (device_b, options_b)
+        phase("mounts")
         _same_files(PAST, at_a, "mark a")
         _same_files(PAST2, at_b, "mark b")
         for device in (device_a, device_b):
@@ -217,12 +231,28 @@ def t_mount() -> str:
             assert fsck.returncode == 0, f"e2fsck -fn {device}: rc {fsck.returncode}: {fsck.stdout[-300:]}"
         ro = subprocess.run(["touch", f"{PAST}/x"], capture_output=True, text=True)
         assert ro.returncode != 0, "the past is writable"
-        _umount(PAST, mounts.pop(PAST), export_a)
+        phase("checks")
+        # by hand, the mount of a is undone and its device freed; another cdp mount takes the
+        # device: cdp umount of a stops a's export and leaves the device to its new owner
+        sh("umount", PAST)
+        sh("nbd-client", "-d", device_a)
+        device_c, _, export_c = _mount(s.journal_path, "a", PAST3)
+        mounts[PAST3] = device_c
+        assert device_c == device_a, (device_c, device_a)
+        run = cdp("umount", PAST)
+        del mounts[PAST]
+        assert run.returncode == 0 and "left alone" in run.stderr, (run.returncode, run.stderr)
+        assert not any(os.path.exists(f"/proc/{p}") for p in export_a), "a's nbdkit still runs"
+        assert sorted(_nbdkits()) == sorted(export_b + export_c), f"nbdkit: {_nbdkits()}"
+        _same_files(PAST3, at_a, "mark a, mounted again on the device cdp umount left alone")
+        phase("reused")
+        _umount(PAST3, mounts.pop(PAST3), export_c)
         assert _nbdkits() == export_b, f"nbdkit processes after one cdp umount: {_nbdkits()}, wanted {export_b}"
-        _same_files(PAST2, at_b, "mark b after the other mount went")
+        _same_files(PAST2, at_b, "mark b after the other mounts went")
         _umount(PAST2, mounts.pop(PAST2), export_b)
         written = writer.finish()
         writer = None
+        phase("umounts")
     finally:
         if writer is not None:
             writer.stop.set()
@@ -233,6 +263,7 @@ def t_mount() -> str:
     state = Path("/run/cdp/mounts")
     assert not state.exists() or not any(state.iterdir()), f"state left: {list(state.iterdir())}"
     s.finish()
+    phase("finish")
 
     # cdp diff --files between the marks: exactly the workload's paths, with the right kind of change
     t0 = time.monotonic()
@@ -251,7 +282,7 @@ def t_mount() -> str:
     assert kinds["/d3/sub"] == "added" and kinds["/d1/f0"] == "modified", kinds
     assert "no filesystem" in refused
     return (f"files={len(at_a)} mount_s={mount_s:.1f} live_writes={written} diff_files_s={diff_s:.1f} "
-            f"changed={len(changed)}")
+            f"changed={len(changed)} at_s:{','.join(phases)}")
 
 
 def _refused(journal: str) -> str:
