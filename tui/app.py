@@ -63,6 +63,9 @@ class CdpApp(App[int]):
     def open_journal(self) -> None:
         journal = Journal.open(self.journal_path, readonly=True, marks=True)
         try:
+            # the block views read ranges, which have no count to catch an entry lost from
+            # a damaged page, and LMDB would abort on a damaged tree: check it in full first
+            journal.index.check_tree(full=True)
             span, last_seq = journal_span(journal), journal.last_seq
         except BaseException:
             journal.close()
