@@ -9,12 +9,13 @@ hand-over): one ``queue.put`` per scattered 4 KiB block made the two
 threads trade the GIL tens of thousands of times a second, a lock convoy
 that cost a restore of 10^5 small writes 1.6 s (issue #11).
 
-A worker reads a job's pieces with ``preadv`` into its own buffer, checks
-every 4 KiB block against its CRC, and writes the job with one ``pwritev``.
-Reads, not maps of the segments: a page fault on a map happens with the
-GIL held (inside the CRC call), so a cold journal stalled the walk behind
-every fault; ``preadv`` releases the GIL while the disk works, and two
-workers keep two reads in flight. A third thread asks for every piece of
+A worker checks each piece straight from a map of its segment, with one
+CRC-32C call over the piece held against its blocks' CRCs combined, and
+writes the job from the maps with one ``pwritev``: the bytes are copied
+once, page cache to page cache. The one CRC call matters: crc32c releases
+the GIL for a long buffer, so a page fault on a cold segment stalls only
+that worker (a CRC call per 4 KiB block holds the GIL, and a fault inside
+it stalled the walk too); two workers keep two pieces' faults in flight. A third thread asks for every piece of
 a hand-over (``POSIX_FADV_WILLNEED``) as soon as the walk hands it over, so
 the reads find their data on the way.
 
@@ -30,12 +31,14 @@ import queue
 import threading
 from pathlib import Path
 
-from journal.blockcrc import block_crcs
+from crc32c import crc32c
+
+from journal.blockcrc import block_crcs, combined
 from journal.blockmap import ZERO_RUN, bad_crc, is_zero
 from journal.errors import CorruptJournal
 from journal.format import BLOCK, segment_name
 from journal.output import RestoreTarget
-from journal.segments import IOV_MAX, open_segment, pwritev_all
+from journal.segments import IOV_MAX, SegmentViews, open_segment, pwritev_all
 
 #: The most bytes one job holds: one worker buffer.
 JOB_BYTES = len(ZERO_RUN)
@@ -48,7 +51,7 @@ _PREFETCH_BATCHES = 4
 #: Writeback of the target is started after this many bytes, so the closing fsync has little left.
 _WRITE_BEHIND = 64 << 20
 
-#: A piece: [segment fd, position, first block, CRCs, seqs, segment number].
+#: A piece: [segment fd, position, first block, CRCs, seqs, segment number, map of the segment].
 Piece = list
 #: A job: (first block, pieces and composed bytes, or None for a gap of ``count`` zero blocks, count).
 Job = tuple
@@ -64,6 +67,7 @@ class ImageWriter:
         self.is_device = target.is_device
         self._segments = segments
         self._seg_fds: dict[int, int] = {}
+        self._views = SegmentViews(segments)
         self._queue: queue.Queue[list[Job] | None] = queue.Queue(maxsize=2 * _WORKERS)
         self._batch: list[Job] = []
         self._batch_bytes = 0
@@ -81,12 +85,12 @@ class ImageWriter:
 
     # ------------------------------------------------------------ the walk's side
 
-    def segment_fd(self, seg: int) -> int:
-        """A descriptor of segment ``seg``, opened once per restore."""
+    def segment(self, seg: int) -> tuple[int, memoryview]:
+        """A descriptor (for the read-ahead) and a map of segment ``seg``, each made once per restore."""
         fd = self._seg_fds.get(seg)
         if fd is None:
             fd = self._seg_fds[seg] = open_segment(self._segments, seg)
-        return fd
+        return fd, self._views.whole(seg)
 
     def put(self, job: Job, nbytes: int) -> None:
         """Queue one job of ``nbytes``; the jobs go to the workers in hand-overs."""
@@ -114,6 +118,7 @@ class ImageWriter:
             for fd in self._seg_fds.values():
                 os.close(fd)
             self._seg_fds.clear()
+            self._views.close()
         if self._error is not None:
             raise self._error
 
@@ -151,7 +156,6 @@ class ImageWriter:
             self._queue.put(None)
 
     def _loop(self) -> None:
-        buf = memoryview(bytearray(JOB_BYTES))
         while (batch := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain the queue so the walk never blocks on a full one
@@ -160,28 +164,29 @@ class ImageWriter:
                     if items is None:
                         self._zeros(block, count)
                     else:
-                        self._job(buf, block, items)
+                        self._job(block, items)
             except BaseException as exc:  # handed to the walking thread
                 self._error = exc
 
-    def _job(self, buf: memoryview, block: int, items: list) -> None:
+    def _job(self, block: int, items: list) -> None:
         holes = not self.is_device
         out: list[bytes | memoryview] = []
         start = at = block
-        used = 0
         for item in items:
             if type(item) is list:
-                fd, pos, first, crcs, seqs, seg = item
+                _fd, pos, first, crcs, seqs, seg, whole = item
                 n = len(crcs) * BLOCK
-                data = buf[used:used + n]
-                if os.preadv(fd, [data], pos) != n:
+                if pos < 0 or pos + n > len(whole):
+                    # never touched: a map past the end of its file is SIGBUS
                     raise CorruptJournal(f"segment {segment_name(seg)} ends before offset {pos + n}; "
                                          "run 'cdp verify'")
-                got = block_crcs(data)
-                if got != crcs:
-                    i = next(i for i, (a, b) in enumerate(zip(got, crcs)) if a != b)
+                data = whole[pos:pos + n]
+                # one call over the piece (the GIL is released for it), held against the blocks'
+                # CRCs combined; only a mismatch looks block by block
+                if crc32c(data) != combined(crcs):
+                    got = block_crcs(data)
+                    i = next((i for i, (a, b) in enumerate(zip(got, crcs)) if a != b), 0)
                     raise bad_crc(first + i, seqs[i], seg, pos + i * BLOCK)
-                used += n
             else:
                 data = item
             nblocks = len(data) // BLOCK

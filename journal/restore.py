@@ -136,7 +136,8 @@ class _Jobs:
             self.next = block + 1
             return
         self._extend_to(block)
-        self.piece = [self.writer.segment_fd(seg), pos0, block, [crc], [seq], seg]
+        fd, whole = self.writer.segment(seg)
+        self.piece = [fd, pos0, block, [crc], [seq], seg, whole]
         self.items.append(self.piece)
         self.next = block + 1
 

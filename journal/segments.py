@@ -278,6 +278,10 @@ class SegmentViews:
         self.directory = directory
         self._maps: dict[int, tuple[mmap.mmap, memoryview]] = {}
 
+    def whole(self, seg_id: int) -> memoryview:
+        """The whole of segment ``seg_id`` as it was when first mapped; slices past it are the caller's to refuse."""
+        return self._map(seg_id)
+
     def _map(self, seg_id: int) -> memoryview:
         entry = self._maps.get(seg_id)
         if entry is None:
