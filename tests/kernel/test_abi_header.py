@@ -8,13 +8,12 @@ VM are needed: the header is plain UAPI C (<linux/types.h>).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from cdp import attach, ringabi
+from tests.support.cheader import header_values
 
 HEADER = Path(__file__).resolve().parents[2] / "kernel" / "cdp_ring_abi.h"
 
@@ -106,22 +105,7 @@ def python_value(name: str) -> int:
 
 @pytest.fixture(scope="module")
 def c_values(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (gcc) on this machine")
-    tmp = tmp_path_factory.mktemp("abi")
-    lines = [f'    printf("%s %llu\\n", "{k}", (unsigned long long)({v}));' for k, v in C_VALUES.items()]
-    src = tmp / "abi.c"
-    src.write_text(
-        "#include <stdio.h>\n#include <stddef.h>\n"
-        f'#include "{HEADER}"\n'
-        "int main(void)\n{\n" + "\n".join(lines) + "\n    return 0;\n}\n")
-    exe = tmp / "abi"
-    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, f"the header does not compile cleanly in userspace:\n{build.stderr}"
-    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-    return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    return header_values(HEADER, C_VALUES, tmp_path_factory.mktemp("abi"))
 
 
 @pytest.mark.parametrize("name", sorted(C_VALUES))

@@ -7,13 +7,12 @@ must equal the Python value. No kernel needed: the header is plain UAPI C.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from cdp import filter as cdpfilter
+from tests.support.cheader import header_values
 
 HEADER = Path(__file__).resolve().parents[2] / "kernel" / "cdp_filter_abi.h"
 
@@ -48,20 +47,7 @@ PYTHON: dict[str, int] = {
 
 @pytest.fixture(scope="module")
 def c_values(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (gcc) on this machine")
-    tmp = tmp_path_factory.mktemp("fabi")
-    lines = [f'    printf("%s %llu\\n", "{k}", (unsigned long long)({v}));' for k, v in C_VALUES.items()]
-    src = tmp / "fabi.c"
-    src.write_text("#include <stdio.h>\n#include <stddef.h>\n" f'#include "{HEADER}"\n'
-                   "int main(void)\n{\n" + "\n".join(lines) + "\n    return 0;\n}\n")
-    exe = tmp / "fabi"
-    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, f"the header does not compile cleanly in userspace:\n{build.stderr}"
-    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-    return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    return header_values(HEADER, C_VALUES, tmp_path_factory.mktemp("fabi"))
 
 
 @pytest.mark.parametrize("name", sorted(C_VALUES))
