@@ -36,9 +36,9 @@ from crc32c import crc32c
 from journal.blockcrc import block_crcs, combined
 from journal.blockmap import ZERO_RUN, bad_crc, is_zero
 from journal.errors import CorruptJournal
-from journal.format import BLOCK, segment_name
+from journal.format import BLOCK
 from journal.output import RestoreTarget
-from journal.segments import IOV_MAX, SegmentViews, open_segment, pwritev_all
+from journal.segments import IOV_MAX, SegmentReader, SegmentViews, pwritev_all
 
 #: The most bytes one job holds: one worker buffer.
 JOB_BYTES = len(ZERO_RUN)
@@ -51,7 +51,7 @@ _PREFETCH_BATCHES = 4
 #: Writeback of the target is started after this many bytes, so the closing fsync has little left.
 _WRITE_BEHIND = 64 << 20
 
-#: A piece: [segment fd, position, first block, CRCs, seqs, segment number, map of the segment].
+#: A piece: [segment number, position, first block, CRCs, seqs].
 Piece = list
 #: A job: (first block, pieces and composed bytes, or None for a gap of ``count`` zero blocks, count).
 Job = tuple
@@ -65,9 +65,8 @@ class ImageWriter:
         self._fd = target.fd
         self._size = target.size
         self.is_device = target.is_device
-        self._segments = segments
-        self._seg_fds: dict[int, int] = {}
-        self._views = SegmentViews(segments)
+        self._reader = SegmentReader(segments)  # descriptors for the read-ahead
+        self._views = SegmentViews(segments)    # maps for the checks and the writes
         self._queue: queue.Queue[list[Job] | None] = queue.Queue(maxsize=2 * _WORKERS)
         self._batch: list[Job] = []
         self._batch_bytes = 0
@@ -84,13 +83,6 @@ class ImageWriter:
             t.start()
 
     # ------------------------------------------------------------ the walk's side
-
-    def segment(self, seg: int) -> tuple[int, memoryview]:
-        """A descriptor (for the read-ahead) and a map of segment ``seg``, each made once per restore."""
-        fd = self._seg_fds.get(seg)
-        if fd is None:
-            fd = self._seg_fds[seg] = open_segment(self._segments, seg)
-        return fd, self._views.whole(seg)
 
     def put(self, job: Job, nbytes: int) -> None:
         """Queue one job of ``nbytes``; the jobs go to the workers in hand-overs."""
@@ -115,9 +107,7 @@ class ImageWriter:
             self._prefetcher.join()
             for t in self._threads:
                 t.join()
-            for fd in self._seg_fds.values():
-                os.close(fd)
-            self._seg_fds.clear()
+            self._reader.close()
             self._views.close()
         if self._error is not None:
             raise self._error
@@ -148,9 +138,12 @@ class ImageWriter:
                         if items is not None:
                             for item in items:
                                 if type(item) is list:
-                                    os.posix_fadvise(item[0], item[1], len(item[3]) * BLOCK, willneed)
-                except OSError:
-                    pass  # only a speed-up
+                                    os.posix_fadvise(self._reader.fd(item[0]), item[1], len(item[3]) * BLOCK,
+                                                     willneed)
+                except (OSError, CorruptJournal):
+                    # only a speed-up: the worker that reads the piece reports a missing segment,
+                    # and the batch must go on to it whatever happened here
+                    pass
             self._queue.put(batch)
         for _ in self._threads:
             self._queue.put(None)
@@ -174,13 +167,8 @@ class ImageWriter:
         start = at = block
         for item in items:
             if type(item) is list:
-                _fd, pos, first, crcs, seqs, seg, whole = item
-                n = len(crcs) * BLOCK
-                if pos < 0 or pos + n > len(whole):
-                    # never touched: a map past the end of its file is SIGBUS
-                    raise CorruptJournal(f"segment {segment_name(seg)} ends before offset {pos + n}; "
-                                         "run 'cdp verify'")
-                data = whole[pos:pos + n]
+                seg, pos, first, crcs, seqs = item
+                data = self._views.view(seg, pos, len(crcs) * BLOCK)
                 # one call over the piece (the GIL is released for it), held against the blocks'
                 # CRCs combined; only a mismatch looks block by block
                 if crc32c(data) != combined(crcs):

@@ -31,21 +31,20 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
 from journal.blockcrc import block_crcs, combined
 from journal.blockmap import ZERO_RUN, bad_crc, compose_block, versions_back
-from journal.errors import CorruptJournal, OutOfRange
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2, segment_name
+from journal.errors import OutOfRange
+from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2
 from journal.index import RESIDUE, damaged
 from journal.reader import JournalReader
 
 if TYPE_CHECKING:
     from journal.journal import Journal
-from journal.segments import open_segment
+from journal.segments import SegmentReader
 
 #: At most this many blocks with versions are classified per ``extents`` call
 #: (NBD lets a server describe less than was asked; the client asks again).
@@ -61,51 +60,6 @@ class Extent:
     offset: int
     length: int
     zero: bool
-
-
-class _Segments:
-    """Read-only descriptors of the journal's segments, opened once, shared by threads."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def fd(self, seg_id: int) -> int:
-        fd = self._fds.get(seg_id)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(seg_id)
-                if fd is None:
-                    fd = self._fds[seg_id] = open_segment(self.directory, seg_id)
-        return fd
-
-    def pread(self, seg_id: int, pos: int, length: int) -> bytes:
-        """Exactly ``length`` bytes at ``pos`` (what :func:`compose_block` asks for)."""
-        data = os.pread(self.fd(seg_id), length, pos)
-        if len(data) != length:
-            raise _short(seg_id, pos + length)
-        return data
-
-    def readinto(self, seg_id: int, pos: int, dst: memoryview) -> None:
-        """Fill ``dst`` from ``pos``: one ``preadv``, repeated only after a short read."""
-        fd = self.fd(seg_id)
-        done = 0
-        while done < len(dst):
-            n = os.preadv(fd, [dst[done:]], pos + done)
-            if n <= 0:
-                raise _short(seg_id, pos + len(dst))
-            done += n
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-
-
-def _short(seg_id: int, end: int) -> CorruptJournal:
-    return CorruptJournal(f"segment {segment_name(seg_id)} ends before offset {end}; run 'cdp verify'")
 
 
 # A request's plan, made under the index lock and carried out outside it:
@@ -134,7 +88,7 @@ class PointView:
         self.size = journal.info.device_bytes
         self._index = journal.index
         self._lock = threading.Lock()
-        self._segments = _Segments(journal.path / "segments")
+        self._segments = SegmentReader(journal.path / "segments")
         # in full: a ranged read has no count to catch an entry lost from a page (journal.lmdbcheck)
         self._index.check_tree(full=True)
         with self._lock, self._index.read() as txn:
@@ -193,7 +147,7 @@ class PointView:
                 filled = at + len(dst)
             else:
                 _kind, block, versions, zseqs = step
-                data = compose_block(self._segments, block, versions, zseqs)  # type: ignore[arg-type]
+                data = compose_block(self._segments, block, versions, zseqs)
                 n = min(BLOCK, len(out) - at)
                 out[at:at + n] = data[:n]
                 filled = at + n

@@ -129,15 +129,14 @@ class _Jobs:
     def add(self, block: int, seg: int, pos0: int, crc: int, seq: int) -> None:
         """Block ``block`` comes from ``seg`` at ``pos0``, checked against ``crc``."""
         piece = self.piece
-        if (piece is not None and block == self.next and seg == piece[5]
+        if (piece is not None and block == self.next and seg == piece[0]
                 and pos0 == piece[1] + len(piece[3]) * BLOCK and block - self.start < JOB_BLOCKS):
             piece[3].append(crc)
             piece[4].append(seq)
             self.next = block + 1
             return
         self._extend_to(block)
-        fd, whole = self.writer.segment(seg)
-        self.piece = [fd, pos0, block, [crc], [seq], seg, whole]
+        self.piece = [seg, pos0, block, [crc], [seq]]
         self.items.append(self.piece)
         self.next = block + 1
 

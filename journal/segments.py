@@ -14,6 +14,7 @@ import errno
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,26 +193,49 @@ def open_segment(directory: Path, seg_id: int) -> int:
         raise CorruptJournal(f"segment {segment_name(seg_id)} is missing; run 'cdp verify'") from None
 
 
+def short_segment(seg_id: int, end: int) -> CorruptJournal:
+    """The error for a segment that ends before ``end``, where the index says it holds bytes."""
+    return CorruptJournal(f"segment {segment_name(seg_id)} ends before offset {end}; run 'cdp verify'")
+
+
 class SegmentReader:
-    """Reads payload bytes from any segment of one journal, by position."""
+    """Reads payload bytes from any segment of one journal, by position.
+
+    Descriptors are opened once and may be shared by threads (an export's
+    requests, a restore's read-ahead): opening takes a lock, reading none.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
 
-    def _fd(self, seg_id: int) -> int:
+    def fd(self, seg_id: int) -> int:
+        """The read-only descriptor of segment ``seg_id``, opened on first use."""
         fd = self._fds.get(seg_id)
         if fd is None:
-            fd = self._fds[seg_id] = open_segment(self.directory, seg_id)
+            with self._lock:
+                fd = self._fds.get(seg_id)
+                if fd is None:
+                    fd = self._fds[seg_id] = open_segment(self.directory, seg_id)
         return fd
 
     def pread(self, seg_id: int, pos: int, length: int) -> bytes:
         """Read exactly ``length`` bytes, or report the segment as damaged."""
-        data = os.pread(self._fd(seg_id), length, pos)
+        data = os.pread(self.fd(seg_id), length, pos)
         if len(data) != length:
-            raise CorruptJournal(
-                f"segment {segment_name(seg_id)} ends before offset {pos + length}; run 'cdp verify'")
+            raise short_segment(seg_id, pos + length)
         return data
+
+    def readinto(self, seg_id: int, pos: int, dst: memoryview) -> None:
+        """Fill ``dst`` from ``pos``: one ``preadv``, repeated only after a short read."""
+        fd = self.fd(seg_id)
+        done = 0
+        while done < len(dst):
+            n = os.preadv(fd, [dst[done:]], pos + done)
+            if n <= 0:
+                raise short_segment(seg_id, pos + len(dst))
+            done += n
 
     def scan(self, seg_id: int, limit: int | None = None) -> Iterator[SegmentRecord | tuple[int, str]]:
         """Walk a segment's records in order, checking headers and payloads.
@@ -220,7 +244,7 @@ class SegmentReader:
         header it searches forward for the next header that checks out, so
         one flipped byte does not hide the rest of the segment.
         """
-        fd = self._fd(seg_id)
+        fd = self.fd(seg_id)
         size = os.fstat(fd).st_size if limit is None else limit
         head = os.pread(fd, SEG_HDR.size, 0)
         if len(head) < SEG_HDR.size or head[:4] != SEG_MAGIC:
@@ -257,9 +281,10 @@ class SegmentReader:
         return size
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
 
 class SegmentViews:
@@ -271,36 +296,36 @@ class SegmentViews:
     mapped once, at the size it has then; a range past that size is reported
     as damage, never touched (touching a map past the end of its file is
     SIGBUS). Committed bytes are never truncated: the writer only cuts off a
-    tail the index never committed.
+    tail the index never committed. Threads may share one (a restore's
+    workers): mapping takes a lock, viewing none.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._maps: dict[int, tuple[mmap.mmap, memoryview]] = {}
-
-    def whole(self, seg_id: int) -> memoryview:
-        """The whole of segment ``seg_id`` as it was when first mapped; slices past it are the caller's to refuse."""
-        return self._map(seg_id)
+        self._lock = threading.Lock()
 
     def _map(self, seg_id: int) -> memoryview:
         entry = self._maps.get(seg_id)
         if entry is None:
-            fd = open_segment(self.directory, seg_id)
-            try:
-                size = os.fstat(fd).st_size
-                m = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else mmap.mmap(-1, 1)
-            finally:
-                os.close(fd)
-            m.madvise(mmap.MADV_SEQUENTIAL)
-            entry = self._maps[seg_id] = (m, memoryview(m)[:size])
+            with self._lock:
+                entry = self._maps.get(seg_id)
+                if entry is None:
+                    fd = open_segment(self.directory, seg_id)
+                    try:
+                        size = os.fstat(fd).st_size
+                        m = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else mmap.mmap(-1, 1)
+                    finally:
+                        os.close(fd)
+                    m.madvise(mmap.MADV_SEQUENTIAL)
+                    entry = self._maps[seg_id] = (m, memoryview(m)[:size])
         return entry[1]
 
     def view(self, seg_id: int, pos: int, length: int) -> memoryview:
         """``length`` bytes at ``pos``, or report the segment as damaged."""
         whole = self._map(seg_id)
         if pos < 0 or pos + length > len(whole):
-            raise CorruptJournal(
-                f"segment {segment_name(seg_id)} ends before offset {pos + length}; run 'cdp verify'")
+            raise short_segment(seg_id, pos + length)
         return whole[pos:pos + length]
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ import argparse
 import os
 import stat
 import time
-from pathlib import Path
 
 from cdp.commands._common import add_json_option, add_verb, journal_path, print_json
 from cdp.errors import CdpError
