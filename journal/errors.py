@@ -38,3 +38,7 @@ class CorruptJournal(JournalError):
 
 class OutOfRange(JournalError):
     """A time, sequence number or device range outside what the journal holds."""
+
+
+#: The way out of a damaged index, said by every error that finds one.
+REINDEX_HINT = "run 'cdp verify', then 'cdp reindex' to rebuild the index from the segments"

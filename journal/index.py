@@ -37,7 +37,7 @@ import crc32c
 import lmdb
 import msgpack
 
-from journal.errors import CorruptJournal, JournalError
+from journal.errors import REINDEX_HINT, CorruptJournal, JournalError
 
 T = TypeVar("T")
 
@@ -45,7 +45,6 @@ DB_NAMES = ("meta", "seq", "time", "blocks", "zext", "points", "umarks", "window
 _INITIAL_MAP = 64 << 20
 _U32 = struct.Struct("<I")
 _crc = crc32c.crc32c
-REINDEX_HINT = "run 'cdp verify', then 'cdp reindex' to rebuild the index from the segments"
 
 
 def seal(key: bytes, value: bytes) -> bytes:

@@ -37,7 +37,7 @@ import os
 import struct
 from pathlib import Path
 
-from journal.errors import CorruptJournal
+from journal.errors import REINDEX_HINT, CorruptJournal
 
 _PAGE_HDR = struct.Struct("<QHHHH")      # pgno, pad, flags, lower, upper
 _NODE = struct.Struct("<HHHH")           # lo, hi, flags, ksize
@@ -50,11 +50,10 @@ P_BRANCH, P_LEAF, P_OVERFLOW, P_META, P_LEAF2, P_SUBP = 0x01, 0x02, 0x04, 0x08, 
 F_BIGDATA, F_SUBDATA, F_DUPDATA = 0x01, 0x02, 0x04
 P_INVALID = (1 << 64) - 1
 MAGIC = 0xBEEFC0DE
-_HINT = "run 'cdp verify', then 'cdp reindex' to rebuild the index from the segments"
 
 
 def _damage(what: str) -> CorruptJournal:
-    return CorruptJournal(f"the index is damaged ({what}); {_HINT}")
+    return CorruptJournal(f"the index is damaged ({what}); {REINDEX_HINT}")
 
 
 class _Meta:
