@@ -40,6 +40,9 @@ from journal.units import NS
 from journal.segments import pack_header
 
 _KNOWN_TYPES = frozenset(int(t) for t in RecordType)
+#: FOLD record flags: a zeroing block version (no payload), a big zeroing extent.
+FOLD_ZERO = 1
+FOLD_EXTENT = 2
 _HDR = REC_HDR.size
 _crc = crc32c.crc32c
 _pack_u64 = U64.pack
@@ -100,6 +103,9 @@ class Batch:
         self.seq_items: list[tuple[bytes, bytes]] = []
         self.time_items: list[tuple[bytes, bytes]] = []
         self.block_items: list[tuple[bytes, bytes]] = []
+        #: block and extent entries of FOLD records: they replace entries that exist (not counted)
+        self.moved_items: list[tuple[bytes, bytes]] = []
+        self.moved_zext: list[tuple[bytes, bytes]] = []
         self.pending: list[tuple[int, int, int, int, int, memoryview | None, int, list[int] | None]] = []
         self._second = -1
         self._bucket = [0, 0]
@@ -150,6 +156,37 @@ class Batch:
         rec_pos = self._frame(RecordType.BASELINE, 0, data, 0, ts, offset, len(data), 0, dcrc)
         self.pending.append((0, offset, len(data), KIND_DATA, rec_pos + _HDR, data, dcrc, None))
 
+    def add_note(self, ts: int, payload: memoryview) -> None:
+        """A COMPACTION record: seq 0, framed only; its entries are the compaction's own work."""
+        self._frame(RecordType.COMPACTION, 0, payload, 0, ts, 0, 0, 0, _crc(payload))
+
+    def add_fold(self, vseq: int, offset: int, length: int, data: memoryview | None, crc: int,
+                 *, extent: bool = False) -> None:
+        """A moved version: framed, and its index entry pointed at (or made from) the copy.
+
+        A data version carries exactly the sectors it covers inside one block;
+        a zeroing version (``data`` None) only its range; a big zeroing
+        extent (``extent``) is copied so a reindex finds it once the segment
+        of its record is gone. The entry replaces the version's old one (same
+        key), so it adds to no running total.
+        """
+        flags = FOLD_EXTENT if extent else FOLD_ZERO if data is None else 0
+        payload = data if data is not None else memoryview(b"")
+        rec_pos = self._frame(RecordType.FOLD, flags, payload, vseq, 0, offset, length, 0, crc)
+        if extent:
+            k = _pack_u64(vseq)
+            self.moved_zext.append((k, seal(k, U64X2.pack(offset, length))))
+            return
+        block = offset // BLOCK
+        first = (offset - block * BLOCK) // SECTOR
+        mask = ((1 << (length // SECTOR)) - 1) << first
+        k = U64X2.pack(block, vseq)
+        if data is None:
+            v = BLOCK_VAL.pack(self.seg, 0, mask, KIND_ZERO, 0)
+        else:
+            v = BLOCK_VAL.pack(self.seg, rec_pos + _HDR - first * SECTOR, mask, KIND_DATA, crc)
+        self.moved_items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
+
     def add(self, r: Record) -> None:
         """Frame and index one record; records at or below the last seq are skipped."""
         if r.seq <= self.last_seq:
@@ -182,7 +219,7 @@ class Batch:
     def _add_checked(self, r: Record) -> None:
         """Every other record, and a WRITE the hot path turned down: check, then frame."""
         seq, rtype = r.seq, r.type
-        if rtype not in _KNOWN_TYPES or rtype == RecordType.BASELINE:
+        if rtype not in _KNOWN_TYPES or rtype in (RecordType.BASELINE, RecordType.COMPACTION, RecordType.FOLD):
             raise JournalError(f"record seq {seq} has unknown type {rtype}")
         data = r.data if isinstance(r.data, memoryview) else memoryview(r.data)
         offset, length = r.offset, r.length
@@ -325,6 +362,10 @@ class Batch:
             txn.cursor(db=index.db("time")).putmulti(self.time_items, append=True)
         if self.block_items:
             txn.cursor(db=index.db("blocks")).putmulti(self.block_items)
+        if self.moved_items:
+            txn.cursor(db=index.db("blocks")).putmulti(self.moved_items)
+        if self.moved_zext:
+            txn.cursor(db=index.db("zext")).putmulti(self.moved_zext)
         if self.zext_items:
             txn.cursor(db=index.db("zext")).putmulti(self.zext_items)
         if self.point_items:

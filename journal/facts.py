@@ -33,6 +33,8 @@ from journal.errors import CorruptJournal, JournalBusy, NotAJournal, Unsupported
 from journal.format import MARKER, SCHEMA
 
 MARKS_LOG = "marks.log"
+#: Marks pinned with ``cdp mark --keep-forever``: same line format; retention never drops them.
+PINS_LOG = "pins.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +122,11 @@ def read_marker(path: Path) -> tuple[int, Facts | None]:
     return schema, facts
 
 
-def append_mark(path: Path, ts_ns: int, name: bytes) -> None:
-    """Add a user mark to the log, durably, before the index is told."""
+def append_mark(path: Path, ts_ns: int, name: bytes, log: str = MARKS_LOG) -> None:
+    """Add a user mark to the log (or a pin to ``pins.log``), durably, before the index is told."""
     body = f"{ts_ns} {name.hex()}"
     line = f"{body} {crc32c.crc32c(body.encode()):08x}\n".encode()
-    fd = os.open(path / MARKS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path / log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, line)
         os.fsync(fd)
@@ -132,10 +134,10 @@ def append_mark(path: Path, ts_ns: int, name: bytes) -> None:
         os.close(fd)
 
 
-def read_marks(path: Path) -> Iterator[tuple[int, bytes]]:
+def read_marks(path: Path, log: str = MARKS_LOG) -> Iterator[tuple[int, bytes]]:
     """Every intact (ts_ns, name) of the log; a damaged line is an error, never skipped silently."""
     try:
-        text = (path / MARKS_LOG).read_text()
+        text = (path / log).read_text()
     except FileNotFoundError:
         return
     lines = text.split("\n")
@@ -148,4 +150,4 @@ def read_marks(path: Path) -> Iterator[tuple[int, bytes]]:
                 raise ValueError
             yield int(ts), bytes.fromhex(name_hex)
         except ValueError:
-            raise CorruptJournal(f"{path / MARKS_LOG} line {number} is damaged") from None
+            raise CorruptJournal(f"{path / log} line {number} is damaged") from None

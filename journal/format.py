@@ -67,6 +67,25 @@ rebuilt from the segments alone (``cdp reindex``).
              start_ts, end_ts, offset, length, resynced_to, resync_seq,
              resync_ts.
 ``activity`` second (ns, floored) -> msgpack [records, bytes].
+
+Retention and compaction
+========================
+
+``meta`` also holds ``retention`` (the policy, see ``journal.retention``),
+``retained`` (the newest compaction's selection: horizon, fold seq, kept
+seqs), ``compaction`` (the step a compaction in progress is at),
+``entries_dropped``/``dropped_above`` (block entries a compaction deleted:
+seqs above the fold count that many fewer; kept seqs at or below it were
+rewritten exact) and ``dropped_segments`` (segment id ranges deleted on
+purpose). A kept record's ``seq`` entry may name segment 0: it no longer
+holds its segment. Two record types exist only for compaction, both
+written by the journal itself: COMPACTION (seq 0, a msgpack payload: the
+selection with what each kept record's entries said, or the dropped
+segments) and FOLD (a block version moved out of a mostly-dead segment:
+its seq is the version's, its range the sectors it covers; flags 1 = a
+zeroing version, 2 = a big zeroing extent). A reindex takes the newest of
+each kind of COMPACTION record to rebuild the same state
+(``journal.refold``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,14 @@ from journal.errors import (
     OutOfRange,
     UnsupportedVersion,
 )
-from journal.facts import Facts, append_mark, fsync_dir, lock_writer, read_marker, write_marker
+from journal.compact import CompactionResult, Compactor, remove_dropped
+from journal.facts import PINS_LOG, Facts, append_mark, fsync_dir, lock_writer, read_marker, write_marker
 from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.reader import JournalReader, Progress
 from journal.records import Point, PointKind, Record
 from journal.restore import RestoreResult, restore_to
+from journal.retention import Policy
 from journal.segments import SegmentWriter
 from journal.verify import VerifyReport, verify_journal
 
@@ -78,6 +80,9 @@ device_size = source_size
 
 class Journal(JournalReader):
     """One journal directory, opened for appending or for reading."""
+
+    #: Segments roll once they grow past this (tests make it small to see many segments).
+    segment_target = SEGMENT_TARGET
 
     def __init__(self, path: Path, index: Index, writer: SegmentWriter | None, lock_fd: int) -> None:
         super().__init__(path, index)
@@ -188,6 +193,7 @@ class Journal(JournalReader):
                 seg_end = index.require_meta(txn, "seg_end")
                 device_id = bytes(index.require_meta(txn, "device_id"))
             writer = SegmentWriter(path / "segments", device_id, seg_id, seg_end)
+            remove_dropped(index, path / "segments")
         return cls(path, index, writer, lock_fd)
 
     def close(self) -> None:
@@ -250,9 +256,41 @@ class Journal(JournalReader):
             writer.end = batch.start
             raise
         self._state.advance(batch)
-        if writer.end >= SEGMENT_TARGET:
+        if writer.end >= self.segment_target:
             writer.roll()
         return batch.count
+
+    @property
+    def writer_seg(self) -> int:
+        """The segment appends go to now."""
+        return self._require_writer().seg_id
+
+    def write_note(self, payload: bytes, extra: Callable[[lmdb.Transaction], None]) -> None:
+        """Append a COMPACTION record durably and commit ``extra``'s changes with it, atomically."""
+        self.write_compaction(lambda batch: batch.add_note(time.time_ns(), memoryview(payload)), extra)
+
+    def write_compaction(self, frame: Callable[[Batch], None], extra: Callable[[lmdb.Transaction], None]) -> None:
+        """A compaction's own records (notes, moved versions) made durable, then committed with ``extra``."""
+        writer = self._require_writer()
+        batch = Batch(self._state, self.info.device_bytes, writer.seg_id, writer.end)
+        frame(batch)
+        try:
+            writer.write(batch.buffers, batch.pos - writer.end)
+            writer.sync()
+
+            def commit(txn: lmdb.Transaction) -> None:
+                batch.commit(self.index, txn, writer.end, None)
+                extra(txn)
+
+            self.index.write(commit)
+        except (OSError, lmdb.Error) as exc:
+            writer.end = batch.start
+            raise _storage_error(self.path, exc) from None
+        except BaseException:
+            writer.end = batch.start
+            raise
+        if writer.end >= self.segment_target:
+            writer.roll()
 
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -279,6 +317,27 @@ class Journal(JournalReader):
         with self.index.read() as txn:
             seq = _points.resolve(self.index, txn, ts)
         return Point(seq, ts, PointKind.USER_MARK, name, self.is_whole(seq, ts))
+
+    def set_retention(self, policy: Policy) -> None:
+        """Store the retention policy; works while the service runs (it applies it next)."""
+        if self.index.readonly:
+            raise JournalError(f"{self.path} is read-only here: the retention policy cannot be changed")
+        self.index.write(lambda txn: self.index.put_meta(txn, "retention", policy.to_meta()))
+
+    def pin_mark(self, name: str, ts_ns: int | None = None) -> Point:
+        """A user mark that retention never drops (``cdp mark --keep-forever``)."""
+        ts = time.time_ns() if ts_ns is None else ts_ns
+        raw = _points.check_mark_name(name)
+        if self.index.readonly:
+            raise JournalError(f"{self.path} is read-only here: no mark can be added")
+        append_mark(self.path, ts, raw, PINS_LOG)  # pinned before it exists: never a moment unpinned
+        return self.add_mark(name, ts)
+
+    def compact(self, now_ns: int | None = None, *, reason: str = "policy", horizon_ts: int | None = None,
+                on_step: Callable[[str], None] | None = None) -> CompactionResult | None:
+        """Apply the retention policy now (or fold up to ``horizon_ts``); see :mod:`journal.compact`."""
+        self._require_writer()
+        return Compactor(self).run(now_ns, reason=reason, horizon_ts=horizon_ts, on_step=on_step)
 
     def set_status(self, status: dict[str, Any]) -> None:
         """Publish the service's live status (read by `cdp status` and the TUI)."""

@@ -19,6 +19,7 @@ from journal.errors import CorruptJournal, JournalError, NotWhole
 from journal.format import SEQ_VAL, U64, U64X2
 from journal.index import REINDEX_HINT, Index, check, damaged, unseal
 from journal.records import Point, PointKind
+from journal.selection import Selection
 from journal.units import format_ts
 
 #: Longest mark name in bytes (the ring ABI's limit).
@@ -79,6 +80,12 @@ def not_whole_error(ws: Iterable[OverflowWindow], seq: int, ts_ns: int) -> NotWh
                 f"{format_ts(w.start_ts)} (overflow at seq {w.seq}, {state}); "
                 "pick another point or allow a partial restore")
     return None
+
+
+def retained(index: Index, txn: lmdb.Transaction) -> Selection | None:
+    """The newest compaction's selection (begun or done), or None if none ever ran."""
+    value = index.get_meta(txn, "retained")
+    return None if value is None else Selection.from_meta(value)
 
 
 def resolve(index: Index, txn: lmdb.Transaction, ts_ns: int) -> int:
@@ -143,6 +150,8 @@ def query(
     """Rewind points in time order (newest first with ``reverse``); see ``Journal.points``."""
     wanted = None if kinds is None else frozenset(kinds)
     ws = windows(index, txn)
+    sel = retained(index, txn)
+    kept = frozenset(sel.kept) if sel is not None else frozenset()
     marks: list[Point] = []
     if wanted is None or PointKind.USER_MARK in wanted:
         for key, raw in txn.cursor(db=index.db("umarks")):
@@ -151,6 +160,11 @@ def query(
             ts = U64.unpack(key[:8])[0]
             if (start_ns is None or ts >= start_ns) and (end_ns is None or ts <= end_ns):
                 seq = resolve(index, txn, ts)
+                if sel is not None:
+                    mapped = sel.maps(seq)
+                    if mapped is None:
+                        continue  # behind the retention horizon (the compaction is removing it)
+                    seq = mapped
                 marks.append(Point(seq, ts, PointKind.USER_MARK, key[8:].decode("utf-8", "replace"),
                                    not any(w.covers(seq, ts) for w in ws)))
     found: list[Point] = []
@@ -169,6 +183,8 @@ def query(
         seq = U64.unpack(key)[0]
         kind, ts, name = msgpack.unpackb(unseal("points", key, cur.value()))
         ok = step()
+        if sel is not None and seq <= sel.fold_seq and seq not in kept:
+            continue  # folded by a compaction still removing it
         if (end_ns is not None and ts > end_ns) or (start_ns is not None and ts < start_ns):
             if reverse == (start_ns is not None and ts < start_ns):
                 break

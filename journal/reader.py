@@ -46,6 +46,15 @@ class JournalInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Located:
+    """The point a read or restore is for, and why it is not the one asked for (retention)."""
+
+    seq: int
+    ts_ns: int
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordInfo:
     """A record as the index knows it (no payload)."""
 
@@ -118,15 +127,43 @@ class JournalReader:
 
     def target(self, txn: lmdb.Transaction, seq: int | None, at_ns: int | None) -> tuple[int, int]:
         """(seq, ts) a read or restore is for: a time, a seq, or (neither) the newest."""
+        found = self.locate(txn, seq, at_ns)
+        return found.seq, found.ts_ns
+
+    def locate(self, txn: lmdb.Transaction, seq: int | None, at_ns: int | None) -> Located:
+        """Like :meth:`target`, and what the answer stands for when retention thinned the history.
+
+        A seq or time that a compaction folded away answers as the newest
+        kept point before it (``note`` says so); one behind the retention
+        horizon is an error naming the oldest point there is.
+        """
+        sel = _points.retained(self.index, txn)
         if at_ns is not None:
             self._check_not_before(at_ns)
-            return _points.resolve(self.index, txn, at_ns), at_ns
-        last = self.index.require_meta(txn, "last_seq")
-        if seq is None:
-            seq = last
-        if not 0 <= seq <= last:
-            raise OutOfRange(f"seq {seq} is not in the journal (0..{last})")
-        return seq, self.ts_of(txn, seq)
+            asked = _points.resolve(self.index, txn, at_ns)
+            ts = at_ns
+        else:
+            last = self.index.require_meta(txn, "last_seq")
+            asked = last if seq is None else seq
+            if not 0 <= asked <= last:
+                raise OutOfRange(f"seq {asked} is not in the journal (0..{last})")
+            ts = None
+        kept = asked if sel is None else sel.maps(asked)
+        if kept is None:
+            raise OutOfRange(f"{'that time' if at_ns is not None else f'seq {asked}'} is behind the retention "
+                             f"horizon: the oldest point kept is seq {sel.horizon_seq} at "
+                             f"{format_ts(sel.horizon_ts)}")
+        note = None
+        if kept == asked and at_ns is not None and sel is not None and sel.thinned_at(kept, at_ns):
+            note = (f"{format_ts(at_ns)} was thinned by retention: this is the newest point kept before it, "
+                    f"seq {kept} at {format_ts(self.ts_of(txn, kept))}")
+        elif kept != asked:
+            kept_ts = self.ts_of(txn, kept)
+            what = f"{format_ts(at_ns)}" if at_ns is not None else f"seq {asked}"
+            note = (f"{what} was thinned by retention: this is the newest point kept before it, "
+                    f"seq {kept} at {format_ts(kept_ts)}")
+            ts = kept_ts if ts is None else ts
+        return Located(kept, self.ts_of(txn, kept) if ts is None else ts, note)
 
     def ts_of(self, txn: lmdb.Transaction, seq: int) -> int:
         """The time stamp of record ``seq`` (the creation time for 0, the baseline)."""
@@ -147,6 +184,9 @@ class JournalReader:
         if raw is None:
             raise OutOfRange(f"seq {seq} is not in the journal")
         entries, overflows = SEQ_VAL.unpack_from(unseal("seq", key, raw))[8:]
+        if seq > self.index.get_meta(txn, "dropped_above", 0):
+            # a compaction deleted entries at or below its fold: seqs after it carry the offset
+            entries -= self.index.get_meta(txn, "entries_dropped", 0)
         return entries, overflows
 
     # ----------------------------------------------------------------- bytes

@@ -27,6 +27,11 @@ class RecordType(IntEnum):
     RESYNC = 100
     #: Part of the baseline copy taken when the journal was created (seq 0).
     BASELINE = 101
+    #: What a compaction kept and deleted (seq 0, msgpack payload; see journal.compact).
+    COMPACTION = 102
+    #: A block version a compaction moved out of a mostly-dead segment: its seq is the
+    #: version's, its range the sectors it covers; no seq entry of its own.
+    FOLD = 103
 
 
 class RecordFlag(IntEnum):

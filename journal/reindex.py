@@ -34,7 +34,9 @@ import crc32c
 import lmdb
 import msgpack
 
-from journal.batch import AppendState, Batch
+from journal.batch import FOLD_EXTENT, AppendState, Batch
+from journal.compact import dropped_ids
+from journal.refold import refold
 from journal.errors import CorruptJournal, JournalError
 from journal.facts import Facts, fsync_dir, lock_writer, read_marker, read_marks, write_marker
 from journal.format import (
@@ -110,7 +112,7 @@ def _salvage(index_dir: Path) -> dict[str, Any]:
         meta = env.open_db(b"meta", create=False)
         with env.begin(db=meta) as txn:
             for key in ("seg_id", "seg_end", "cursor", "device_bytes", "block_size", "device_id",
-                        "created_ns", "source"):
+                        "created_ns", "source", "retention"):
                 raw = txn.get(key.encode(), db=meta)
                 if raw is not None and check(key.encode(), raw):
                     out[key] = msgpack.unpackb(raw[:-4])
@@ -133,9 +135,7 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
     segments = sorted(int(p.stem) for p in seg_dir.glob("*.seg") if p.stem.isdigit())
     if not segments:
         raise CorruptJournal(f"{seg_dir} holds no segment; nothing to rebuild from")
-    if segments != list(range(1, segments[-1] + 1)):
-        missing = sorted(set(range(1, segments[-1] + 1)) - set(segments))
-        raise CorruptJournal(f"segment {segment_name(missing[0])} is missing; the history past it is lost")
+    notes: list[dict[str, Any]] = []
     committed = (old["seg_id"], old["seg_end"]) if "seg_id" in old and "seg_end" in old else None
     _init_meta(index, facts)
     state = AppendState(0, facts.created_ns, 0, 0)
@@ -157,14 +157,22 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
             # without the old index's committed end, a torn record at the very end of the
             # newest segment is the batch whose commit never happened
             tail_ok = committed is None and seg == segments[-1]
-            seg_end = _index_segment(index, state, facts.device_bytes, views, seg, end, tail_ok)
+            seg_end = _index_segment(index, state, facts.device_bytes, views, seg, end, tail_ok, notes)
             seg_id = seg
             done += size
             if progress is not None:
                 progress(done, total)
     finally:
         views.close()
+    dropped = next((n["dropped"] for n in reversed(notes) if "dropped" in n), [])
+    is_dropped = dropped_ids(dropped)
+    missing = [s for s in range(1, segments[-1] + 1) if s not in set(segments) and not is_dropped(s)]
+    if missing:
+        raise CorruptJournal(f"segment {segment_name(missing[0])} is missing; the history past it is lost")
     marks = _index_marks(index, path, old, facts.created_ns)
+    plan = next((n for n in reversed(notes) if "sel" in n), None)
+    if plan is not None:
+        refold(index, path, plan, dropped)
     cursor = old.get("cursor") if committed is not None else None
 
     def finish(txn: lmdb.Transaction) -> None:
@@ -172,6 +180,8 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
         index.put_meta(txn, "seg_end", seg_end)
         if cursor is not None:
             index.put_meta(txn, "cursor", cursor)
+        if "retention" in old:
+            index.put_meta(txn, "retention", old["retention"])
 
     index.write(finish)
     return ReindexResult(state.records, state.last_seq, seg_id, marks, done, cursor is not None)
@@ -193,7 +203,7 @@ def _init_meta(index: Index, facts: Facts) -> None:
 
 
 def _index_segment(index: Index, state: AppendState, device_bytes: int, views: SegmentViews,
-                   seg: int, end: int, tail_ok: bool) -> int:
+                   seg: int, end: int, tail_ok: bool, notes: list[dict[str, Any]]) -> int:
     """Index every record of segment ``seg`` up to ``end``; returns where its records end."""
     pos = SEG_HDR.size
     batch = Batch(state, device_bytes, seg, pos)
@@ -218,6 +228,16 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
                                  "fails its CRC-32C; the history past it cannot be rebuilt")
         if rec.type == RecordType.BASELINE:
             batch.add_baseline(rec.ts_ns, rec.offset, data)
+        elif rec.type == RecordType.FOLD:
+            batch.add_fold(rec.seq, rec.offset, rec.length, data if rec.data_len else None, rec.data_crc,
+                           extent=bool(rec.flags & FOLD_EXTENT))
+        elif rec.type == RecordType.COMPACTION:
+            batch.add_note(rec.ts_ns, data)
+            try:
+                notes.append(msgpack.unpackb(data))
+            except (ValueError, msgpack.UnpackException):
+                raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: a compaction record that "
+                                     "cannot be read") from None
         else:
             # a RESYNC's header ts is the clamped journal time, its aux the read time the
             # service gave: hand the batch what the service handed append

@@ -71,7 +71,8 @@ def restore_to(
     index.prefetch()
     index.check_tree()  # LMDB would abort on a damaged page, or miss what it holds, not report it
     with index.read() as txn:
-        seq, ts = journal.target(txn, seq, at_ns)
+        found = journal.locate(txn, seq, at_ns)
+        seq, ts = found.seq, found.ts_ns
         zext = journal.zero_extents(txn, seq)
         expected, overflows = journal.expected_counts(txn, seq)
     if sum(1 for w in journal.overflow_windows() if w.seq <= seq) != overflows:
@@ -103,7 +104,8 @@ def restore_to(
         raise
     if progress is not None:
         progress(device, device)
-    return RestoreResult(seq, ts, device, os.fspath(target), whole, tuple(target_.notes))
+    notes = ([found.note] if found.note else []) + list(target_.notes)
+    return RestoreResult(seq, ts, device, os.fspath(target), whole, tuple(notes))
 
 
 class _Jobs:

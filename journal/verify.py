@@ -16,10 +16,12 @@ import lmdb
 from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U64X2, segment_name
 
 from journal.blockmap import covered_span
+from journal.compact import dropped_ids
+from journal.points import retained
 from journal.errors import JournalError
 from journal.index import DB_NAMES, check
 from journal.reader import JournalReader, Progress
-from journal.records import DATA_TYPES
+from journal.records import DATA_TYPES, RecordType
 from journal.segments import SegmentRecord
 
 
@@ -58,10 +60,16 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
         seg_id = index.require_meta(txn, "seg_id")
         seg_end = index.require_meta(txn, "seg_end")
         last_seq = index.require_meta(txn, "last_seq")
+        sel = retained(index, txn)
+        dropped = dropped_ids(index.get_meta(txn, "dropped_segments", []))
+    # a compaction folded everything at or below this seq: records there may be gone from the
+    # index (not kept) and their block versions too (seen by no kept point)
+    folded = sel.fold_seq if sel is not None else -1
     segments = sorted(int(p.stem) for p in (journal.path / "segments").glob("*.seg") if p.stem.isdigit())
     problems: list[Problem] = []
     for missing in sorted(set(range(1, seg_id + 1)) - set(segments)):
-        problems.append(Problem(segment_name(missing), 0, None, "segment file is missing"))
+        if not dropped(missing):
+            problems.append(Problem(segment_name(missing), 0, None, "segment file is missing"))
     sizes = {s: (journal.path / "segments" / segment_name(s)).stat().st_size for s in segments}
     total = sum(min(size, seg_end) if s == seg_id else size for s, size in sizes.items() if s <= seg_id)
     seen = bytearray(last_seq + 1)
@@ -81,19 +89,28 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
                     continue
                 records += 1
                 checked += item.end - item.pos
+                if item.type == RecordType.FOLD:
+                    # a moved version: no seq entry of its own; its block entry is checked like any
+                    # (it may be gone: a later compaction found it dead)
+                    if item.data_len:
+                        problems += _check_blocks(journal, txn, blocks_db, name, item, True)
+                    continue
                 if item.type in DATA_TYPES and item.data_len:
-                    problems += _check_blocks(journal, txn, blocks_db, name, item)
+                    problems += _check_blocks(journal, txn, blocks_db, name, item, item.seq <= folded)
                 if item.seq == 0:
                     continue
                 key = U64.pack(item.seq)
                 raw = txn.get(key, db=db)
                 if raw is None:
-                    problems.append(Problem(name, item.pos, item.seq, "record is not in the index"))
+                    if item.seq > folded:
+                        problems.append(Problem(name, item.pos, item.seq, "record is not in the index"))
                     continue
                 if not check(key, raw):
                     problems.append(Problem(name, item.pos, item.seq, "its index entry fails its CRC-32C"))
                     continue
                 iseg, ipos, _ts, off, length, _dl, rtype, _fl, _e, _o = SEQ_VAL.unpack_from(raw)
+                if iseg == 0 and item.seq <= folded:
+                    iseg, ipos = seg, item.pos  # a kept record whose entry let go of its segment
                 if (iseg, ipos, off, length, rtype) != (seg, item.pos, item.offset, item.length, item.type):
                     problems.append(Problem(name, item.pos, item.seq, "index entry does not match the record"))
                     continue
@@ -105,8 +122,8 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
         with index.read() as txn:
             for key, raw in txn.cursor(db=index.db("seq")):
                 seq = U64.unpack(key)[0]
-                if seq <= last_seq and not seen[seq]:
-                    iseg, ipos = SEQ_VAL.unpack_from(raw)[:2]
+                iseg, ipos = SEQ_VAL.unpack_from(raw)[:2]
+                if seq <= last_seq and not seen[seq] and not (iseg == 0 and seq <= folded):
                     problems.append(Problem(segment_name(iseg), ipos, seq,
                                             "indexed record is missing or damaged in its segment"))
     problems += _check_index(journal)
@@ -151,7 +168,7 @@ def _check_index(journal: JournalReader) -> list[Problem]:
 
 
 def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: object, name: str,
-                  rec: SegmentRecord) -> list[Problem]:
+                  rec: SegmentRecord, folded: bool) -> list[Problem]:
     """Each block the record wrote: in the index, and its CRC there is the segment's bytes'.
 
     A restore checks exactly these CRCs before it applies a block, so this
@@ -161,6 +178,8 @@ def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: obje
     first, last = rec.offset // BLOCK, (rec.offset + rec.length - 1) // BLOCK
     for block in range(first, last + 1):
         raw = txn.get(U64X2.pack(block, rec.seq), db=blocks_db)
+        if raw is None and folded:
+            continue  # a version no kept point sees: the compaction deleted it
         if raw is None:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block} is missing from the block index"))
             continue

@@ -94,7 +94,7 @@ def test_segment_rolls_and_reads_across(tmp_path: Path, monkeypatch) -> None:
     """Records spread over several segments read back and survive reopen."""
     import journal.journal as jmod
 
-    monkeypatch.setattr(jmod, "SEGMENT_TARGET", 256 * 1024)
+    monkeypatch.setattr(jmod.Journal, "segment_target", 256 * 1024)
     path = tmp_path / "j"
     with Journal.create(path, device_bytes=SIZE) as journal:
         for i in range(6):

@@ -1,0 +1,61 @@
+"""A deterministic workload for the compaction tests, and a process that compacts it.
+
+Records span simulated hours (a few seconds to minutes apart) so that
+retention tiers of minutes and hours have points to thin; most writes land
+in a small hot region, so whole segments die as the hot blocks are
+rewritten, and flushes, marks and user marks give the policy points to keep.
+
+Run ``python -m tests.journal.compact_workload DIR NOW_NS`` to compact the
+journal at DIR as of NOW_NS (the crash tests kill it part-way).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+from journal import Journal, Record, RecordType
+
+SIZE = 128 * 1024
+SEGMENT = 48 * 1024
+S = 1_000_000_000
+
+
+def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
+            start_ns: int | None = None) -> list[Record]:
+    """``count`` records from ``first_seq`` on, each a few seconds to minutes after the last."""
+    rng = random.Random(seed)
+    ts = created_ns if start_ns is None else start_ns
+    out = []
+    for seq in range(first_seq, first_seq + count):
+        ts += rng.choice([1, 5, 30, 90, 600]) * S + rng.randrange(S)
+        roll = rng.random()
+        if roll < 0.55:  # the hot region: blocks 0..7, rewritten over and over
+            offset = rng.randrange(0, 64) * 512
+            length = rng.randrange(1, 17) * 512
+            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
+        elif roll < 0.7:
+            offset = rng.randrange(0, SIZE // 512 - 24) * 512
+            length = rng.randrange(1, 24) * 512
+            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
+        elif roll < 0.75:
+            offset = rng.randrange(0, SIZE // 512 - 16) * 512
+            out.append(Record(seq, ts, RecordType.DISCARD, 0, offset, rng.randrange(1, 16) * 512))
+        elif roll < 0.95:
+            out.append(Record(seq, ts, RecordType.FLUSH))
+        else:
+            out.append(Record(seq, ts, RecordType.MARK, data=f"m{seq}".encode()))
+    return out
+
+
+def main() -> None:
+    Journal.segment_target = SEGMENT
+    path, now = Path(sys.argv[1]), int(sys.argv[2])
+    with Journal.open(path) as journal:
+        print("compacting", flush=True)  # the crash tests time their kill from here
+        journal.compact(now)
+
+
+if __name__ == "__main__":
+    main()
