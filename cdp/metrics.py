@@ -85,6 +85,11 @@ class HealthCollector:
                   h.resync_pending_bytes),
             gauge("cdp_interrupted_restores", "device restores from this journal that never finished",
                   h.interrupted_restores),
+            gauge("cdp_journal_max_size_bytes", "the retention policy's cap on the journal's size",
+                  h.max_size),
+            gauge("cdp_retention_horizon_timestamp_seconds", "the oldest point retention keeps",
+                  None if h.horizon_ts_ns is None else h.horizon_ts_ns / NS),
+            gauge("cdp_compacting", "1 while a compaction is under way", float(h.compacting is not None)),
             dropped, corrupt,
         ):
             if metric is not None:

@@ -49,6 +49,7 @@ from cdp.session import RingSession
 from journal import Journal, Record, RecordType
 from journal.errors import DeviceMismatch, JournalError
 from journal.health import Health, assess
+from journal.maintain import CHECK_INTERVAL, Retainer
 from journal.output import interrupted_restores
 from journal.status import RUNNING, STOPPED, Service, ServiceStatus
 from journal.units import NS
@@ -437,6 +438,7 @@ def drain(
     stop: threading.Event | None = None, batch_bytes: int = 8 << 20, batch_records: int = 4096,
     poll_interval: float = 0.005, on_progress: Callable[[DrainStats], None] | None = None,
     handle_signals: bool = True, on_health: Callable[[Health], None] | None = None,
+    retention_interval: float = CHECK_INTERVAL,
 ) -> DrainStats:
     """Drain ``ring_path`` into the journal at ``journal_path`` until stopped.
 
@@ -469,7 +471,14 @@ def drain(
             drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
                                batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
                                on_progress=on_progress, on_health=on_health)
-            return drainer.run(until_detached, poll_interval)
+            # the retention policy, applied beside the drain (its steps are short transactions)
+            retainer = Retainer(journal, lambda text: print(f"cdp: run: {text}", file=sys.stderr, flush=True),
+                                interval=retention_interval)
+            retainer.start()
+            try:
+                return drainer.run(until_detached, poll_interval)
+            finally:
+                retainer.stop()
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)

@@ -8,10 +8,10 @@ the oldest and newest point, the journal's size and how full the
 filesystem holding it is, and what is wrong (writes being dropped,
 points that are not whole, damaged ring records, unfinished restores).
 
-There is no retention policy yet, so the journal can only grow: the fill
-that matters is its filesystem's, and the oldest point is the journal's
-creation. :func:`problems` turns a Health and the admin's limits into the
-lines a monitoring check prints.
+With a retention policy (``cdp retain``) the journal's size has a cap and
+the oldest point moves forward: Health carries the cap, the horizon and
+whether a compaction is under way. :func:`problems` turns a Health and
+the admin's limits into the lines a monitoring check prints.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class Health:
     corrupt: int
     #: device restores from this journal that never finished
     interrupted_restores: int
+    #: the retention policy's size cap (None: none), the oldest point kept (None: nothing folded
+    #: yet), and the step of a compaction under way (None: none)
+    max_size: int | None = None
+    horizon_ts_ns: int | None = None
+    compacting: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The fields as a JSON-ready map (`cdp status --json`'s ``health``)."""
@@ -93,7 +98,21 @@ def assess(journal: Any, service: Service, now_ns: int, interrupted_restores: in
         resync_pending_bytes=(status.resync_pending_bytes or 0) if status is not None else 0,
         corrupt=(status.corrupt or 0) if status is not None else 0,
         interrupted_restores=interrupted_restores,
+        **_retention(journal),
     )
+
+
+def _retention(journal: Any) -> dict[str, Any]:
+    """The retention fields of a Health, from the journal's index."""
+    from journal.points import retained
+
+    index = journal.index
+    with index.read() as txn:
+        policy = index.get_meta(txn, "retention") or {}
+        sel = retained(index, txn)
+        pending = index.get_meta(txn, "compaction")
+    return {"max_size": policy.get("max_size"), "horizon_ts_ns": None if sel is None else sel.horizon_ts,
+            "compacting": None if pending is None else pending.get("stage")}
 
 
 def problems(health: Health, *, max_lag_ns: int = DEFAULT_MAX_LAG_NS, max_fill: float = DEFAULT_MAX_FILL,
@@ -119,6 +138,9 @@ def problems(health: Health, *, max_lag_ns: int = DEFAULT_MAX_LAG_NS, max_fill: 
     if health.fs_fill > max_fill:
         out.append(f"the journal's filesystem is {health.fs_fill * 100:.0f}% full > {max_fill * 100:.0f}% "
                    f"({format_bytes(health.fs_free_bytes)} free)")
+    if health.max_size is not None and health.disk_bytes > health.max_size * 1.2:
+        out.append(f"the journal is {format_bytes(health.disk_bytes)}, over its cap of "
+                   f"{format_bytes(health.max_size)} (compaction failing, or pinned marks hold it?)")
     if health.corrupt:
         out.append(f"{health.corrupt} damaged ring record(s) in the last run (see the service's log)")
     if health.interrupted_restores:

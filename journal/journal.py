@@ -89,6 +89,9 @@ class Journal(JournalReader):
         self._writer = writer
         self._lock_fd = lock_fd
         self._pool: ThreadPoolExecutor | None = None
+        #: Held while the segment writer is used: the drain's appends and a background
+        #: compaction's own records share it (LMDB serializes their transactions itself).
+        self._write_lock = threading.Lock()
         with index.read() as txn:
             need = lambda key: index.require_meta(txn, key)  # noqa: E731
             self._state = AppendState(
@@ -233,6 +236,10 @@ class Journal(JournalReader):
         Records at or below :attr:`last_seq` are skipped, so replaying a batch
         after a crash never duplicates. Returns how many were appended.
         """
+        with self._write_lock:
+            return self._append(records, cursor)
+
+    def _append(self, records: Iterable[Record], cursor: dict[str, Any] | None) -> int:
         writer = self._require_writer()
         batch = Batch(self._state, self.info.device_bytes, writer.seg_id, writer.end)
         for record in records:
@@ -271,6 +278,10 @@ class Journal(JournalReader):
 
     def write_compaction(self, frame: Callable[[Batch], None], extra: Callable[[lmdb.Transaction], None]) -> None:
         """A compaction's own records (notes, moved versions) made durable, then committed with ``extra``."""
+        with self._write_lock:
+            self._write_compaction(frame, extra)
+
+    def _write_compaction(self, frame: Callable[[Batch], None], extra: Callable[[lmdb.Transaction], None]) -> None:
         writer = self._require_writer()
         batch = Batch(self._state, self.info.device_bytes, writer.seg_id, writer.end)
         frame(batch)

@@ -34,7 +34,7 @@ from journal.errors import JournalError
 from journal.records import MARK_KINDS, PointKind
 from journal.selection import Selection
 from journal.timespec import TimeError, parse_duration
-from journal.units import format_bytes, format_duration
+from journal.units import format_bytes
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -54,8 +54,25 @@ class Tier:
     every_ns: int | None
 
     def __str__(self) -> str:
-        every = "all" if self.every_ns is None else format_duration(self.every_ns)
-        return f"{format_duration(self.age_ns)}:{every}"
+        every = "all" if self.every_ns is None else short_duration(self.every_ns)
+        return f"{short_duration(self.age_ns)}:{every}"
+
+
+def short_duration(ns: int) -> str:
+    """A DURATION as the user writes one (``7d``, ``1h30m``, ``90s``): parse_duration reads it back."""
+    out = ""
+    rest = ns // 1_000_000_000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    frac = ns % 1_000_000_000
+    if frac:
+        out = out.removesuffix("s") if out.endswith("s") else out
+        secs = (ns // 1_000_000_000) % 60
+        out = out[: len(out) - len(f"{secs}")] if secs and out.endswith(str(secs)) else out
+        out += f"{secs}.{frac:09d}".rstrip("0") + "s"
+    return out or "0s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +101,7 @@ class Policy:
     def describe(self) -> dict[str, Any]:
         """The policy for people and for ``--json``."""
         return {
-            "keep": None if self.keep_ns is None else format_duration(self.keep_ns),
+            "keep": None if self.keep_ns is None else short_duration(self.keep_ns),
             "keep_seconds": None if self.keep_ns is None else self.keep_ns / 1e9,
             "max_size": None if self.max_size is None else format_bytes(self.max_size),
             "max_size_bytes": self.max_size,

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  cdp mark before-upgrade\n"
                "  cdp mark nightly-check --at 2026-03-01T02:00:00Z\n"
+               "  cdp mark golden-image --keep-forever              # retention never drops it\n"
                "  cdp mark after-migration --ring /dev/cdp/sdb     # through the attached filter\n"
                "  cdp mark app-consistent --ring sdb --freeze /srv  # with /srv's filesystem frozen")
     p.add_argument("name", metavar="NAME", help="the mark's name (UTF-8, at most 255 bytes, no newline)")
@@ -42,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze", metavar="MOUNTPOINT",
                    help="freeze the filesystem mounted there (FIFREEZE) while the mark is taken, then "
                         "thaw it: the mark is an application-consistent point, a clean filesystem")
+    p.add_argument("--keep-forever", action="store_true",
+                   help="pin the mark: retention ('cdp retain') never drops it, however old it gets")
     add_json_option(p)
 
 
@@ -52,15 +55,18 @@ def cmd_mark(args: argparse.Namespace) -> int:
     if args.freeze is not None and args.at is not None:
         raise UsageError("--freeze marks the present moment; it cannot be used with --at")
     if args.ring is not None:
+        if args.keep_forever:
+            raise UsageError("--keep-forever pins a mark by time; it cannot be used with --ring")
         return _mark_through_ring(args)
     with open_journal(args, marks=True) as journal:
         ts = parse_time_arg(args.at, journal, option="--at") if args.at else None
         with _maybe_frozen(args.freeze):
-            point = journal.add_mark(args.name, ts)
+            point = journal.pin_mark(args.name, ts) if args.keep_forever else journal.add_mark(args.name, ts)
     if args.json:
         print_json(point_json(point))
     else:
         print(f"marked {point.name!r} at {format_ts(point.ts_ns)} (journal now at seq {point.seq})"
+              + ("; kept forever" if args.keep_forever else "")
               + ("" if point.whole else "; the device is not whole there (writes were dropped)"))
     return 0
 

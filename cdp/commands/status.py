@@ -61,18 +61,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = journal_path(args)
     now = time.time_ns()
     interrupted = interrupted_restores(path)
+    from cdp.commands.retain import retention_doc, retention_lines
+
     with open_journal(args) as journal:
         info, stats, service = journal.info, journal.stats(), read_service(journal)
         health = assess(journal, service, now, len(interrupted))
+        retention = retention_doc(journal)
     mode = way_of(info.source)
     if args.json:
         print_json({**_status_doc(path, info, stats, service, now), "mode": mode,
-                    "interrupted_restores": interrupted,
+                    "interrupted_restores": interrupted, "retention": retention,
                     "health": health.as_record(), "problems": problems(health, **limits)})
     else:
         _print_status(path, info, stats, service, now)
         print(f"mode      {MODES.get(mode, mode)}")
         _print_health(health)
+        for line in retention_lines(retention):
+            print(line)
         for line in interrupted:
             print(f"warning   {line}")
     return 0
@@ -132,8 +137,9 @@ def _print_health(health: Any) -> None:
     """The room left, for people (the span line already says which points a restore reaches)."""
     from journal.units import format_bytes
 
-    print(f"space     journal {format_bytes(health.disk_bytes)}; its filesystem {health.fs_fill * 100:.0f}% full, "
-          f"{format_bytes(health.fs_free_bytes)} free (no retention: the journal only grows)")
+    cap = (f" of its {format_bytes(health.max_size)} cap" if health.max_size is not None else "")
+    print(f"space     journal {format_bytes(health.disk_bytes)}{cap}; its filesystem "
+          f"{health.fs_fill * 100:.0f}% full, {format_bytes(health.fs_free_bytes)} free")
 
 
 def _status_doc(path: Path, info: JournalInfo, stats: JournalStats, service: Service, now: int) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""Retention in the background of the process that appends (the drain service).
+
+The :class:`Retainer` thread applies the journal's retention policy: every
+:data:`CHECK_INTERVAL` seconds it asks whether the policy folds anything
+now, and runs the compaction if so, a bounded step at a time (each step is
+one short LMDB transaction, so the drain's appends wait at most one step).
+It also answers a ``cdp compact`` made while the service holds the journal
+(meta ``compact_request``: the answer goes to ``compact_answer``) and
+finishes a compaction a crash interrupted.
+
+The size cap: when the journal's bytes on disk pass ``max_size``, the
+horizon moves forward past the oldest history that, written out, accounts
+for the excess plus a tenth of the cap (so the next write does not trip it
+again) - measured on the activity table, then checked against the real
+size after the compaction; it moves again at the next check while the
+journal is still over. Protection never stops for it, and the log and
+``cdp status`` say that the cap moved the horizon.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from journal.compact import LAST_META, CompactionResult
+from journal.errors import JournalError
+from journal.format import U64
+from journal.index import unseal
+from journal.retention import Policy, horizon_time
+from journal.units import format_bytes, format_ts
+
+if TYPE_CHECKING:
+    from journal.journal import Journal
+
+#: Seconds between two looks at the policy (a request from `cdp compact` is seen within a second).
+CHECK_INTERVAL = 60.0
+REQUEST_META = "compact_request"
+ANSWER_META = "compact_answer"
+
+
+def cap_horizon(journal: Journal, policy: Policy, now_ns: int) -> tuple[int | None, str]:
+    """The horizon the policy and the size cap ask for now, and why."""
+    horizon = horizon_time(policy, now_ns)
+    if policy.max_size is None:
+        return horizon, "policy"
+    size = journal.stats().disk_bytes
+    if size <= policy.max_size:
+        return horizon, "policy"
+    need = size - policy.max_size + policy.max_size // 10
+    written = 0
+    cut = None
+    with journal.index.read() as txn:
+        for key, raw in txn.cursor(db=journal.index.db("activity")):
+            _count, nbytes = msgpack.unpackb(unseal("activity", key, raw))
+            written += nbytes
+            if written >= need:
+                cut = U64.unpack(key)[0] + 1_000_000_000
+                break
+    if cut is None:
+        cut = now_ns  # everything written counts less than the excess: keep only the newest point
+    why = (f"the journal is {format_bytes(size)}, over its cap of {format_bytes(policy.max_size)}: "
+           f"history before {format_ts(cut)} folds into the base")
+    if horizon is None or cut > horizon:
+        return cut, why
+    return horizon, "policy"
+
+
+def compact_now(journal: Journal, now_ns: int | None = None,
+                on_step: Callable[[str], None] | None = None) -> tuple[CompactionResult | None, str]:
+    """Apply the policy (and the size cap) once; returns the result (None: nothing to fold) and why."""
+    now = time.time_ns() if now_ns is None else now_ns
+    with journal.index.read() as txn:
+        policy = Policy.from_meta(journal.index.get_meta(txn, "retention"))
+    horizon, why = cap_horizon(journal, policy, now)
+    return journal.compact(now, reason=why, horizon_ts=horizon, on_step=on_step), why
+
+
+class Retainer:
+    """The background thread; see the module docstring."""
+
+    def __init__(self, journal: Journal, log: Callable[[str], None], *,
+                 interval: float = CHECK_INTERVAL, clock: Callable[[], int] = time.time_ns) -> None:
+        self.journal = journal
+        self.log = log
+        self.interval = interval
+        #: the present, in ns (a test compresses hours of simulated time into seconds)
+        self.clock = clock
+        self.compactions = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cdp-retention", daemon=True)
+        self._next = 0.0
+        self._failed = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the step in progress (a compaction left half-way finishes next time)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval)):
+            try:
+                request = self._request()
+                if request is None and time.monotonic() < self._next:
+                    continue
+                self._next = time.monotonic() + self.interval
+                result, why = compact_now(self.journal, self.clock(), on_step=self._check_stop)
+                if result is not None:
+                    self.compactions += 1
+                    self.log(_describe(result, why))
+                self._failed = ""
+                if request is not None:
+                    self._answer(request, result)
+            except _Stopped:
+                return
+            except (JournalError, OSError) as exc:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if text != self._failed:  # say it once, not every minute
+                    self.log(f"retention: compaction failed: {text}")
+                self._failed = text
+
+    def _check_stop(self, _stage: str) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
+    def _request(self) -> int | None:
+        index = self.journal.index
+        with index.read() as txn:
+            request = index.get_meta(txn, REQUEST_META)
+            answer = index.get_meta(txn, ANSWER_META) or {}
+        if request is None or answer.get("request_ns") == request:
+            return None
+        return request
+
+    def _answer(self, request: int, result: CompactionResult | None) -> None:
+        index = self.journal.index
+        doc: dict[str, Any] = {"request_ns": request, "result": None if result is None else result.describe()}
+        index.write(lambda txn: index.put_meta(txn, ANSWER_META, doc))
+
+
+class _Stopped(Exception):
+    """The service is stopping: leave the compaction for the next start to finish."""
+
+
+def _describe(result: CompactionResult, why: str) -> str:
+    text = (f"retention: folded history before {format_ts(result.horizon_ts)} into the base "
+            f"({result.kept} points kept up to seq {result.fold_seq}; {result.entries_dropped} block "
+            f"versions and {result.records_dropped} records dropped, {result.segments_deleted} segments "
+            f"deleted, {format_bytes(result.bytes_freed)} freed, {format_bytes(result.bytes_moved)} moved) "
+            f"in {result.seconds:.1f}s")
+    return text if why == "policy" else f"{text}; {why}"
+
+
+def last_compaction(journal: Any) -> dict[str, Any] | None:
+    """What the newest finished compaction did (meta ``last_compaction``)."""
+    with journal.index.read() as txn:
+        return journal.index.get_meta(txn, LAST_META)
