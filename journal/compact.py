@@ -89,9 +89,9 @@ class CompactionWriter(Protocol):
                          extra: Callable[[lmdb.Transaction], None]) -> None: ...
 
 #: Block entries examined per transaction (bounded so the drain never waits long).
-CHUNK_ENTRIES = 20000
+CHUNK_ENTRIES = 5000
 #: Seq entries examined per transaction.
-CHUNK_RECORDS = 20000
+CHUNK_RECORDS = 5000
 #: A segment whose live versions fill less than this share of it is rewritten (its versions moved).
 MOVE_BELOW = 0.5
 #: Versions moved per hand-over (one durable append and one transaction each).

@@ -13,7 +13,6 @@ says, and the longest an append waited on a compaction step is recorded.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
