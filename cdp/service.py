@@ -47,9 +47,9 @@ from cdp.ring import Corrupt, Entry, Ring
 from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType, RingError
 from cdp.session import RingSession
 from journal import Journal, Record, RecordType
-from journal.errors import DeviceMismatch, JournalError
+from journal.errors import DeviceMismatch, JournalError, JournalFull
 from journal.health import Health, assess
-from journal.maintain import CHECK_INTERVAL, Retainer
+from journal.maintain import CHECK_INTERVAL, Retainer, last_compaction, make_room
 from journal.output import interrupted_restores
 from journal.status import RUNNING, STOPPED, Service, ServiceStatus
 from journal.units import NS
@@ -97,6 +97,9 @@ class _InFlight:
     records: int
     last_journal_seq: int
     last_ring_seq: int
+    #: what was handed over, to hand it over again once room was made on a full filesystem
+    batch: list[Record] = field(default_factory=list)
+    cursor: dict[str, Any] | None = None
 
 
 class _Appender:
@@ -107,8 +110,10 @@ class _Appender:
     in ring order and ``tail`` never passes what is durable.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, make_room: Callable[[], bool] | None = None) -> None:
         self._journal = journal
+        #: called when the journal's filesystem is full; True if it made room (retention folded history)
+        self._make_room = make_room
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cdp-drain-append")
         self._in_flight: _InFlight | None = None
         crash = os.environ.get(CRASH_ENV, "")
@@ -119,14 +124,29 @@ class _Appender:
         """Start appending a batch (after :meth:`wait` returned the previous one)."""
         assert self._in_flight is None
         future = self._pool.submit(self._journal.append, records, cursor)
-        self._in_flight = _InFlight(future, release, len(records), last_journal_seq, last_ring_seq)
+        self._in_flight = _InFlight(future, release, len(records), last_journal_seq, last_ring_seq,
+                                    records, cursor)
 
     def wait(self) -> _InFlight | None:
         """The batch in flight once it is durable (None if there is none); its errors are raised here."""
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             return None
-        batch.future.result()
+        try:
+            batch.future.result()
+        except JournalFull:
+            # the batch was not committed: with a retention policy, fold the oldest history and
+            # hand it over again; without one (or if that frees nothing) stop as before
+            for _attempt in range(3):
+                if self._make_room is None or not self._make_room():
+                    raise
+                try:
+                    self._journal.append(batch.batch, batch.cursor)
+                    break
+                except JournalFull:
+                    continue
+            else:
+                raise
         if self._crash_countdown is not None:
             self._crash_countdown -= 1
             if self._crash_countdown <= 0:  # fault injection: die with the batch durable, tail not moved
@@ -213,7 +233,7 @@ class _Drainer:
         device = os.fspath(source) if source else None
         self.resync = Resync(device, journal.info.device_bytes, batch_bytes, self._problem)
         self.status = _StatusPublisher(journal, ring, device, on_health)
-        self.appender = _Appender(journal)
+        self.appender = _Appender(journal, self._make_room)
 
     def _next_jseq(self) -> int:
         self.jseq += 1
@@ -234,6 +254,24 @@ class _Drainer:
         self.resync.want()
         ts = max(start, self.session.ring_ts)
         return [Record(self._next_jseq(), ts, _J_OVERFLOW, 0, offset, length, _U64.pack(start))]
+
+    def _make_room(self) -> bool:
+        """The journal's filesystem is full: let retention fold history, and say so."""
+        try:
+            result = make_room(self.j)
+        except JournalError as exc:
+            self._problem(f"the journal's filesystem is full and retention could not make room: {exc}")
+            return False
+        if result is None:
+            return False  # no retention policy: the admin never agreed to lose history; stop as before
+        if not result.bytes_freed:
+            self._problem("the journal's filesystem is full and retention found nothing to give back")
+            return False
+        from journal.units import format_bytes
+
+        print(f"cdp: run: retention: {result_reason(self.j)}; {result.segments_deleted} segments deleted, "
+              f"{format_bytes(result.bytes_freed)} given back", file=sys.stderr, flush=True)
+        return True
 
     def _problem(self, text: str) -> None:
         if len(self.stats.problems) < _MAX_PROBLEMS:
@@ -430,6 +468,12 @@ class _Drainer:
                 self.publish_status(STOPPED, force=True)
             self.resync.close()
         return self.stats
+
+
+def result_reason(journal: Journal) -> str:
+    """Why the last compaction ran, as it recorded."""
+    last = last_compaction(journal) or {}
+    return str(last.get("reason", ""))
 
 
 def drain(

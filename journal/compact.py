@@ -27,14 +27,17 @@ of bounded size, so the drain service can run it between its batches:
    user marks behind the horizon and activity older than it too; kept
    records' seq entries stop pointing into their segments (position 0),
    so a segment is held only by block versions.
-4. **move** - the live versions of segments that are mostly dead (less
-   than :data:`MOVE_BELOW` of their bytes live) are copied, checked, into
-   FOLD records at the end of the journal, and their entries pointed at
-   the copies, a hand-over at a time.
+4. **extents** - every big zeroing extent at or below C is copied into a
+   FOLD record, so none needs the record that made it.
 5. **segments** - segments no live version and no record after C uses are
    listed in a second COMPACTION record (durable first, so a reindex knows
    the gap is deliberate) and then deleted: the space goes back to the
    filesystem.
+6. **move** - segments that are mostly dead (less than :data:`MOVE_BELOW`
+   of their bytes live) are emptied one at a time, cheapest first: their
+   live versions copied, checked, into FOLD records at the end of the
+   journal and their entries pointed at the copies, then the segment
+   dropped as in step 5.
 
 Zero extents (big discards) and overflow windows are kept as they are:
 they are few, and the windows decide which points are whole. A reindex
@@ -140,8 +143,11 @@ def pinned_marks(path: Path) -> set[tuple[int, bytes]]:
 class Compactor:
     """Runs compactions on a journal opened for writing (the drain's or ``cdp compact``'s)."""
 
-    def __init__(self, journal: CompactionWriter) -> None:
+    def __init__(self, journal: CompactionWriter, *, move_budget: int | None = None) -> None:
         self.j = journal
+        #: most live bytes to move (None: no limit): on a full filesystem only what the reserve
+        #: holds, the segments cheapest to empty first
+        self.move_budget = move_budget
         self.index = journal.index
         self._counts = {"entries": 0, "records": 0, "segments": 0, "bytes": 0, "moved": 0}
         self._started = 0.0
@@ -254,10 +260,12 @@ class Compactor:
             self._prune_blocks(sel, state)
         elif stage == "records":
             self._prune_records(sel, state)
-        elif stage == "move":
-            self._move(sel, state)
+        elif stage == "extents":
+            self._copy_extents(sel, state)
         elif stage == "segments":
             self._drop_segments(sel, state)
+        elif stage == "move":
+            self._move(sel, state)
         else:
             raise CorruptJournal(f"unknown compaction stage {stage!r}; {REINDEX_HINT}")
         return True
@@ -391,7 +399,7 @@ class Compactor:
                 old.append(k)
             for k in old:
                 txn.delete(k, db=activity)
-            self._set_state(txn, {**state, "stage": "move", "resume": 0})
+            self._set_state(txn, {**state, "stage": "extents", "resume": 0})
             return len(drop)
 
         self._counts["records"] += index.write(work)
@@ -428,33 +436,69 @@ class Compactor:
         seg_dir = self.j.path / "segments"
         return sorted(s for s in (int(p.stem) for p in seg_dir.glob("*.seg") if p.stem.isdigit()) if 0 < s < limit)
 
-    def _move(self, sel: Selection, state: dict[str, Any]) -> None:
-        """Step 3b: copy the live versions out of mostly-dead segments, so those can go too.
+    def _copy_extents(self, sel: Selection, state: dict[str, Any]) -> None:
+        """Step 4: copy every big zeroing extent at or below the fold into a FOLD record.
 
-        Each hand-over is one durable append of FOLD records and one
-        transaction that points the versions' entries at the copies; a crash
-        leaves each version either where it was or moved, both exact. The
-        bytes are checked against their CRCs on the way: damage is reported,
-        never copied.
+        They are few; a reindex then finds each without the record that made
+        it, whose segment the next steps may delete.
+        """
+        with self.index.read() as txn:
+            extents = [(U64.unpack(k)[0], *U64X2.unpack(unseal("zext", k, v)))
+                       for k, v in txn.cursor(db=self.index.db("zext")) if U64.unpack(k)[0] <= sel.fold_seq]
+
+        def frame(batch: Batch) -> None:
+            for zseq, offset, length in extents:
+                batch.add_fold(zseq, offset, length, None, 0, extent=True)
+
+        self.j.write_compaction(frame, lambda txn: self._set_state(txn, {**state, "stage": "segments"}))
+
+    def _drop_segments(self, sel: Selection, state: dict[str, Any]) -> None:
+        """Step 5: delete the segments nothing uses any more."""
+        used = self._live_bytes()
+        doomed = [s for s in self._old_segments(sel, state) if s not in used]
+        self._drop(doomed, lambda txn: self._set_state(txn, {**state, "stage": "move"}))
+
+    def _move(self, sel: Selection, state: dict[str, Any]) -> None:
+        """Step 6: empty mostly-dead segments, cheapest first, and delete each once empty.
+
+        A segment's live versions are copied into FOLD records (each
+        hand-over one durable append and one transaction pointing the
+        versions' entries at the copies: a crash leaves each version where it
+        was or moved, both exact), checked against their CRCs on the way
+        (damage is reported, never copied); then the segment goes. One at a
+        time, so the space each gives back is there for the next: on a full
+        filesystem (``move_budget``) a segment is emptied only while what it
+        holds fits in the room there is.
         """
         live = self._live_bytes()
         seg_dir = self.j.path / "segments"
-        victims = {s for s in self._old_segments(sel, state)
-                   if 0 < live.get(s, 0) < (seg_dir / segment_name(s)).stat().st_size * MOVE_BELOW}
-        moving: list[tuple[bytes, int, int, int, int]] = []
-        if victims:
-            with self.index.read() as txn:
-                for key, raw in txn.cursor(db=self.index.db("blocks")):
-                    seg = int.from_bytes(raw[:4], "little")
-                    if seg in victims:
-                        if not check(key, raw):
-                            raise damaged("blocks", key)
-                        _s, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
-                        moving.append((key, seg, pos0, mask, crc if kind == KIND_DATA else None))
+        candidates = sorted((live.get(s, 0), s) for s in self._old_segments(sel, state)
+                            if 0 < live.get(s, 0) < (seg_dir / segment_name(s)).stat().st_size * MOVE_BELOW)
+        for nbytes, victim in candidates:
+            if self.move_budget is not None:
+                vfs = os.statvfs(seg_dir)
+                if nbytes + (256 << 10) > max(self.move_budget, vfs.f_bavail * vfs.f_frsize):
+                    break
+            self._empty(victim)
+            self._drop([victim], lambda txn: None)
+        self._finish(sel, state)
+
+    def _empty(self, victim: int) -> None:
+        """Move every live version out of segment ``victim``."""
+        seg_dir = self.j.path / "segments"
+        moving: list[tuple[bytes, int, int, int, int | None]] = []
+        with self.index.read() as txn:
+            for key, raw in txn.cursor(db=self.index.db("blocks")):
+                if int.from_bytes(raw[:4], "little") == victim:
+                    if not check(key, raw):
+                        raise damaged("blocks", key)
+                    _s, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
+                    moving.append((key, victim, pos0, mask, crc if kind == KIND_DATA else None))
         views = SegmentViews(seg_dir)
         try:
             for start in range(0, len(moving), MOVE_BATCH):
                 chunk = moving[start:start + MOVE_BATCH]
+
                 def frame(batch: Batch, chunk: list = chunk) -> None:
                     for key, seg, pos0, mask, crc in chunk:
                         block, vseq = U64X2.unpack(key)
@@ -474,40 +518,21 @@ class Compactor:
                 self._fault()
         finally:
             views.close()
-        # big zeroing extents are few: copy every one at or below the fold, so no record of one
-        # is needed where the segments are deleted
-        with self.index.read() as txn:
-            extents = [(U64.unpack(k)[0], *U64X2.unpack(unseal("zext", k, v)))
-                       for k, v in txn.cursor(db=self.index.db("zext")) if U64.unpack(k)[0] <= sel.fold_seq]
 
-        def frame_extents(batch: Batch) -> None:
-            for zseq, offset, length in extents:
-                batch.add_fold(zseq, offset, length, None, 0, extent=True)
-
-        self.j.write_compaction(frame_extents, lambda txn: self._set_state(txn, {**state, "stage": "segments"}))
-
-    def _drop_segments(self, sel: Selection, state: dict[str, Any]) -> None:
-        """Step 4: delete the segments nothing uses any more, after saying so durably."""
+    def _drop(self, doomed: list[int], extra: Callable[[lmdb.Transaction], None]) -> None:
+        """Delete segments ``doomed``, after a COMPACTION record says durably that they go on purpose."""
         index = self.index
         seg_dir = self.j.path / "segments"
-        used = self._live_bytes()
         with index.read() as txn:
             dropped = [tuple(r) for r in index.get_meta(txn, "dropped_segments", [])]
-        doomed = [s for s in self._old_segments(sel, state) if s not in used]
         ranges = _merge_ranges(dropped, doomed)
         freed = sum((seg_dir / segment_name(s)).stat().st_size for s in doomed)
 
-        def extra(txn: lmdb.Transaction) -> None:
+        def commit(txn: lmdb.Transaction) -> None:
             index.put_meta(txn, "dropped_segments", [list(r) for r in ranges])
-            self._set_state(txn, None)
-            index.put_meta(txn, LAST_META, {
-                "finished_ns": time.time_ns(), "started_ns": state.get("started_ns"),
-                "reason": state.get("reason"), "horizon_seq": sel.horizon_seq, "horizon_ts": sel.horizon_ts,
-                "fold_seq": sel.fold_seq, "kept": len(sel.kept), "segments_deleted": len(doomed),
-                "bytes_freed": freed})
+            extra(txn)
 
-        # the record says which segments are gone on purpose before any of them is
-        self.j.write_note(msgpack.packb({"dropped": [list(r) for r in ranges], "at_ns": time.time_ns()}), extra)
+        self.j.write_note(msgpack.packb({"dropped": [list(r) for r in ranges], "at_ns": time.time_ns()}), commit)
         for s in doomed:
             self._fault()
             try:
@@ -518,6 +543,20 @@ class Compactor:
             fsync_dir(seg_dir)
         self._counts["segments"] += len(doomed)
         self._counts["bytes"] += freed
+
+    def _finish(self, sel: Selection, state: dict[str, Any]) -> None:
+        """The compaction is done: say what it did (meta ``last_compaction``)."""
+        c = self._counts
+
+        def done(txn: lmdb.Transaction) -> None:
+            self._set_state(txn, None)
+            self.index.put_meta(txn, LAST_META, {
+                "finished_ns": time.time_ns(), "started_ns": state.get("started_ns"),
+                "reason": state.get("reason"), "horizon_seq": sel.horizon_seq, "horizon_ts": sel.horizon_ts,
+                "fold_seq": sel.fold_seq, "kept": len(sel.kept), "segments_deleted": c["segments"],
+                "bytes_freed": c["bytes"], "bytes_moved": c["moved"]})
+
+        self.index.write(done)
 
 
 def remove_dropped(index: Index, seg_dir: os.PathLike[str]) -> int:

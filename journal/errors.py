@@ -28,6 +28,10 @@ class JournalBusy(JournalError):
     """Another process holds the journal's writer lock."""
 
 
+class JournalFull(JournalError):
+    """The journal's filesystem (or its index's map) has no room for the batch in hand."""
+
+
 class NotWhole(JournalError):
     """The asked-for time lies in an overflow window that is not resynced."""
 

@@ -35,6 +35,7 @@ from journal.batch import AppendState, Batch
 from journal.errors import (
     DeviceMismatch,
     JournalError,
+    JournalFull,
     OutOfRange,
     UnsupportedVersion,
 )
@@ -44,6 +45,7 @@ from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.reader import JournalReader, Progress
 from journal.records import Point, PointKind, Record
+from journal.reserve import keep_reserve
 from journal.restore import RestoreResult, restore_to
 from journal.retention import Policy
 from journal.segments import SegmentWriter
@@ -70,8 +72,9 @@ def _storage_error(path: Path, exc: OSError | lmdb.Error) -> JournalError:
         what = "the journal's disk failed a write (EIO; a full filesystem shows so for LMDB too)"
     else:
         what = f"the journal could not be written ({reason})"
-    return JournalError(f"{what} at {path}: the batch in hand was not committed and nothing committed is "
-                        "lost; free space (or fix the disk) and start 'cdp run' again, it resumes exactly")
+    return (JournalFull if full else JournalError)(
+        f"{what} at {path}: the batch in hand was not committed and nothing committed is "
+        "lost; free space (or fix the disk) and start 'cdp run' again, it resumes exactly")
 
 
 #: Kept under its old name: the CLI sizes devices with it.
@@ -197,6 +200,7 @@ class Journal(JournalReader):
                 device_id = bytes(index.require_meta(txn, "device_id"))
             writer = SegmentWriter(path / "segments", device_id, seg_id, seg_end)
             remove_dropped(index, path / "segments")
+            keep_reserve(path)
         return cls(path, index, writer, lock_fd)
 
     def close(self) -> None:
@@ -345,10 +349,12 @@ class Journal(JournalReader):
         return self.add_mark(name, ts)
 
     def compact(self, now_ns: int | None = None, *, reason: str = "policy", horizon_ts: int | None = None,
-                on_step: Callable[[str], None] | None = None) -> CompactionResult | None:
+                on_step: Callable[[str], None] | None = None,
+                move_budget: int | None = None) -> CompactionResult | None:
         """Apply the retention policy now (or fold up to ``horizon_ts``); see :mod:`journal.compact`."""
         self._require_writer()
-        return Compactor(self).run(now_ns, reason=reason, horizon_ts=horizon_ts, on_step=on_step)
+        return Compactor(self, move_budget=move_budget).run(now_ns, reason=reason, horizon_ts=horizon_ts,
+                                                            on_step=on_step)
 
     def set_status(self, status: dict[str, Any]) -> None:
         """Publish the service's live status (read by `cdp status` and the TUI)."""

@@ -30,6 +30,7 @@ from journal.compact import LAST_META, CompactionResult
 from journal.errors import JournalError
 from journal.format import U64
 from journal.index import unseal
+from journal.reserve import RESERVE, keep_reserve
 from journal.retention import Policy, horizon_time
 from journal.units import format_bytes, format_ts
 
@@ -77,6 +78,36 @@ def compact_now(journal: Journal, now_ns: int | None = None,
         policy = Policy.from_meta(journal.index.get_meta(txn, "retention"))
     horizon, why = cap_horizon(journal, policy, now)
     return journal.compact(now, reason=why, horizon_ts=horizon, on_step=on_step), why
+
+
+def make_room(journal: Journal) -> CompactionResult | None:
+    """The journal's filesystem is full: fold the older half of what the policy keeps, if it has one.
+
+    Only with a retention policy: without one the admin never agreed to lose
+    history, and the drain stops instead. A compaction needs a little room
+    itself (its records, the index's copy-on-write pages, the live versions
+    it moves): the journal's reserve file (:data:`RESERVE`) is given up for
+    it, only as many bytes are moved as the reserve held, and the reserve is
+    taken back afterwards where the room is there.
+    """
+    with journal.index.read() as txn:
+        policy = Policy.from_meta(journal.index.get_meta(txn, "retention"))
+    if not policy.active:
+        return None
+    stats = journal.stats()
+    points = [p.ts_ns for p in journal.points()]
+    if len(points) < 2:
+        return None
+    horizon = points[0] + (points[-1] - points[0]) // 2
+    why = (f"the journal's filesystem is full: history before {format_ts(horizon)} folds into the base "
+           f"(the journal is {format_bytes(stats.disk_bytes)})")
+    reserve = journal.path / RESERVE
+    held = reserve.stat().st_size if reserve.exists() else 0
+    reserve.unlink(missing_ok=True)
+    try:
+        return journal.compact(time.time_ns(), reason=why, horizon_ts=horizon, move_budget=held)
+    finally:
+        keep_reserve(journal.path)
 
 
 class Retainer:

@@ -9,6 +9,7 @@ with every write and the resync of whatever was dropped meanwhile.
 from __future__ import annotations
 
 import json
+import time
 import os
 import shutil
 import subprocess
@@ -70,3 +71,54 @@ def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, 
         # the newest point is whole only once a record stamped after the resync's read follows
         j.restore(tmp_path / "restored.img", allow_partial=True)
     assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()
+
+
+def test_a_full_disk_with_a_retention_policy_folds_history_and_goes_on(
+        tmp_path: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """With a policy, the drain makes room by folding the oldest half of the history, and protection goes on."""
+    import random
+    import threading
+
+    from cdp.ringwriter import RingWriter
+    from cdp.service import drain
+    from cdp.sim import SimDevice, Workload, run
+    from journal.retention import Policy
+    from journal.timespec import parse_duration
+
+    monkeypatch.setattr(Journal, "segment_target", 1 << 20)  # many segments, some entirely dead
+    size = 4 << 20
+    image = tmp_path / "device.img"
+    image.write_bytes(random.Random(5).randbytes(size))
+    journal = small_fs / "journal"
+    with Journal.create(journal, device_bytes=size, source=image) as j:
+        j.set_retention(Policy(keep_ns=parse_duration("7d")))  # nothing old enough to fold by age
+    ring = tmp_path / "ring"
+    RingWriter.create_file(ring, 8 << 20, size)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def drainer() -> None:
+        try:
+            drain(journal, ring, stop=stop, handle_signals=False, batch_bytes=256 << 10)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=drainer)
+    thread.start()
+    device = SimDevice(image, RingWriter.attach(ring))
+    try:
+        # 96 MiB of writes over a 4 MiB device: four times what the 24 MiB filesystem holds
+        run(device, Workload(7, size, max_write=64 << 10), ops=3000)
+    finally:
+        device.close()
+        time.sleep(1.0)
+        stop.set()
+        thread.join(timeout=120)
+    assert not errors, errors
+    err = capsys.readouterr().err
+    assert "the journal's filesystem is full: history before" in err, err
+    with Journal.open(journal, readonly=True) as j:
+        assert j.read(0, size) == image.read_bytes()  # protection went on to the end
+        assert j.verify().ok
+        newest = j.points(reverse=True, limit=1)[0]
+        j.restore(tmp_path / "newest.img", seq=newest.seq)

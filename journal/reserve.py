@@ -1,0 +1,40 @@
+"""The journal's reserve: room set aside for the day its filesystem is full.
+
+A compaction needs a little room itself (its records, the index's
+copy-on-write pages, the live versions it moves), and a full filesystem has
+none: the reserve file is given up then (``journal.maintain.make_room``)
+and taken back once there is room again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: A file of zeros the journal keeps beside its segments, given up when the filesystem is full so a
+#: compaction has room to make more (the ballast a database keeps for the same reason).
+RESERVE = "reserve"
+RESERVE_BYTES = 32 << 20
+
+
+def keep_reserve(path: Path) -> None:
+    """Make the reserve file (at most 4% of the filesystem) if it is missing and there is room."""
+    target = path / RESERVE
+    if target.exists():
+        return
+    vfs = os.statvfs(path)
+    size = min(RESERVE_BYTES, vfs.f_blocks * vfs.f_frsize // 25)
+    if vfs.f_bavail * vfs.f_frsize < 4 * size:
+        return  # not while room is short: the reserve is for then, not a cause of it
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        target.unlink(missing_ok=True)
+        return
+    os.close(fd)
