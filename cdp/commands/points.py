@@ -67,6 +67,10 @@ def cmd_points(args: argparse.Namespace) -> int:
             raise UsageError("--since is after --until")
         points = journal.points(kinds=kinds, start_ns=since, end_ns=until,
                                 reverse=args.newest_first, limit=args.limit)
+        with journal.index.read() as txn:
+            from journal.points import retained
+
+            sel = retained(journal.index, txn)
     if args.json:
         print_json([point_json(p) for p in points])
         return 0
@@ -79,4 +83,7 @@ def cmd_points(args: argparse.Namespace) -> int:
         name = printable(p.name) + ("" if p.whole else ("  " if p.name else "") + "(partial)")
         out.append(f"{p.seq:>{width}}  {format_ts(p.ts_ns):<35}  {kind_label(p.kind):<12}  {name}".rstrip())
     sys.stdout.write("\n".join(out) + "\n")
+    if sel is not None:
+        print(f"retention: nothing before {format_ts(sel.horizon_ts)} is kept but pinned marks; older "
+              "points were thinned ('cdp retain' shows the policy)", file=sys.stderr)
     return 0
