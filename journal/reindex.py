@@ -136,6 +136,7 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
     if not segments:
         raise CorruptJournal(f"{seg_dir} holds no segment; nothing to rebuild from")
     notes: list[dict[str, Any]] = []
+    damaged: list[tuple[int, CorruptJournal]] = []
     committed = (old["seg_id"], old["seg_end"]) if "seg_id" in old and "seg_end" in old else None
     _init_meta(index, facts)
     state = AppendState(0, facts.created_ns, 0, 0)
@@ -157,7 +158,15 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
             # without the old index's committed end, a torn record at the very end of the
             # newest segment is the batch whose commit never happened
             tail_ok = committed is None and seg == segments[-1]
-            seg_end = _index_segment(index, state, facts.device_bytes, views, seg, end, tail_ok, notes)
+            try:
+                seg_end = _index_segment(index, state, facts.device_bytes, views, seg, end, tail_ok, notes)
+            except CorruptJournal as exc:
+                if seg == segments[-1]:
+                    raise
+                # a compaction may have been cutting this segment down when it was killed: that is
+                # fine if a later COMPACTION record lists it as dropped (checked below), else not
+                damaged.append((seg, exc))
+                continue
             seg_id = seg
             done += size
             if progress is not None:
@@ -166,6 +175,9 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
         views.close()
     dropped = next((n["dropped"] for n in reversed(notes) if "dropped" in n), [])
     is_dropped = dropped_ids(dropped)
+    for seg, exc in damaged:
+        if not is_dropped(seg):
+            raise exc
     missing = [s for s in range(1, segments[-1] + 1) if s not in set(segments) and not is_dropped(s)]
     if missing:
         raise CorruptJournal(f"segment {segment_name(missing[0])} is missing; the history past it is lost")
