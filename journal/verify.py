@@ -71,12 +71,13 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
         if not dropped(missing):
             problems.append(Problem(segment_name(missing), 0, None, "segment file is missing"))
     sizes = {s: (journal.path / "segments" / segment_name(s)).stat().st_size for s in segments}
-    total = sum(min(size, seg_end) if s == seg_id else size for s, size in sizes.items() if s <= seg_id)
+    total = sum(min(size, seg_end) if s == seg_id else size for s, size in sizes.items()
+                if s <= seg_id and not dropped(s))
     seen = bytearray(last_seq + 1)
     records = checked = 0
     for seg in segments:
-        if seg > seg_id:
-            continue
+        if seg > seg_id or dropped(seg):
+            continue  # a dropped segment a killed compaction left behind: the next writer deletes it
         limit = seg_end if seg == seg_id else None
         name = segment_name(seg)
         with index.read() as txn:
