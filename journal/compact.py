@@ -51,7 +51,7 @@ import os
 import signal
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -407,6 +407,20 @@ class Compactor:
     def _live_bytes(self) -> dict[int, int]:
         """Bytes of live block versions in each segment (every data entry, short read transactions)."""
         live: dict[int, int] = {}
+        for _key, raw in self._block_entries():
+            seg, _pos0, mask, kind, _crc = BLOCK_VAL.unpack_from(raw)
+            # a zeroing version holds no bytes, but its record is what a reindex rebuilds it
+            # from: it keeps its segment until it is moved (a header's worth)
+            live[seg] = live.get(seg, 0) + (mask.bit_count() * SECTOR if kind == KIND_DATA else 64)
+        return live
+
+    def _block_entries(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every block entry, through short read transactions (the writer's pages are not pinned long).
+
+        Entries at or below the fold change only by this compaction's own
+        steps, and the drain's new ones come after: chunks see one state of
+        what a compaction reads.
+        """
         resume = b""
         while True:
             with self.index.read() as txn:
@@ -414,16 +428,12 @@ class Compactor:
                 ok = cur.set_range(resume) if resume else cur.first()
                 n = 0
                 while ok and n < 65536:
-                    seg, _pos0, mask, kind, _crc = BLOCK_VAL.unpack_from(cur.value())
-                    # a zeroing version holds no bytes, but its record is what a reindex rebuilds it
-                    # from: it keeps its segment until it is moved (a header's worth)
-                    live[seg] = live.get(seg, 0) + (mask.bit_count() * SECTOR if kind == KIND_DATA else 64)
+                    yield cur.key(), cur.value()
                     n += 1
                     ok = cur.next()
                 if not ok:
-                    break
+                    return
                 resume = cur.key()
-        return live
 
     def _old_segments(self, sel: Selection, state: dict[str, Any]) -> list[int]:
         """Segments on disk that hold no record after the fold and none of this compaction's own."""
@@ -485,34 +495,18 @@ class Compactor:
         self._finish(sel, state)
 
     def _entries_in(self, segs: set[int]) -> dict[int, list[tuple[bytes, int, int, int, int | None]]]:
-        """The block entries that point into ``segs``, by segment, in one pass over the table.
-
-        Entries at or below the fold do not change meanwhile (only this
-        compaction changes them), and the drain's new ones point elsewhere.
-        """
+        """The block entries that point into ``segs``, by segment, in one pass over the table."""
         out: dict[int, list[tuple[bytes, int, int, int, int | None]]] = {}
         if not segs:
             return out
-        resume = b""
-        while True:  # short read transactions: the writer's pages are not pinned for long
-            with self.index.read() as txn:
-                cur = txn.cursor(db=self.index.db("blocks"))
-                ok = cur.set_range(resume) if resume else cur.first()
-                n = 0
-                while ok and n < 65536:
-                    raw = cur.value()
-                    seg = int.from_bytes(raw[:4], "little")
-                    if seg in segs:
-                        key = cur.key()
-                        if not check(key, raw):
-                            raise damaged("blocks", key)
-                        _s, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
-                        out.setdefault(seg, []).append((key, seg, pos0, mask, crc if kind == KIND_DATA else None))
-                    n += 1
-                    ok = cur.next()
-                if not ok:
-                    return out
-                resume = cur.key()
+        for key, raw in self._block_entries():
+            seg = int.from_bytes(raw[:4], "little")
+            if seg in segs:
+                if not check(key, raw):
+                    raise damaged("blocks", key)
+                _s, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
+                out.setdefault(seg, []).append((key, seg, pos0, mask, crc if kind == KIND_DATA else None))
+        return out
 
     def _empty(self, moving: list[tuple[bytes, int, int, int, int | None]]) -> None:
         """Move the live versions ``moving`` (all of one segment) to FOLD records."""
