@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crc32c import crc32c
 
@@ -40,6 +40,7 @@ from journal.blockmap import ZERO_RUN, bad_crc, compose_block, versions_back
 from journal.errors import OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2
 from journal.index import RESIDUE, damaged
+from journal.points import retained
 from journal.reader import JournalReader
 
 if TYPE_CHECKING:
@@ -95,7 +96,20 @@ class PointView:
             last = self._index.get_meta(txn, "last_seq", 0)
             if not 0 <= seq <= last:
                 raise OutOfRange(f"seq {seq} is not in the journal (0..{last})")
+            self._check_kept(txn)
             self._zext = journal.zero_extents(txn, seq)
+
+    def _check_kept(self, txn: Any) -> None:
+        """Refuse to serve a point retention folded away (a compaction may run while it is exported).
+
+        Checked in the same read transaction as the blocks it reads: either
+        the compaction has not begun in that snapshot (every version is
+        there) or the point is answered by another and this view says so.
+        """
+        sel = retained(self._index, txn)
+        if sel is not None and sel.maps(self.seq) != self.seq:
+            raise OutOfRange(f"seq {self.seq} was folded away by retention ('cdp retain') while it was "
+                             "being read: export a kept point")
 
     def close(self) -> None:
         """Close the segment descriptors (the journal stays open: it is the caller's)."""
@@ -168,6 +182,7 @@ class PointView:
         crcs: list[int] = []
         seqs: list[int] = []
         with self._lock, self._index.read() as txn:
+            self._check_kept(txn)
             blocks_db = self._index.db("blocks")
             vcur = None
             for block, top_seq, raw in _winners(txn.cursor(db=blocks_db), first, last, seq):

@@ -29,7 +29,8 @@ import crc32c
 import lmdb
 
 from journal.blockmap import ZeroExtents, compose_block, versions_back
-from journal.errors import CorruptJournal, JournalError
+from journal import points as _points
+from journal.errors import CorruptJournal, JournalError, OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
 from journal.imagewriter import JOB_BLOCKS, ImageWriter
 from journal.index import REINDEX_HINT, RESIDUE, damaged
@@ -89,6 +90,7 @@ def restore_to(
         try:
             seen = _walk(journal, _Jobs(writer, nblocks), seq, zext, nblocks, progress, cancel)
             if seen + zext.count != expected:
+                _folded_meanwhile(journal, seq)
                 raise CorruptJournal(
                     f"the index holds {seen + zext.count} block entries at or below seq {seq} where its "
                     f"records count {expected}; {REINDEX_HINT}")
@@ -106,6 +108,15 @@ def restore_to(
         progress(device, device)
     notes = ([found.note] if found.note else []) + list(target_.notes)
     return RestoreResult(seq, ts, device, os.fspath(target), whole, tuple(notes))
+
+
+def _folded_meanwhile(journal: JournalReader, seq: int) -> None:
+    """A count that does not add up because a compaction folded ``seq`` away during the walk says so."""
+    with journal.index.read() as txn:
+        sel = _points.retained(journal.index, txn)
+    if sel is not None and sel.maps(seq) != seq:
+        raise OutOfRange(f"seq {seq} was folded away by retention while it was being restored; "
+                         "restore again (it now answers as the newest kept point before it)")
 
 
 class _Jobs:

@@ -251,3 +251,24 @@ def test_sigkill_at_every_step_of_a_compaction(tmp_path: Path) -> None:
             assert check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img") == want
         shutil.rmtree(work)
     assert killed >= 2  # most kills land inside the compaction, not after it
+
+
+def test_a_point_folded_while_exported_is_refused_not_misread(tmp_path: Path) -> None:
+    """A long-lived reader (an export) of a point a compaction then folds gets an error, never wrong bytes."""
+    from journal.errors import OutOfRange
+    from journal.pointview import PointView
+
+    journal, model, rng, pins = build(tmp_path, 8, 600)
+    with journal:
+        early = next(p.seq for p in journal.points() if p.kind == "flush" and p.seq > 50)
+        view = PointView(journal, early)
+        try:
+            assert view.read(0, SIZE) == model.states[early]
+            journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+            assert journal.compact(journal.last_ts_ns) is not None
+            with journal.index.read() as txn, pytest.raises(OutOfRange, match="retention horizon"):
+                journal.locate(txn, early, None)  # folded away
+            with pytest.raises(OutOfRange, match="folded away by retention"):
+                view.read(0, SIZE)
+        finally:
+            view.close()
