@@ -28,10 +28,24 @@ def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
     rng = random.Random(seed)
     ts = created_ns if start_ns is None else start_ns
     out = []
+    window: tuple[int, int, int] | None = None  # an overflow range waiting for its resync: (offset, length, due)
     for seq in range(first_seq, first_seq + count):
-        ts += rng.choice([1, 5, 30, 90, 600]) * S + rng.randrange(S)
         roll = rng.random()
-        if roll < 0.55:  # the hot region: blocks 0..7, rewritten over and over
+        if window is not None and seq >= window[2]:
+            # the service copies the dropped range back from the device: the window closes; the
+            # journal stamps a resync with the time of the record before it (its own is the read's)
+            offset, length, _due = window
+            out.append(Record(seq, ts, RecordType.RESYNC, 0, offset, length, rng.randbytes(length)))
+            window = None
+            continue
+        ts += rng.choice([1, 5, 30, 90, 600]) * S + rng.randrange(S)
+        if window is None and roll < 0.01:
+            # writes were dropped: a window opens that the next few records do not close
+            offset = rng.randrange(0, SIZE // 512 - 16) * 512
+            length = rng.randrange(1, 16) * 512
+            out.append(Record(seq, ts, RecordType.OVERFLOW, 0, offset, length, (ts - S).to_bytes(8, "little")))
+            window = (offset, length, seq + rng.randrange(2, 12))
+        elif roll < 0.55:  # the hot region: blocks 0..7, rewritten over and over
             offset = rng.randrange(0, 64) * 512
             length = rng.randrange(1, 17) * 512
             out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
