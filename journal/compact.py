@@ -32,7 +32,7 @@ of bounded size, so the drain service can run it between its batches:
 5. **segments** - segments no live version and no record after C uses are
    listed in a second COMPACTION record (durable first, so a reindex knows
    the gap is deliberate) and then deleted: the space goes back to the
-   filesystem.
+   filesystem (a reader that has one open keeps reading it until it closes).
 6. **move** - segments that are mostly dead (less than :data:`MOVE_BELOW`
    of their bytes live) are emptied one at a time, cheapest first: their
    live versions copied, checked, into FOLD records at the end of the
@@ -552,7 +552,9 @@ class Compactor:
         self.j.write_note(msgpack.packb({"dropped": [list(r) for r in ranges], "at_ns": time.time_ns()}), commit)
         for s in doomed:
             self._fault()
-            _delete_gently(seg_dir / segment_name(s))
+            # unlinked whole, never cut down first: a reader may have it mapped (a restore that
+            # began before this compaction), and a mapped page past a file's end is SIGBUS
+            (seg_dir / segment_name(s)).unlink(missing_ok=True)
         if doomed:
             fsync_dir(seg_dir)
         self._counts["segments"] += len(doomed)
@@ -571,32 +573,6 @@ class Compactor:
                 "bytes_freed": c["bytes"], "bytes_moved": c["moved"]})
 
         self.index.write(done)
-
-
-#: A segment is cut down this much at a time before it is unlinked.
-_TRUNCATE_STEP = 32 << 20
-
-
-def _delete_gently(path: Path) -> None:
-    """Unlink a segment, shortening it step by step first.
-
-    Freeing a 256 MiB file's extents in one filesystem transaction makes the
-    drain's next fdatasync wait for all of it (seconds, measured on ext4);
-    a step at a time, each commit stays short.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except FileNotFoundError:
-        return
-    try:
-        size = os.fstat(fd).st_size
-        while size > _TRUNCATE_STEP:
-            size -= _TRUNCATE_STEP
-            os.ftruncate(fd, size)
-            os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    path.unlink(missing_ok=True)
 
 
 def remove_dropped(index: Index, seg_dir: os.PathLike[str]) -> int:

@@ -163,8 +163,8 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
             except CorruptJournal as exc:
                 if seg == segments[-1]:
                     raise
-                # a compaction may have been cutting this segment down when it was killed: that is
-                # fine if a later COMPACTION record lists it as dropped (checked below), else not
+                # a segment a later COMPACTION record lists as dropped is no longer history (a killed
+                # compaction may leave one behind, whatever state it is in): checked below
                 damaged.append((seg, exc))
                 continue
             seg_id = seg

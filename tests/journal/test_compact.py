@@ -190,7 +190,7 @@ def test_compaction_gives_space_back(tmp_path: Path) -> None:
             assert journal.read(0, SIZE, seq=p.seq) == model.states[p.seq]
         assert journal.verify().ok
         assert journal.compact(journal.last_ts_ns) is None  # nothing more to fold at the same moment
-    # a kill while a dropped segment was being cut down leaves it torn; and the index is lost
+    # a dropped segment left behind (here damaged too), and the index lost
     torn = sorted(segs_before - segs_after)[len(segs_before - segs_after) // 2]
     data = (backup / torn).read_bytes()
     (seg_dir / torn).write_bytes(data[:len(data) // 2 + 77])

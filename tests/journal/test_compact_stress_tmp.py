@@ -1,0 +1,276 @@
+"""Retention and compaction against an independent model of the device.
+
+Hypothesis draws workloads over simulated hours, retention policies and
+the moments compactions run, interleaved with appends. After every
+compaction: every point the journal still lists reads and restores exactly
+as the model says; a time resolves to the model's record, or (thinned) to
+the newest kept point before it, never to anything else; the points kept
+are the ones the policy names (marks inside the horizon, everything in the
+"keep all" age, pinned marks whatever their age); verify is clean; and a
+reindex rebuilds the same state. A second test kills a compacting process
+at every step and at random moments: the journal is always exact, and the
+next compaction finishes the job.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journal import Journal, JournalError, Record, RecordType
+from journal.compact import CRASH_ENV
+from journal.records import MARK_KINDS
+from journal.reindex import reindex
+from journal.retention import Policy, horizon_time, parse_tiers
+from journal.timespec import parse_duration
+from tests.journal.compact_workload import S, SEGMENT, SIZE, records
+from tests.journal.model import DeviceModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+POLICIES = [
+    Policy(keep_ns=parse_duration("2h")),
+    Policy(keep_ns=parse_duration("6h"), tiers=parse_tiers("10m:all,1h:1m,6h:10m")),
+    Policy(tiers=parse_tiers("30m:all,3h:15m")),
+    Policy(tiers=parse_tiers("1h:5m")),
+    Policy(keep_ns=parse_duration("1d"), tiers=parse_tiers("1h:all,2h:30m")),
+]
+
+
+@pytest.fixture(autouse=True)
+def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Journal, "segment_target", SEGMENT)
+
+
+def grow(journal: Journal, model: DeviceModel, recs: list[Record], rng: random.Random,
+         pins: set[int]) -> None:
+    """Append ``recs`` in random batches, with user marks (some pinned) between them.
+
+    ``model.made`` gathers (kind, ts) of every point made, for the policy checks.
+    """
+    made = model.__dict__.setdefault("made", [])
+    i = 0
+    while i < len(recs):
+        n = rng.randrange(1, 40)
+        chunk = recs[i:i + n]
+        journal.append(chunk)
+        for r in chunk:
+            model.apply(r)
+            if r.type in (RecordType.FLUSH, RecordType.MARK):
+                made.append(("mark" if r.type == RecordType.MARK else "flush", r.ts_ns))
+        i += n
+        roll = rng.random()
+        if roll < 0.15:
+            journal.add_mark(f"u{chunk[-1].seq}", chunk[-1].ts_ns + 1)
+            made.append(("user-mark", chunk[-1].ts_ns + 1))
+        elif roll < 0.2:
+            journal.pin_mark(f"pin{chunk[-1].seq}", chunk[-1].ts_ns + 1)
+            pins.add(chunk[-1].ts_ns + 1)
+            made.append(("user-mark", chunk[-1].ts_ns + 1))
+
+
+def check_exact(journal: Journal, model: DeviceModel, rng: random.Random, policy: Policy | None,
+                now: int | None, pins: set[int], out: Path) -> list[tuple[int, int, str]]:
+    """Everything a reader can ask of the journal, against the model; returns the listed points."""
+    points = journal.points()
+    for p in points:
+        assert journal.read(0, SIZE, seq=p.seq) == model.states[p.seq], p
+    pick = rng.choice(points)
+    journal.restore(out, seq=pick.seq, overwrite=True, allow_partial=True)
+    assert out.read_bytes() == model.states[pick.seq]
+    listed = sorted({p.seq for p in points})
+    first, last = journal.info.created_ns, journal.last_ts_ns
+    for _ in range(12):
+        at = rng.randrange(first, last + 600 * S)
+        want_seq = model.at_time(at)[0]
+        try:
+            with journal.index.read() as txn:
+                found = journal.locate(txn, None, at)
+        except JournalError as exc:
+            assert "retention horizon" in str(exc)
+            assert not listed or want_seq < listed[0] or want_seq not in listed
+            continue
+        assert found.seq <= want_seq
+        if found.seq != want_seq:
+            # thinned: the newest kept point at or before the record the time names
+            assert found.seq in listed and found.note
+            assert not [s for s in listed if found.seq < s <= want_seq]
+        assert journal.read(0, SIZE, at_ns=at) == model.states[found.seq]
+    if policy is not None and now is not None:
+        # the points kept are the ones the policy names
+        horizon = horizon_time(policy, now)
+        all_age = max((t.age_ns for t in policy.tiers if t.every_ns is None), default=None)
+        by_ts = {p.ts_ns for p in points}
+        made = model.__dict__.get("made", [])
+        assert all(ts in by_ts for _kind, ts in made if ts in pins), "a pinned mark was dropped"
+        assert all(ts in by_ts for kind, ts in made if kind in MARK_KINDS and ts >= horizon), "a mark was dropped"
+        if all_age is not None:
+            assert all(ts in by_ts for _kind, ts in made if ts >= now - all_age), "a point in the keep-all age went"
+        # behind the horizon: pins, and the one point the device is kept as of (the new base)
+        pinned = {p.seq for p in points if p.ts_ns in pins}
+        # (and, where the horizon had to step back out of an overflow window, what lies inside it)
+        assert len({p.seq for p in points if p.ts_ns < horizon and p.seq not in pinned and p.whole
+                    and p.kind not in ("overflow", "resync") and p.kind not in MARK_KINDS}) <= 1
+    report = journal.verify()
+    assert report.ok, report.problems[:5]
+    return [(p.seq, p.ts_ns, p.kind) for p in points]
+
+
+def build(tmp: Path, seed: int, count: int) -> tuple[Journal, DeviceModel, random.Random, set[int]]:
+    rng = random.Random(seed)
+    base = rng.randbytes(SIZE)
+    (tmp / "base.img").write_bytes(base)
+    journal = Journal.create(tmp / "j", device_bytes=SIZE, source=tmp / "base.img")
+    model = DeviceModel(base)
+    pins: set[int] = set()
+    grow(journal, model, records(seed, count, journal.info.created_ns), rng, pins)
+    return journal, model, rng, pins
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), first=st.integers(20, 260), second=st.integers(0, 200),
+       policy=st.sampled_from(POLICIES), lag1=st.integers(0, 7200), lag2=st.integers(0, 7200))
+def test_compaction_keeps_every_kept_point_exact(tmp_path_factory: pytest.TempPathFactory, seed: int,
+                                                 first: int, second: int, policy: Policy,
+                                                 lag1: int, lag2: int) -> None:
+    tmp = tmp_path_factory.mktemp("compact")
+    journal, model, rng, pins = build(tmp, seed, first)
+    out = tmp / "out.img"
+    with journal:
+        before = check_exact(journal, model, rng, None, None, pins, out)
+        journal.set_retention(policy)
+        now = journal.last_ts_ns + lag1 * S
+        journal.compact(now)
+        after = check_exact(journal, model, rng, policy, now, pins, out)
+        assert set(after) <= set(before)  # a compaction only ever drops points
+        recs = records(seed + 1, second, journal.info.created_ns, journal.last_seq + 1, journal.last_ts_ns)
+        grow(journal, model, recs, rng, pins)
+        now = max(now, journal.last_ts_ns) + lag2 * S
+        journal.compact(now)
+        final = check_exact(journal, model, rng, policy, now, pins, out)
+    reindex(tmp / "j")
+    with Journal.open(tmp / "j") as journal:
+        assert check_exact(journal, model, rng, None, None, pins, out) == final
+
+
+def test_compaction_gives_space_back(tmp_path: Path) -> None:
+    """Segments that hold nothing live are deleted; the journal's size falls as the policy says."""
+    journal, model, rng, pins = build(tmp_path, 5, 1500)
+    seg_dir = tmp_path / "j" / "segments"
+    backup = tmp_path / "segments-before"
+    shutil.copytree(seg_dir, backup)
+    with journal:
+        segs_before = {p.name for p in seg_dir.glob("*.seg")}
+        size_before = sum(p.stat().st_size for p in seg_dir.glob("*.seg"))
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        result = journal.compact(journal.last_ts_ns)
+        assert result is not None and result.segments_deleted > 0
+        segs_after = {p.name for p in seg_dir.glob("*.seg")}
+        size_after = sum(p.stat().st_size for p in seg_dir.glob("*.seg"))
+        assert segs_before - segs_after and len(segs_before - segs_after) == result.segments_deleted
+        assert result.bytes_freed > size_before // 2
+        # what stays: the live versions, once (each moved one with a record header of its own)
+        assert size_after <= size_before - result.bytes_freed + result.bytes_moved * 1.25 + 8192
+        assert size_after < size_before // 4
+        points = journal.points()
+        horizon = journal.last_ts_ns - parse_duration("1h")
+        pinned = {p.seq for p in points if p.ts_ns in pins}
+        behind = {p.seq for p in points if p.ts_ns <= horizon and p.seq not in pinned}
+        assert behind == {result.horizon_seq}  # the new base, and nothing else older than an hour
+        for p in points:
+            assert journal.read(0, SIZE, seq=p.seq) == model.states[p.seq]
+        assert journal.verify().ok
+        assert journal.compact(journal.last_ts_ns) is None  # nothing more to fold at the same moment
+    # a kill while a dropped segment was being cut down leaves it torn; and the index is lost
+    torn = sorted(segs_before - segs_after)[len(segs_before - segs_after) // 2]
+    data = (backup / torn).read_bytes()
+    (seg_dir / torn).write_bytes(data[:len(data) // 2 + 77])
+    shutil.rmtree(tmp_path / "j" / "index")
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j", readonly=True) as journal:
+        assert [p.seq for p in journal.points()] == [p.seq for p in points]
+        for p in points:
+            assert journal.read(0, SIZE, seq=p.seq) == model.states[p.seq]
+        assert journal.verify().ok
+
+
+def _compact_in_child(path: Path, now: int, crash_at: int | None) -> int:
+    env = {**__import__("os").environ}
+    if crash_at is not None:
+        env[CRASH_ENV] = str(crash_at)
+    return subprocess.run([sys.executable, "-m", "tests.journal.compact_workload", str(path), str(now)],
+                          cwd=ROOT, env=env, timeout=120).returncode
+
+
+def test_sigkill_at_every_step_of_a_compaction(tmp_path: Path) -> None:
+    """Kill -9 at each step boundary, then at random moments: always exact, and it finishes."""
+    journal, model, rng, pins = build(tmp_path, 11, 900)
+    with journal:
+        journal.set_retention(Policy(keep_ns=parse_duration("3h"), tiers=parse_tiers("30m:all,3h:10m")))
+        now = journal.last_ts_ns
+    reference = tmp_path / "ref"
+    shutil.copytree(tmp_path / "j", reference)
+    assert _compact_in_child(reference, now, None) == 0
+    with Journal.open(reference, readonly=True) as journal:
+        want = check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img")
+    crashes = 0
+    for step in range(1, 200):
+        work = tmp_path / f"k{step}"
+        shutil.copytree(tmp_path / "j", work)
+        code = _compact_in_child(work, now, step)
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL
+        crashes += 1
+        with Journal.open(work) as journal:
+            check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img")
+            journal.compact(now)  # finishes what the killed one began (or plans it again)
+            assert check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img") == want
+        shutil.rmtree(work)
+    assert crashes >= 6
+    killed = 0
+    for round_ in range(8):  # and at moments no step boundary chose
+        work = tmp_path / f"r{round_}"
+        shutil.copytree(tmp_path / "j", work)
+        proc = subprocess.Popen([sys.executable, "-m", "tests.journal.compact_workload", str(work), str(now)],
+                                cwd=ROOT, stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"compacting\n"
+        time.sleep(rng.uniform(0, 0.04))  # the compaction itself takes some tens of milliseconds
+        proc.send_signal(signal.SIGKILL)
+        killed += proc.wait() == -signal.SIGKILL
+        with Journal.open(work) as journal:
+            check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img")
+            journal.compact(now)
+            assert check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img") == want
+        shutil.rmtree(work)
+    assert killed >= 2  # most kills land inside the compaction, not after it
+
+
+def test_a_point_folded_while_exported_is_refused_not_misread(tmp_path: Path) -> None:
+    """A long-lived reader (an export) of a point a compaction then folds gets an error, never wrong bytes."""
+    from journal.errors import OutOfRange
+    from journal.pointview import PointView
+
+    journal, model, rng, pins = build(tmp_path, 8, 600)
+    with journal:
+        early = next(p.seq for p in journal.points() if p.kind == "flush" and p.seq > 50)
+        view = PointView(journal, early)
+        try:
+            assert view.read(0, SIZE) == model.states[early]
+            journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+            assert journal.compact(journal.last_ts_ns) is not None
+            with journal.index.read() as txn, pytest.raises(OutOfRange, match="retention horizon"):
+                journal.locate(txn, early, None)  # folded away
+            with pytest.raises(OutOfRange, match="folded away by retention"):
+                view.read(0, SIZE)
+        finally:
+            view.close()
