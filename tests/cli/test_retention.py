@@ -122,8 +122,10 @@ def test_compact_folds_thins_and_says_what_a_thinned_time_restores(tmp_path: Pat
         out = tmp_path / f"p{seq}.img"
         assert cdp("restore", *j, "--seq", str(seq), "--to", str(out)).code == 0
         assert out.read_bytes() == model.states[seq]
-    # a time between two kept points 2 h ago: the newest kept point before it, and a note saying so
-    r = cdp("restore", *j, "--at", "-2h5m", "--to", str(tmp_path / "thin.img"), "--json")
+    # a time between two kept points: the newest kept point before it, and a note saying so
+    thinned_kept = [t for t in times if now - 3 * 3600 * S <= t < now - 1800 * S]
+    at = thinned_kept[len(thinned_kept) // 2] - 30 * S  # half a minute before a kept point: a folded minute
+    r = cdp("restore", *j, "--at", f"@{at // S}.{at % S:09d}", "--to", str(tmp_path / "thin.img"), "--json")
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert any("thinned by retention" in n for n in result["notes"]), result
