@@ -35,7 +35,7 @@ from journal.format import (
 )
 from journal.index import Index, seal, unseal
 from journal.points import MAX_MARK_NAME, OverflowWindow
-from journal.records import DATA_TYPES, ZERO_TYPES, PointKind, Record, RecordType
+from journal.records import DATA_TYPES, ZERO_TYPES, PointKind, Record, RecordFlag, RecordType
 from journal.units import NS
 from journal.segments import pack_header
 
@@ -227,7 +227,11 @@ class Batch:
             if offset % SECTOR or length % SECTOR or length <= 0 or offset + length > self.device:
                 raise OutOfRange(f"record seq {seq} range {offset}+{length} is not sector-aligned "
                                  f"inside the device ({self.device} bytes)")
-        if rtype in DATA_TYPES and len(data) != length:
+        # a RESYNC that found its range unchanged carries no payload and indexes no block
+        unchanged = rtype == RecordType.RESYNC and r.flags & RecordFlag.UNCHANGED
+        if unchanged and len(data):
+            raise JournalError(f"record seq {seq}: an unchanged RESYNC carries a payload")
+        if rtype in DATA_TYPES and len(data) != length and not unchanged:
             raise JournalError(f"record seq {seq} carries {len(data)} bytes for a {length}-byte range")
         ts = r.ts_ns if r.ts_ns > self.last_ts else self.last_ts
         aux = 0
@@ -248,7 +252,7 @@ class Batch:
         rec_pos = self._frame(rtype, r.flags, data, seq, ts, offset, length, aux, dcrc)
         self._index_record(seq, ts, rtype, r.flags, offset, length, len(data), rec_pos)
         key = _pack_u64(seq)
-        if rtype in DATA_TYPES:
+        if rtype in DATA_TYPES and not unchanged:
             self.pending.append((seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, None))
             self.data_bytes += length
         elif rtype in ZERO_TYPES:

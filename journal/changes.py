@@ -15,11 +15,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from journal.reader import JournalReader
-from journal.records import RecordType
+from journal.records import RecordFlag, RecordType
 
 #: Record types whose range is a change of the device's content.
 _CHANGING = frozenset({RecordType.WRITE, RecordType.DISCARD, RecordType.WRITE_ZEROES,
                        RecordType.RESYNC, RecordType.OVERFLOW})
+
+
+def _unchanged(rtype: int, flags: int) -> bool:
+    """A reattach's RESYNC that found its range equal to the journal: no change."""
+    return rtype == RecordType.RESYNC and bool(flags & RecordFlag.UNCHANGED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ def changed_between(journal: JournalReader, seq_a: int, ts_a: int, seq_b: int, t
     records = 0
     if hi > lo:
         for info in journal.records(lo + 1, hi):
-            if info.type in _CHANGING and info.length:
+            if info.type in _CHANGING and info.length and not _unchanged(info.type, info.flags):
                 found.append((info.offset, info.length))
                 records += 1
     windows = 0

@@ -20,7 +20,11 @@ each a 64-byte header (:data:`REC_HDR`) then ``data_len`` payload bytes::
     48 u64 aux (OVERFLOW: first dropped ts; RESYNC: read time)
     56 u32 data_crc (CRC-32C of the payload)   60  u32 hdr_crc (CRC-32C of bytes 0..59)
 
-so a segment can be scanned and checked with nothing but itself. Baseline
+so a segment can be scanned and checked with nothing but itself. A RESYNC
+with flag 0x100 (UNCHANGED) has data_len 0: its range compared equal to the
+journal (a reattach's compare), so it indexes no block but moves overflow
+windows on like a copy; an OVERFLOW with flag 0x100 (REATTACH) opens the
+window a reattach closes that way. Baseline
 records carry seq 0. Bytes past the index's committed end of the newest
 segment are an unfinished batch: the writer cuts them off when it opens.
 

@@ -39,6 +39,14 @@ class RecordFlag(IntEnum):
 
     FUA = 1
     PREFLUSH = 2
+    #: OVERFLOW written by a reattach: the service closes its window by
+    #: comparing the device with the journal (CRC-32C per block) instead of
+    #: copying the whole range.
+    REATTACH = 0x100
+    #: RESYNC with no payload: the range was read from the device and found
+    #: equal to the journal's state just before this record, so it changes
+    #: nothing but still advances (and may close) overflow windows.
+    UNCHANGED = 0x100
 
 
 #: Types whose payload is device data.
@@ -62,6 +70,8 @@ class Record:
     - OVERFLOW: ``data`` is the little-endian u64 ``ts_ns`` of the first
       dropped write; ``[offset, offset+length)`` changed while records were
       dropped.
+    - RESYNC with :attr:`RecordFlag.UNCHANGED`: no data; the range compared
+      equal to the journal, it only moves overflow windows on.
 
     ``data_crc`` and ``block_crcs`` are optional CRC-32Cs of ``data`` that
     the caller already has (the ring reader computes them to check the

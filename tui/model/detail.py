@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from journal import Journal, Point, RecordType
 from journal.format import BLOCK
-from journal.records import ZERO_TYPES
+from journal.records import ZERO_TYPES, RecordFlag
 from tui.model.points import points_page
 
 #: A point detail compares at most this many written blocks byte for byte.
@@ -55,8 +55,8 @@ def point_detail(j: Journal, point: Point, cancelled: Callable[[], bool] = lambd
             if n % 4096 == 0 and cancelled():
                 raise Cancelled
             records += 1
-            if r.type not in _CHANGE_TYPES:
-                continue
+            if r.type not in _CHANGE_TYPES or (r.type == RecordType.RESYNC and r.flags & RecordFlag.UNCHANGED):
+                continue  # an unchanged RESYNC (a reattach's compare) changed nothing
             if r.type == RecordType.WRITE:
                 writes += 1
                 write_bytes += r.length
