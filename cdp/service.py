@@ -42,6 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cdp.reattach import CompareStats
 from cdp.resync import Resync
 from cdp.ring import Corrupt, Entry, Ring
 from cdp.ringabi import RING_FLAG_DETACHED, RING_FLAG_OVERFLOW, RecType, RingError
@@ -85,6 +86,8 @@ class DrainStats:
     detached: bool = False
     stopped_by: str = ""
     problems: list[str] = field(default_factory=list)
+    #: what closing reattach windows by comparing did (cdp.reattach)
+    compare: CompareStats = field(default_factory=CompareStats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,8 @@ class _Drainer:
 
     def __init__(self, journal: Journal, ring: Ring, *, device_path: str | None, batch_bytes: int,
                  batch_records: int, stop: threading.Event, on_progress: Callable[[DrainStats], None] | None,
-                 on_health: Callable[[Health], None] | None = None) -> None:
+                 on_health: Callable[[Health], None] | None = None,
+                 on_compare: Callable[[CompareStats], None] | None = None) -> None:
         self.j = journal
         self.ring = ring
         self.batch_bytes = batch_bytes
@@ -231,7 +235,8 @@ class _Drainer:
         self.session = RingSession.resume(journal.cursor())
         source = device_path or journal.info.source or None
         device = os.fspath(source) if source else None
-        self.resync = Resync(device, journal.info.device_bytes, batch_bytes, self._problem)
+        self.resync = Resync(device, journal.info.device_bytes, batch_bytes, self._problem, on_compare)
+        self.stats.compare = self.resync.compare
         self.status = _StatusPublisher(journal, ring, device, on_health)
         self.appender = _Appender(journal, self._make_room)
 
@@ -395,13 +400,17 @@ class _Drainer:
         records = self.resync.next_records(self.j, self._next_jseq)
         if records is None:
             return False
-        self.j.append(records, cursor=self.session.cursor())
+        # before the ring's first record is seen the prior cursor is still the truth: a
+        # fresh one would say a session began and was not drained, and a restart would
+        # count the ring's writes as lost
+        self.j.append(records, cursor=self.session.cursor() if self.session.started else self.session.prior)
         self.session.saved()
-        copied = sum(r.length for r in records)
-        self.stats.resync_bytes += copied
+        covered = sum(r.length for r in records)
+        self.stats.resync_bytes += sum(len(r.data) for r in records)  # a compare's unchanged runs copy nothing
         self.stats.records += len(records)
         self.stats.last_journal_seq = self.jseq
-        self.resync.copied(copied)
+        self.resync.copied(covered)
+        self.resync.compared()
         return True
 
     # ---------------------------------------------------------------- status
@@ -427,7 +436,7 @@ class _Drainer:
         session.done = True
         self._commit([], force_cursor=True)
 
-    def run(self, until_detached: bool, poll_interval: float) -> DrainStats:
+    def run(self, until_detached: bool, poll_interval: float, until_resynced: bool = False) -> DrainStats:
         ring = self.ring
         try:
             while not self.stop.is_set():
@@ -439,6 +448,9 @@ class _Drainer:
                     self.publish_status()
                     continue
                 self.publish_status()
+                if until_resynced and not self.resync.wanted:
+                    self.stats.stopped_by = "resynced"  # no window left to close (or none can be)
+                    break
                 if n:
                     continue
                 self._flush_pending()
@@ -483,6 +495,7 @@ def drain(
     poll_interval: float = 0.005, on_progress: Callable[[DrainStats], None] | None = None,
     handle_signals: bool = True, on_health: Callable[[Health], None] | None = None,
     retention_interval: float = CHECK_INTERVAL,
+    until_resynced: bool = False, on_compare: Callable[[CompareStats], None] | None = None,
 ) -> DrainStats:
     """Drain ``ring_path`` into the journal at ``journal_path`` until stopped.
 
@@ -493,7 +506,10 @@ def drain(
     protects another device than the journal, :class:`RingError` or
     :class:`JournalError` (one-line messages) for unusable inputs.
     ``on_health`` receives the journal's :class:`~journal.health.Health`
-    each time the status is published (`cdp run --metrics`).
+    each time the status is published (`cdp run --metrics`). With
+    ``until_resynced`` it stops as soon as no overflow window is left to
+    close (`cdp attach` onto an existing journal: the compare is done);
+    ``on_compare`` sees the compare's counters after each step.
     """
     stop = stop if stop is not None else threading.Event()
     old_handlers: dict[int, Any] = {}
@@ -514,13 +530,13 @@ def drain(
                                      f"protects (the ring says {said}, the journal {info.device_id.hex()})")
             drainer = _Drainer(journal, ring, device_path=None if device_path is None else os.fspath(device_path),
                                batch_bytes=batch_bytes, batch_records=batch_records, stop=stop,
-                               on_progress=on_progress, on_health=on_health)
+                               on_progress=on_progress, on_health=on_health, on_compare=on_compare)
             # the retention policy, applied beside the drain (its steps are short transactions)
             retainer = Retainer(journal, lambda text: print(f"cdp: run: {text}", file=sys.stderr, flush=True),
                                 interval=retention_interval)
             retainer.start()
             try:
-                return drainer.run(until_detached, poll_interval)
+                return drainer.run(until_detached, poll_interval, until_resynced)
             finally:
                 retainer.stop()
     finally:
