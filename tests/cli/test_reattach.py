@@ -291,3 +291,75 @@ def test_compare_later_leaves_the_window_to_cdp_run(tmp_path: Path) -> None:
     assert s.restore("mark:end", "--allow-partial")[0] == 0
     assert s.restore(ts_arg(time.time_ns()))[1] == bytes(s.model)
 
+
+
+# ----------------------------------------------------------------- the boot unit
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "cdp-attach@.service"
+GENERATOR = REPO / "systemd" / "cdp-attach-generator"
+
+
+def _unit_exec_lines() -> dict[str, str]:
+    out = {}
+    for line in UNIT.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("Exec"):
+            out[key] = value
+    return out
+
+
+def test_boot_unit_orders_itself_before_local_filesystems() -> None:
+    text = UNIT.read_text()
+    for needed in ("DefaultDependencies=no", "Before=local-fs-pre.target shutdown.target",
+                   "Conflicts=shutdown.target", "TimeoutStartSec=infinity"):
+        assert needed in text, needed
+    lines = _unit_exec_lines()
+    assert set(lines) == {"ExecStartPre", "ExecStart", "ExecStop"}
+    # the lines parse as cdp command lines (the VM test, reattachvm.py, runs them for real)
+    from cdp.cli import build_parser
+
+    env = {"$DEVICE": "/dev/sdb", "$JOURNAL": "/var/lib/cdp/sdb", "$ATTACH_OPTS": "--via dm --compare-later"}
+    for key in ("ExecStartPre", "ExecStart"):
+        words = []
+        for w in lines[key].replace("%i", "sdb").split():
+            words.extend(env[w].split() if w in env else [w])
+        assert words[:2] == ["/usr/bin/env", "cdp"]
+        args = build_parser().parse_args(words[2:])
+        assert args.journal == "/var/lib/cdp/sdb" or os.fspath(args.journal) == "/var/lib/cdp/sdb"
+    assert "cdp detach %i" in lines["ExecStop"] and "$MAINPID" in lines["ExecStop"]
+
+
+def test_boot_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    if subprocess.run(["sh", "-c", "command -v systemd-analyze"], capture_output=True).returncode:
+        import pytest
+
+        pytest.skip("systemd-analyze is not installed")
+    (tmp_path / UNIT.name).write_text(UNIT.read_text())
+    p = subprocess.run(["systemd-analyze", "verify", "--man=no", os.fspath(tmp_path / "cdp-attach@sdb.service")],
+                       capture_output=True, text=True)
+    complaints = [line for line in (p.stdout + p.stderr).splitlines() if "cdp-attach" in line]
+    assert p.returncode == 0 and not complaints, p.stdout + p.stderr
+
+
+def test_generator_enables_one_instance_per_conf(tmp_path: Path) -> None:
+    if subprocess.run(["sh", "-c", "command -v systemd-escape"], capture_output=True).returncode:
+        import pytest
+
+        pytest.skip("systemd-escape is not installed")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "sdb.conf").write_text("DEVICE=/dev/disk/by-id/wwn-0x5000c500a1b2c3d4\nJOURNAL=/var/lib/cdp/sdb\n")
+    (conf / "bad name.conf").write_text("DEVICE=/dev/sdc\n")
+    (conf / "nodev.conf").write_text("JOURNAL=/var/lib/cdp/x\n")
+    out = tmp_path / "out"
+    p = subprocess.run([os.fspath(GENERATOR), os.fspath(out), os.fspath(out), os.fspath(out)],
+                       capture_output=True, text=True, env={**os.environ, "CDP_CONF_DIR": os.fspath(conf)})
+    assert p.returncode == 0, p.stderr
+    assert "bad name" in p.stderr and "nodev.conf: no DEVICE" in p.stderr
+    wants = out / "local-fs-pre.target.wants"
+    assert sorted(x.name for x in wants.iterdir()) == ["cdp-attach@sdb.service"]
+    assert os.readlink(wants / "cdp-attach@sdb.service") == "/usr/lib/systemd/system/cdp-attach@.service"
+    dropin = (out / "cdp-attach@sdb.service.d" / "device.conf").read_text()
+    dev_unit = r"dev-disk-by\x2did-wwn\x2d0x5000c500a1b2c3d4.device"
+    assert dropin == f"[Unit]\nBindsTo={dev_unit}\nAfter={dev_unit}\n"
