@@ -32,7 +32,7 @@ rootfs="$(CDP_HOST_PYTHON="$py" "$here/rootfs.sh")"
 # The project's packages, fresh every run (small: seconds to build).
 stage="$out/project"
 rm -rf "$stage"; mkdir -p "$stage"
-tar -C "$repo" --exclude=__pycache__ -cf - cdp journal | tar -C "$stage" -xf -
+tar -C "$repo" --exclude=__pycache__ -cf - cdp journal systemd | tar -C "$stage" -xf -
 cp -r "$here/guest" "$stage/guest"
 # bytecode for the guest's Python (3.11, as the host's): without it every `cdp` the tests start
 # compiles the project again, several seconds each under TCG

@@ -1233,4 +1233,8 @@ if __name__ == "__main__":
 
     TESTS.update(filtervm.TESTS)
     DEFAULT.extend(filtervm.DEFAULT)
+    import reattachvm  # the boot unit's lines: reattach with the filter (takes helpers from both)
+
+    TESTS.update(reattachvm.TESTS)
+    DEFAULT.extend(reattachvm.DEFAULT)
     sys.exit(main(sys.argv[1:]))
