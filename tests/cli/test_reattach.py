@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cdp.ringwriter import RingWriter
 from cdp.sim import SimDevice
-from journal import Journal
+from journal import Journal, Record
 from journal.format import BLOCK
 from journal.identity import device_id
 from journal.records import RecordFlag, RecordType
@@ -363,3 +363,63 @@ def test_generator_enables_one_instance_per_conf(tmp_path: Path) -> None:
     dropin = (out / "cdp-attach@sdb.service.d" / "device.conf").read_text()
     dev_unit = r"dev-disk-by\x2did-wwn\x2d0x5000c500a1b2c3d4.device"
     assert dropin == f"[Unit]\nBindsTo={dev_unit}\nAfter={dev_unit}\n"
+
+
+# ----------------------------------------------------------------- the compare's pieces
+
+def test_journal_crcs_equal_the_model_for_every_kind_of_block(tmp_path: Path) -> None:
+    """Full, partial, zeroed (small and big extents), never written, a short last block: the
+    index-only CRC or the composed one is the CRC of what the model holds, at every seq asked."""
+    import crc32c
+
+    from cdp.reattach import device_crcs, journal_crcs
+
+    rng = random.Random(11)
+    size = (3 << 20) + 1536                      # the last 4 KiB block is short
+    baseline = bytearray(random_device(size, 11))
+    baseline[:BLOCK * 20] = bytes(BLOCK * 20)    # never written blocks read as zeros
+    src = tmp_path / "base.img"
+    src.write_bytes(baseline)
+    model = bytearray(baseline)
+    nblocks = (size + BLOCK - 1) // BLOCK
+    with Journal.create(tmp_path / "j", device_bytes=size, source=src) as j:
+        seq = 0
+        for step in range(6):
+            recs = []
+            for _ in range(60):
+                seq += 1
+                roll = rng.random()
+                if step == 3 and not recs:       # a big zeroing extent (the zext table)
+                    off, n = BLOCK * 100 + 512, 1 << 20
+                    recs.append(Record(seq, time.time_ns(), RecordType.WRITE_ZEROES, 0, off, n))
+                    model[off:off + n] = bytes(n)
+                    continue
+                sectors = rng.choice([1, 3, 8, 16, 24]) if roll < 0.85 else rng.choice([8, 64])
+                off = rng.randrange(0, size // 512 - sectors + 1) * 512
+                if roll < 0.85:
+                    data = rng.randbytes(sectors * 512)
+                    recs.append(Record(seq, time.time_ns(), RecordType.WRITE, 0, off, len(data), data))
+                    model[off:off + len(data)] = data
+                else:
+                    recs.append(Record(seq, time.time_ns(), RecordType.DISCARD, 0, off, sectors * 512))
+                    model[off:off + sectors * 512] = bytes(sectors * 512)
+            j.append(recs)
+            want = device_crcs(bytes(model))
+            assert len(want) == nblocks
+            assert journal_crcs(j, 0, nblocks, j.last_seq) == want, f"after step {step}"
+        assert device_crcs(bytes(model))[-1] == crc32c.crc32c(bytes(model[-1536:]) + bytes(BLOCK - 1536))
+
+
+def test_an_unchanged_resync_carries_no_payload(tmp_path: Path) -> None:
+    import pytest
+
+    from journal.errors import JournalError
+
+    src = tmp_path / "base.img"
+    src.write_bytes(bytes(1 << 20))
+    with Journal.create(tmp_path / "j", device_bytes=1 << 20, source=src) as j:
+        with pytest.raises(JournalError, match="unchanged RESYNC carries a payload"):
+            j.append([Record(1, time.time_ns(), RecordType.RESYNC, int(RecordFlag.UNCHANGED), 0, BLOCK,
+                             bytes(BLOCK))])
+        assert j.append([Record(1, time.time_ns(), RecordType.RESYNC, int(RecordFlag.UNCHANGED), 0, 1 << 20)]) == 1
+        assert j.stats().data_bytes == 0 and j.verify().ok
