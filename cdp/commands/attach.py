@@ -134,6 +134,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
         _undo(way, name)
         raise
     print(f"cdp: attach: {how}; journal {jpath} holds the baseline ({format_bytes(nbytes)})", file=sys.stderr)
+    if args.json:
+        print_json({"journal": str(jpath), "device": args.device, "way": way, "ring": attach.ring_path(name),
+                    "path": path, "device_bytes": nbytes, "created": True})
     run = f"cdp run --journal {jpath} --ring {attach.ring_path(name)} --device {path} --until-detached"
     if not args.run:
         print(f"cdp: attach: now start the drain service: systemctl start cdp@{name}  (or: {run})",
