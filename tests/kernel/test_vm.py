@@ -41,8 +41,8 @@ GUEST_TESTS = ("module", "ringcheck", "block", "raw", "ext4", "discard", "overfl
                "filter-hotplug", "dmesg", "dmesg-probe", "kernel")
 #: kernel/vm/guest/accessvm.py's (cdpvm.py runs them after its own): cdp mount, diff --files, umount
 GUEST_TESTS += ("access-mount",)
-#: kernel/vm/guest/reattachvm.py's: the boot unit's command lines, reattach with the filter
-GUEST_TESTS += ("reattach-filter",)
+#: kernel/vm/guest/reattachvm.py's: the boot unit's command lines, reattach with the filter and with dm
+GUEST_TESTS += ("reattach-filter", "reattach-dm")
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "e2fsck", "cpio", "depmod", "apt-get",
          "apt-cache", "dpkg", "busybox", "make", "gcc", "xz", "pahole", "unshare", "chroot")
 LINE = re.compile(r"^CDPVM\[(?P<k>[^\]]+)\]: RESULT (?P<test>\S+) (?P<verdict>PASS|FAIL) ?(?P<detail>.*)$")

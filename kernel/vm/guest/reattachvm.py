@@ -1,11 +1,11 @@
-"""Reattach's guest test (``reattach-filter``), run by cdpvm.py: the boot unit's own command lines.
+"""Reattach's guest tests (``reattach-filter``, ``reattach-dm``), run by cdpvm.py: the boot unit's lines.
 
 systemd/cdp-attach@.service is what attaches a device at boot and detaches
 it at shutdown. The guest has no systemd, so this test reads the unit's
 ExecStartPre, ExecStart and ExecStop lines and runs them as systemd would
 (``%i`` the instance, ``$VAR`` from the instance's conf file, split into
 words, ``$MAINPID`` the drain's pid), on a 32 MiB partition of vda with the
-in-place filter:
+in-place filter, and again with ``--via dm`` (/dev/mapper/ra over it):
 
 1. "first boot": the journal does not exist, attach creates it; writes;
    "shutdown" (detach, the drain journals the ring to its end);
@@ -85,9 +85,9 @@ def expand(line: str, env: dict[str, str]) -> list[str]:
 class Unit:
     """cdp-attach@ra run by hand: start (pre + main), stop (ExecStop with $MAINPID)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, opts: str = "") -> None:
         os.makedirs(os.path.dirname(CONF), exist_ok=True)
-        self.env = {"DEVICE": device, "JOURNAL": JOURNAL, "ATTACH_OPTS": "--ring-mb 4"}
+        self.env = {"DEVICE": device, "JOURNAL": JOURNAL, "ATTACH_OPTS": f"--ring-mb 4 {opts}".strip()}
         with open(CONF, "w") as f:
             f.write("".join(f"{k}={v}\n" for k, v in self.env.items()))
         self.lines = unit_lines(UNIT)
@@ -163,30 +163,44 @@ def _last_seq() -> int:
 
 def t_reattach_filter() -> str:
     """The boot unit's lines with the filter: first boot, a gap written raw, reattach, a clean reboot."""
+    return _reattach(via="filter")
+
+
+def t_reattach_dm() -> str:
+    """The same with ATTACH_OPTS=--via dm: the system writes through /dev/mapper/ra, the gap the raw partition."""
+    return _reattach(via="dm")
+
+
+def _reattach(via: str) -> str:
     part = _partition()
     subprocess.run(["rm", "-rf", JOURNAL], check=True)
     size = cdpattach.device_bytes(part)
     nblocks = size // BLOCK
-    unit = Unit(part)
+    unit = Unit(part, "--via dm" if via == "dm" else "")
+    # seeds of this variant's own: the partition still holds the other variant's blocks, and a
+    # gap that rewrote them with the same bytes would change nothing (rightly copied: 0)
+    base = 10 if via == "dm" else 0
+    # where the system writes while captured: the partition itself, or the dm device over it
+    live = part if via == "filter" else f"/dev/mapper/{NAME}"
     try:
         err = unit.start()                                 # first boot: a new journal
-        assert "filter attached in place" in err, err[-300:]
-        _write_blocks(part, random.Random(1).sample(range(nblocks), 40), seed=1)
+        assert ("filter attached in place" if via == "filter" else "dm target: created") in err, err[-300:]
+        _write_blocks(live, random.Random(base + 1).sample(range(nblocks), 40), seed=base + 1)
         mark = subprocess.run(["/tmp/ra-bin/cdp", "mark", "before-gap", "--ring", NAME], capture_output=True,
                               text=True, env=unit.proc_env)
         assert mark.returncode == 0, mark.stderr
         before = sha_direct(part, size)
         unit.stop()
-        assert cdpfilter.status(name=NAME) is None
+        assert cdpfilter.status(name=NAME) is None and not os.path.exists(f"/dev/mapper/{NAME}")
 
-        gap = sorted(random.Random(2).sample(range(nblocks), 25))   # written behind cdp's back
-        _write_blocks(part, gap, seed=2)
+        gap = sorted(random.Random(base + 2).sample(range(nblocks), 25))   # written behind cdp's back
+        _write_blocks(part, gap, seed=base + 2)
         seq = _last_seq()
         err = unit.start()                                 # second boot: the journal goes on
         assert "differed" in err, err[-300:]
         copied, _ = _copied_after(seq)
-        assert copied == len(gap), f"the compare copied {copied} blocks for {len(gap)} changed"
-        _write_blocks(part, random.Random(3).sample(range(nblocks), 30), seed=3)
+        assert copied == len(gap), f"the compare copied {copied} blocks for {len(gap)} changed: {err[-400:]}"
+        _write_blocks(live, random.Random(base + 3).sample(range(nblocks), 30), seed=base + 3)
         mark = subprocess.run(["/tmp/ra-bin/cdp", "mark", "after-gap", "--ring", NAME], capture_output=True,
                               text=True, env=unit.proc_env)
         assert mark.returncode == 0, mark.stderr
@@ -207,9 +221,11 @@ def t_reattach_filter() -> str:
         unit.kill()
         if cdpfilter.status(name=NAME) is not None:
             cdpfilter.detach(NAME)
+        if os.path.exists(f"/dev/mapper/{NAME}"):
+            subprocess.run(["dmsetup", "remove", NAME], capture_output=True)
         _unpartition()   # the next test sees a bare vda, whatever happened here
-    return f"gap={len(gap)} copied={len(gap)} clean-reboot copied=0 restores=2"
+    return f"via={via} gap={len(gap)} copied={len(gap)} clean-reboot copied=0 restores=2"
 
 
-TESTS = {"reattach-filter": t_reattach_filter}
-DEFAULT = ["reattach-filter"]
+TESTS = {"reattach-filter": t_reattach_filter, "reattach-dm": t_reattach_dm}
+DEFAULT = ["reattach-filter", "reattach-dm"]
