@@ -359,7 +359,7 @@ def test_generator_enables_one_instance_per_conf(tmp_path: Path) -> None:
     assert "bad name" in p.stderr and "nodev.conf: no DEVICE" in p.stderr
     wants = out / "local-fs-pre.target.wants"
     assert sorted(x.name for x in wants.iterdir()) == ["cdp-attach@sdb.service"]
-    assert os.readlink(wants / "cdp-attach@sdb.service") == "/usr/lib/systemd/system/cdp-attach@.service"
+    assert os.readlink(wants / "cdp-attach@sdb.service") == "/lib/systemd/system/cdp-attach@.service"
     dropin = (out / "cdp-attach@sdb.service.d" / "device.conf").read_text()
     dev_unit = r"dev-disk-by\x2did-wwn\x2d0x5000c500a1b2c3d4.device"
     assert dropin == f"[Unit]\nBindsTo={dev_unit}\nAfter={dev_unit}\n"
