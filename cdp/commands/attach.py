@@ -209,7 +209,6 @@ def cmd_reattach(args: argparse.Namespace, jpath: Path) -> int:
         with Journal.open(jpath, readonly=True) as j:
             j.index.check_tree()
             reattach.check_device(j, args.device)
-            source = j.info.source
     except JournalError as exc:
         raise CdpError(f"cannot continue {jpath}: {exc}") from None
     capture = _capture_of(args)   # (way, name, ring, path) when something captures already, else None
