@@ -423,3 +423,40 @@ def test_an_unchanged_resync_carries_no_payload(tmp_path: Path) -> None:
                              bytes(BLOCK))])
         assert j.append([Record(1, time.time_ns(), RecordType.RESYNC, int(RecordFlag.UNCHANGED), 0, 1 << 20)]) == 1
         assert j.stats().data_bytes == 0 and j.verify().ok
+
+
+def test_reattach_after_a_compaction_compares_against_the_new_base(tmp_path: Path) -> None:
+    """Retention folds the history, the closed reattach window with it; a later gap is still found
+    exactly, compared against the rolled-forward base."""
+    s = Scene(tmp_path, 2 << 20, seed=21)
+    ring = s.new_ring()
+    s.workload(ring, 60)
+    s.drain(ring)
+    s.gap([5, 6, 90])
+    ring = s.new_ring()
+    assert not s.attach(ring)["window"]["open"]
+    s.workload(ring, 60)
+    s.drain(ring)
+    time.sleep(1.5)
+    ring = s.new_ring()
+    assert not s.attach(ring)["window"]["open"]   # no gap: nothing differs
+    s.workload(ring, 40, mark="kept")
+    s.drain(ring)
+    kept = bytes(s.model)
+    assert cdp("retain", "--journal", s.journal, "--keep", "1s").code == 0
+    run = cdp("compact", "--journal", s.journal, "--json")
+    assert run.code == 0, run.err
+    folded = json.loads(run.out)
+    assert folded["compacted"] and folded["records_dropped"] > 0
+    with Journal.open(s.journal, readonly=True) as j:
+        last_seq = j.last_seq
+    changed = s.gap([1, 200, 300, 301])
+    ring = s.new_ring()
+    out = s.attach(ring)
+    assert out["blocks_differing"] == len(changed) and not out["window"]["open"]
+    assert copied_blocks(s.journal, last_seq) == len(changed)
+    s.workload(ring, 40, mark="end")
+    s.drain(ring)
+    assert s.restore("mark:kept")[1] == kept
+    assert s.restore("mark:end")[1] == bytes(s.model)
+    assert cdp("verify", "--journal", s.journal).code == 0
