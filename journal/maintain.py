@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from journal.compact import LAST_META, CompactionResult
+from journal.compact import LAST_META, CompactionResult, policy_of
 from journal.errors import JournalError
 from journal.format import U64
 from journal.index import unseal
@@ -74,8 +74,7 @@ def compact_now(journal: Journal, now_ns: int | None = None,
                 on_step: Callable[[str], None] | None = None) -> tuple[CompactionResult | None, str]:
     """Apply the policy (and the size cap) once; returns the result (None: nothing to fold) and why."""
     now = time.time_ns() if now_ns is None else now_ns
-    with journal.index.read() as txn:
-        policy = Policy.from_meta(journal.index.get_meta(txn, "retention"))
+    policy = policy_of(journal.index)
     horizon, why = cap_horizon(journal, policy, now)
     return journal.compact(now, reason=why, horizon_ts=horizon, on_step=on_step), why
 
@@ -90,8 +89,7 @@ def make_room(journal: Journal) -> CompactionResult | None:
     it, only as many bytes are moved as the reserve held, and the reserve is
     taken back afterwards where the room is there.
     """
-    with journal.index.read() as txn:
-        policy = Policy.from_meta(journal.index.get_meta(txn, "retention"))
+    policy = policy_of(journal.index)
     if not policy.active:
         return None
     stats = journal.stats()
