@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 
 from journal.batch import AppendState, Batch
+from journal.codec import Encoder
 from journal.blockmap import is_zero
 from journal.errors import DeviceMismatch
 from journal.format import BLOCK, SEGMENT_TARGET
@@ -26,13 +27,13 @@ _BATCH_BYTES = 64 << 20
 
 def copy_baseline(
     index: Index, writer: SegmentWriter, state: AppendState, device_bytes: int, ts: int,
-    source: str | os.PathLike[str], progress: Progress | None,
+    source: str | os.PathLike[str], progress: Progress | None, encoder: Encoder | None = None,
 ) -> None:
-    """Store every non-zero run of ``source`` as BASELINE records stamped ``ts``."""
+    """Store every non-zero run of ``source`` as BASELINE records stamped ``ts`` (encoded by ``encoder``)."""
     fd = os.open(source, os.O_RDONLY)
     try:
         done = 0
-        batch = Batch(state, device_bytes, writer.seg_id, writer.end)
+        batch = Batch(state, device_bytes, writer.seg_id, writer.end, encoder)
         while done < device_bytes:
             done = _next_data(fd, done, device_bytes)
             if done >= device_bytes:
@@ -53,7 +54,7 @@ def copy_baseline(
                     state.advance(batch)
                     if writer.end >= SEGMENT_TARGET:
                         writer.roll()
-                batch = Batch(state, device_bytes, writer.seg_id, writer.end)
+                batch = Batch(state, device_bytes, writer.seg_id, writer.end, encoder)
             if progress is not None:
                 progress(done, device_bytes)
     finally:

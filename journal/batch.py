@@ -19,11 +19,13 @@ import lmdb
 import msgpack
 
 from journal.blockcrc import block_crcs
+from journal.codec import Encoded, Encoder
 from journal.errors import JournalError, OutOfRange
 from journal.format import (
     BIG_ZERO,
     BLOCK,
     BLOCK_VAL,
+    ENC_PIECES,
     FULL_MASK,
     KIND_DATA,
     KIND_ZERO,
@@ -82,8 +84,11 @@ class AppendState:
 class Batch:
     """Framing and index entries of one append."""
 
-    def __init__(self, state: AppendState, device_bytes: int, seg_id: int, start: int) -> None:
+    def __init__(self, state: AppendState, device_bytes: int, seg_id: int, start: int,
+                 encoder: Encoder | None = None) -> None:
         self.state = state
+        #: Encodes data records' payloads (journal.codec); None stores them as given (reindex, compression off).
+        self.encoder = encoder
         self.device = device_bytes
         self.seg = seg_id
         self.start = self.pos = start
@@ -106,7 +111,9 @@ class Batch:
         #: block and extent entries of FOLD records: they replace entries that exist (not counted)
         self.moved_items: list[tuple[bytes, bytes]] = []
         self.moved_zext: list[tuple[bytes, bytes]] = []
-        self.pending: list[tuple[int, int, int, int, int, memoryview | None, int, list[int] | None]] = []
+        #: (seq, offset, length, kind, payload position, data, data CRC, block CRCs, encoded pieces)
+        self.pending: list[tuple[int, int, int, int, int, memoryview | None, int, list[int] | None,
+                                 list[tuple[int, int, int, int]] | None]] = []
         self._second = -1
         self._bucket = [0, 0]
         self.zext_items: list[tuple[bytes, bytes]] = []
@@ -119,12 +126,36 @@ class Batch:
     def _frame(self, rtype: int, flags: int, data: memoryview, seq: int, ts: int,
                offset: int, length: int, aux: int, dcrc: int) -> int:
         """Queue the record's header and payload; returns where the record starts."""
-        self.buffers.append(pack_header(rtype, flags, data, seq, ts, offset, length, aux, dcrc))
+        self.buffers.append(pack_header(rtype, flags, len(data), seq, ts, offset, length, aux, dcrc))
         if len(data):
             self.buffers.append(data)
         rec_pos = self.pos
         self.pos = rec_pos + _HDR + len(data)
         return rec_pos
+
+    def _frame_data(self, rtype: int, flags: int, data: memoryview | None, seq: int, ts: int,
+                    offset: int, length: int, aux: int, dcrc: int | None, crcs: list[int] | None,
+                    stored: Encoded | None) -> tuple[int, int]:
+        """Frame a data record, its pieces encoded where that saves space; queue its block entries.
+
+        ``stored``: the payload as a segment already holds it (reindex), framed
+        as it is. Returns (record position, stored payload length).
+        """
+        if stored is None and self.encoder is not None:
+            stored = self.encoder.encode(offset, length, data, crcs)
+        if stored is None:
+            if dcrc is None:
+                dcrc = _crc(data)
+            rec_pos = self._frame(rtype, flags, data, seq, ts, offset, length, aux, dcrc)
+            self.pending.append((seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, crcs, None))
+            return rec_pos, length
+        rec_pos = self.pos
+        self.buffers.append(pack_header(rtype, flags, stored.size, seq, ts, offset, length, aux, stored.crc,
+                                        ENC_PIECES))
+        self.buffers.extend(stored.buffers)
+        self.pos = rec_pos + _HDR + stored.size
+        self.pending.append((seq, offset, length, KIND_DATA, rec_pos + _HDR, None, 0, None, stored.pieces))
+        return rec_pos, stored.size
 
     def _index_record(self, seq: int, ts: int, rtype: int, flags: int, offset: int,
                       length: int, data_len: int, rec_pos: int) -> None:
@@ -150,26 +181,36 @@ class Batch:
 
     # ----------------------------------------------------------------- records
 
-    def add_baseline(self, ts: int, offset: int, data: memoryview) -> None:
-        """Part of the baseline copy: seq 0, block entries only."""
-        dcrc = _crc(data)
-        rec_pos = self._frame(RecordType.BASELINE, 0, data, 0, ts, offset, len(data), 0, dcrc)
-        self.pending.append((0, offset, len(data), KIND_DATA, rec_pos + _HDR, data, dcrc, None))
+    def add_baseline(self, ts: int, offset: int, data: memoryview, stored: Encoded | None = None,
+                     length: int | None = None) -> None:
+        """Part of the baseline copy: seq 0, block entries only (``stored``/``length``: see :meth:`add`)."""
+        self._frame_data(RecordType.BASELINE, 0, data, 0, ts, offset, len(data) if length is None else length,
+                         0, None, None, stored)
 
     def add_note(self, ts: int, payload: memoryview) -> None:
         """A COMPACTION record: seq 0, framed only; its entries are the compaction's own work."""
         self._frame(RecordType.COMPACTION, 0, payload, 0, ts, 0, 0, 0, _crc(payload))
 
     def add_fold(self, vseq: int, offset: int, length: int, data: memoryview | None, crc: int,
-                 *, extent: bool = False) -> None:
+                 *, extent: bool = False, stored: Encoded | None = None) -> None:
         """A moved version: framed, and its index entry pointed at (or made from) the copy.
 
         A data version carries exactly the sectors it covers inside one block;
         a zeroing version (``data`` None) only its range; a big zeroing
         extent (``extent``) is copied so a reindex finds it once the segment
         of its record is gone. The entry replaces the version's old one (same
-        key), so it adds to no running total.
+        key), so it adds to no running total. A compressed version is moved
+        as it is stored (``stored``: its frame as a one-piece ENC_PIECES
+        payload, ``crc`` its device bytes' CRC), never decoded into a copy.
         """
+        if stored is not None:
+            rec_pos = self.pos
+            self.buffers.append(pack_header(RecordType.FOLD, 0, stored.size, vseq, 0, offset, length, 0,
+                                            stored.crc, ENC_PIECES))
+            self.buffers.extend(stored.buffers)
+            self.pos = rec_pos + _HDR + stored.size
+            self._piece_entries(vseq, offset, length, rec_pos + _HDR, stored.pieces, self.moved_items)
+            return
         flags = FOLD_EXTENT if extent else FOLD_ZERO if data is None else 0
         payload = data if data is not None else memoryview(b"")
         rec_pos = self._frame(RecordType.FOLD, flags, payload, vseq, 0, offset, length, 0, crc)
@@ -182,18 +223,22 @@ class Batch:
         mask = ((1 << (length // SECTOR)) - 1) << first
         k = U64X2.pack(block, vseq)
         if data is None:
-            v = BLOCK_VAL.pack(self.seg, 0, mask, KIND_ZERO, 0)
+            v = BLOCK_VAL.pack(self.seg, 0, mask, KIND_ZERO, 0, 0)
         else:
-            v = BLOCK_VAL.pack(self.seg, rec_pos + _HDR - first * SECTOR, mask, KIND_DATA, crc)
+            v = BLOCK_VAL.pack(self.seg, rec_pos + _HDR - first * SECTOR, mask, KIND_DATA, crc, length)
         self.moved_items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
 
-    def add(self, r: Record) -> None:
-        """Frame and index one record; records at or below the last seq are skipped."""
+    def add(self, r: Record, stored: Encoded | None = None) -> None:
+        """Frame and index one record; records at or below the last seq are skipped.
+
+        ``stored`` is a data record's payload as a segment holds it, encoded
+        (a reindex hands it back as it lies): ``r.data`` is then ignored.
+        """
         if r.seq <= self.last_seq:
             return
-        if r.type == RecordType.WRITE and self._add_write(r):
+        if r.type == RecordType.WRITE and stored is None and self._add_write(r):
             return
-        self._add_checked(r)
+        self._add_checked(r, stored)
 
     def _add_write(self, r: Record) -> bool:
         """The hot path for a well-formed WRITE; False sends it to the checks."""
@@ -205,18 +250,17 @@ class Batch:
         if not isinstance(data, memoryview):
             data = memoryview(data)
         ts = r.ts_ns if r.ts_ns > self.last_ts else self.last_ts
-        dcrc = r.data_crc if r.data_crc is not None else _crc(data)
         crcs = r.block_crcs
         if crcs is not None and (offset % BLOCK or len(crcs) * BLOCK != length):
             crcs = None  # not one per 4 KiB block of this record: work them out
-        rec_pos = self._frame(RecordType.WRITE, r.flags, data, r.seq, ts, offset, length, 0, dcrc)
-        self._index_record(r.seq, ts, RecordType.WRITE, r.flags, offset, length, length, rec_pos)
-        self.pending.append((r.seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, crcs))
+        rec_pos, data_len = self._frame_data(RecordType.WRITE, r.flags, data, r.seq, ts, offset, length, 0,
+                                             r.data_crc, crcs, None)
+        self._index_record(r.seq, ts, RecordType.WRITE, r.flags, offset, length, data_len, rec_pos)
         self.data_bytes += length
         self._count_activity(ts, length)
         return True
 
-    def _add_checked(self, r: Record) -> None:
+    def _add_checked(self, r: Record, stored: Encoded | None = None) -> None:
         """Every other record, and a WRITE the hot path turned down: check, then frame."""
         seq, rtype = r.seq, r.type
         if rtype not in _KNOWN_TYPES or rtype in (RecordType.BASELINE, RecordType.COMPACTION, RecordType.FOLD):
@@ -229,9 +273,11 @@ class Batch:
                                  f"inside the device ({self.device} bytes)")
         # a RESYNC that found its range unchanged carries no payload and indexes no block
         unchanged = rtype == RecordType.RESYNC and r.flags & RecordFlag.UNCHANGED
-        if unchanged and len(data):
+        if unchanged and (len(data) or stored is not None):
             raise JournalError(f"record seq {seq}: an unchanged RESYNC carries a payload")
-        if rtype in DATA_TYPES and len(data) != length and not unchanged:
+        if stored is not None and rtype not in DATA_TYPES:
+            raise JournalError(f"record seq {seq}: only data records have an encoded payload")
+        if rtype in DATA_TYPES and stored is None and len(data) != length and not unchanged:
             raise JournalError(f"record seq {seq} carries {len(data)} bytes for a {length}-byte range")
         ts = r.ts_ns if r.ts_ns > self.last_ts else self.last_ts
         aux = 0
@@ -248,19 +294,21 @@ class Batch:
                 raise JournalError(f"record seq {seq}: mark name is not UTF-8") from None
             if len(data) > MAX_MARK_NAME:
                 raise JournalError(f"record seq {seq}: mark name longer than {MAX_MARK_NAME} bytes")
-        dcrc = _crc(data) if len(data) else 0
-        rec_pos = self._frame(rtype, r.flags, data, seq, ts, offset, length, aux, dcrc)
-        self._index_record(seq, ts, rtype, r.flags, offset, length, len(data), rec_pos)
-        key = _pack_u64(seq)
         if rtype in DATA_TYPES and not unchanged:
-            self.pending.append((seq, offset, length, KIND_DATA, rec_pos + _HDR, data, dcrc, None))
+            rec_pos, data_len = self._frame_data(rtype, r.flags, data, seq, ts, offset, length, aux,
+                                                 r.data_crc, None, stored)
             self.data_bytes += length
-        elif rtype in ZERO_TYPES:
+        else:
+            data_len = len(data)
+            rec_pos = self._frame(rtype, r.flags, data, seq, ts, offset, length, aux, _crc(data) if data_len else 0)
+        self._index_record(seq, ts, rtype, r.flags, offset, length, data_len, rec_pos)
+        key = _pack_u64(seq)
+        if rtype in ZERO_TYPES:
             if length >= BIG_ZERO:
                 self.zext_items.append((key, seal(key, U64X2.pack(offset, length))))
                 self.entry_counts[seq] = 1
             else:
-                self.pending.append((seq, offset, length, KIND_ZERO, 0, None, 0, None))
+                self.pending.append((seq, offset, length, KIND_ZERO, 0, None, 0, None, None))
         if rtype == RecordType.FLUSH:
             self.point_items.append((key, seal(key, msgpack.packb([PointKind.FLUSH.value, ts, ""]))))
         elif rtype == RecordType.MARK:
@@ -302,21 +350,23 @@ class Batch:
         seg = self.seg
         counts = self.entry_counts
         before = len(items)
-        for seq, offset, length, kind, payload_pos, data, dcrc, crcs in self.pending:
-            if offset % BLOCK == 0 and length % BLOCK == 0:
+        for seq, offset, length, kind, payload_pos, data, dcrc, crcs, pieces in self.pending:
+            if pieces is not None:
+                self._piece_entries(seq, offset, length, payload_pos, pieces)
+            elif offset % BLOCK == 0 and length % BLOCK == 0:
                 first = offset // BLOCK
                 if kind == KIND_DATA and length == BLOCK:
                     k = pack_key(first, seq)
-                    v = pack_val(seg, payload_pos, FULL_MASK, kind, dcrc)
+                    v = pack_val(seg, payload_pos, FULL_MASK, kind, dcrc, BLOCK)
                     items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
                 elif kind == KIND_DATA:
                     # the ring reader's CRCs when it handed them over, else one pass here
                     for i, c in enumerate(crcs if crcs is not None else block_crcs(data)):
                         k = pack_key(first + i, seq)
-                        v = pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c)
+                        v = pack_val(seg, payload_pos + i * BLOCK, FULL_MASK, kind, c, BLOCK)
                         items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
                 else:
-                    v = pack_val(seg, 0, FULL_MASK, kind, 0)
+                    v = pack_val(seg, 0, FULL_MASK, kind, 0, 0)
                     for i in range(length // BLOCK):
                         k = pack_key(first + i, seq)
                         items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
@@ -330,12 +380,38 @@ class Batch:
                     bcrc = _crc(data[lo - offset:hi - offset]) if data is not None else 0
                     pos0 = payload_pos + block * BLOCK - offset if data is not None else 0
                     k = pack_key(block, seq)
-                    v = pack_val(seg, pos0, mask, kind, bcrc)
+                    v = pack_val(seg, pos0, mask, kind, bcrc, hi - lo if data is not None else 0)
                     items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
             counts[seq] = counts.get(seq, 0) + len(items) - before
             before = len(items)
         self.pending = []
         self._pack_seq_items()
+
+    def _piece_entries(self, seq: int, offset: int, length: int, payload_pos: int,
+                       pieces: list[tuple[int, int, int, int]],
+                       items: list[tuple[bytes, bytes]] | None = None) -> None:
+        """The block entries of an encoded record: one per piece, where its stored bytes lie."""
+        items = self.block_items if items is None else items
+        pack_key = U64X2.pack
+        pack_val = BLOCK_VAL.pack
+        seg = self.seg
+        block = offset // BLOCK
+        end = offset + length
+        for kind, ppos, n, crc in pieces:
+            base = block * BLOCK
+            lo = offset if offset > base else base
+            hi = end if end < base + BLOCK else base + BLOCK
+            s0 = (lo - base) // SECTOR
+            mask = ((1 << ((hi - lo) // SECTOR)) - 1) << s0
+            if kind == KIND_DATA:
+                v = pack_val(seg, payload_pos + ppos - s0 * SECTOR, mask, kind, crc, n)
+            elif kind == KIND_ZERO:
+                v = pack_val(seg, 0, mask, kind, 0, 0)
+            else:
+                v = pack_val(seg, payload_pos + ppos, mask, kind, crc, n)
+            k = pack_key(block, seq)
+            items.append((k, v + _pack_u32(_crc(v, _crc(k)))))
+            block += 1
 
     def _pack_seq_items(self) -> None:
         """The seq entries, with the running entry and OVERFLOW totals at each seq."""

@@ -5,6 +5,11 @@ at or below S that covers the sector wins, unless a big zeroing extent newer
 than that version covers it (then it reads as zeros); a sector no version
 covers reads as zeros (sparse baseline). Most blocks take the fast path: the
 newest version covers all eight sectors and no newer extent touches it.
+
+A data version is stored raw or as a zstd frame (:mod:`journal.codec`);
+either way the bytes it stands for are checked against the CRC-32C the
+index holds for the *device* bytes, after decoding, and a frame that does
+not decode is reported as damage just like a CRC mismatch.
 """
 
 from __future__ import annotations
@@ -15,8 +20,19 @@ from typing import Any, NamedTuple
 
 import crc32c
 
+from journal.codec import DecodeError, decode
 from journal.errors import CorruptJournal
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, SECTOR, SECTORS_PER_BLOCK, U64X2, segment_name
+from journal.format import (
+    BLOCK,
+    BLOCK_VAL,
+    FULL_MASK,
+    KIND_ZERO,
+    KIND_ZSTD,
+    SECTOR,
+    SECTORS_PER_BLOCK,
+    U64X2,
+    segment_name,
+)
 from journal.index import check, damaged
 from journal.segments import SegmentReader
 
@@ -41,6 +57,24 @@ def bad_crc(block: int, seq: int, seg: int, offset: int) -> CorruptJournal:
                           f"offset {offset}) fails its CRC-32C; run 'cdp verify'")
 
 
+def bad_frame(block: int, seq: int, seg: int, offset: int, error: DecodeError) -> CorruptJournal:
+    """The error for a block whose stored frame does not decode to its bytes."""
+    return CorruptJournal(f"block {block} of record seq {seq} (segment {segment_name(seg)}, "
+                          f"offset {offset}): {error}; run 'cdp verify'")
+
+
+def decode_checked(stored: bytes | memoryview, size: int, crc: int, block: int, seq: int, seg: int,
+                   pos: int) -> bytes:
+    """A zstd piece's ``size`` device bytes, decoded and held against their CRC-32C."""
+    try:
+        data = decode(stored, size)
+    except DecodeError as exc:
+        raise bad_frame(block, seq, seg, pos, exc) from None
+    if crc32c.crc32c(data) != crc:
+        raise bad_crc(block, seq, seg, pos)
+    return data
+
+
 class Version(NamedTuple):
     """One entry of the block-version index."""
 
@@ -50,6 +84,7 @@ class Version(NamedTuple):
     mask: int
     kind: int
     crc: int
+    stored: int
 
 
 def covered_span(mask: int) -> tuple[int, int]:
@@ -59,8 +94,11 @@ def covered_span(mask: int) -> tuple[int, int]:
 
 
 def read_version(reader: SegmentReader, block: int, v: Version) -> bytes:
-    """The bytes a data version covers, checked against its CRC-32C."""
+    """The bytes a data version covers (decoded if compressed), checked against its CRC-32C."""
     first, count = covered_span(v.mask)
+    if v.kind == KIND_ZSTD:
+        return decode_checked(reader.pread(v.seg, v.pos0, v.stored), count * SECTOR, v.crc, block, v.seq,
+                              v.seg, v.pos0)
     data = reader.pread(v.seg, v.pos0 + first * SECTOR, count * SECTOR)
     if crc32c.crc32c(data) != v.crc:
         raise bad_crc(block, v.seq, v.seg, v.pos0 + first * SECTOR)
@@ -139,7 +177,7 @@ def compose_block(
     if newest_first:
         top = newest_first[0]
         if top.mask == FULL_MASK and (zero_seqs is None or max(zero_seqs) < top.seq):
-            return read_version(reader, block, top) if top.kind == KIND_DATA else ZERO_BLOCK
+            return read_version(reader, block, top) if top.kind != KIND_ZERO else ZERO_BLOCK
     out = bytearray(BLOCK)
     need = FULL_MASK
     for v in newest_first:
@@ -152,7 +190,7 @@ def compose_block(
             if not need:
                 break
             continue
-        if v.kind == KIND_DATA:
+        if v.kind != KIND_ZERO:
             first, _count = covered_span(v.mask)
             data = read_version(reader, block, v)
             for i in range(SECTORS_PER_BLOCK):

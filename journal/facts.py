@@ -30,7 +30,7 @@ from pathlib import Path
 import crc32c
 
 from journal.errors import CorruptJournal, JournalBusy, NotAJournal, UnsupportedVersion
-from journal.format import MARKER, SCHEMA
+from journal.format import MARKER, REINDEXABLE, SCHEMA
 
 MARKS_LOG = "marks.log"
 #: Marks pinned with ``cdp mark --keep-forever``: same line format; retention never drops them.
@@ -108,7 +108,7 @@ def read_marker(path: Path) -> tuple[int, Facts | None]:
     if len(parts) != 2 or parts[0] != MARKER or not parts[1].isdigit():
         raise NotAJournal(f"{path} is not a cdp journal (bad {MARKER} file)")
     schema = int(parts[1])
-    if schema not in (1, SCHEMA):
+    if schema not in (*REINDEXABLE, SCHEMA):
         raise UnsupportedVersion(f"{path} is a journal of schema {schema}; this cdp reads schema {SCHEMA}")
     facts = None
     if len(lines) > 1 and lines[1].strip():

@@ -15,7 +15,7 @@ A segment starts with a 64-byte file header (:data:`SEG_HDR`): magic
 each a 64-byte header (:data:`REC_HDR`) then ``data_len`` payload bytes::
 
     0  u32 magic 'CDPJ'      4  u16 type        6  u16 flags
-    8  u32 data_len         12  u32 reserved    16  u64 seq
+    8  u32 data_len         12  u32 encoding    16  u64 seq
     24 u64 ts_ns            32  u64 offset      40  u64 length
     48 u64 aux (OVERFLOW: first dropped ts; RESYNC: read time)
     56 u32 data_crc (CRC-32C of the payload)   60  u32 hdr_crc (CRC-32C of bytes 0..59)
@@ -24,8 +24,38 @@ so a segment can be scanned and checked with nothing but itself. A RESYNC
 with flag 0x100 (UNCHANGED) has data_len 0: its range compared equal to the
 journal (a reattach's compare), so it indexes no block but moves overflow
 windows on like a copy; an OVERFLOW with flag 0x100 (REATTACH) opens the
-window a reattach closes that way. Baseline
-records carry seq 0. Bytes past the index's committed end of the newest
+window a reattach closes that way. Baseline records carry seq 0.
+
+Payload encoding (schema 3)
+---------------------------
+
+``encoding`` says how a data record's (WRITE, RESYNC, BASELINE) payload
+holds the device bytes ``[offset, offset+length)``:
+
+- :data:`ENC_RAW` (0): the bytes as they are, ``data_len == length``. Every
+  record of a schema-2 journal is one (the field was ``reserved``, always
+  0), and so is a record none of whose pieces got smaller, so incompressible
+  data costs what it did before compression existed.
+- :data:`ENC_PIECES` (1): the range cut at 4 KiB block boundaries into
+  *pieces* (the first and last may be partial blocks), each stored as
+  :data:`KIND_DATA` (its bytes as they are), :data:`KIND_ZSTD` (one zstd
+  frame that decodes to exactly the piece's bytes, with its content size in
+  the frame header) or :data:`KIND_ZERO` (the piece is all zeros: no bytes
+  at all). The stored pieces lie back to back in block order, followed by
+  the *piece table*: one little-endian u16 per piece, ``kind << 13 |
+  stored length`` (:data:`PIECE`), so ``data_len`` is the stored bytes plus
+  two per piece. Raw pieces that follow each other stay back to back, so a
+  restore still writes runs of them straight from a map of the segment.
+
+Why per 4 KiB piece and not per record: a restore, an export's ranged read
+and a block view read and check one block's bytes, never a whole 8 MiB
+record. Why a record field and not a new record format: a schema-2 segment
+is readable as it lies, so upgrading rewrites no segment, only the index
+(``cdp reindex``: the block entries gained a field). ``data_crc`` covers the
+stored payload (what verify and reindex scan); the block entries hold the
+CRC-32C of the *device* bytes, checked after decoding, so a read checks what
+it applies. Whether a journal encodes is the ``compress`` meta value
+(``cdp init/attach --no-compress``): off, every record is written raw. Bytes past the index's committed end of the newest
 segment are an unfinished batch: the writer cuts them off when it opens.
 
 LMDB index
@@ -44,7 +74,8 @@ its walk finds at or below S and fails unless both agree. The index can be
 rebuilt from the segments alone (``cdp reindex``).
 
 ``meta``     str key -> msgpack value: schema, device_bytes, block_size,
-             device_id, created_ns, source, last_seq, last_ts, seg_id,
+             device_id, created_ns, source, compress (a map: codec
+             "zstd" and its level, or codec "none"), last_seq, last_ts, seg_id,
              seg_end, records, data_bytes, cursor (the service's resume
              state), status (the service's live status).
 ``seq``      seq -> :data:`SEQ_VAL` (segment, record position, ts, offset,
@@ -55,12 +86,15 @@ rebuilt from the segments alone (``cdp reindex``).
 ``time``     ts_ns ‖ seq -> b"" (only the seal): a time resolves to a seq with
              one seek, checked against the next record's time.
 ``blocks``   block ‖ seq -> :data:`BLOCK_VAL` (segment, pos0, mask, kind,
-             crc): one entry per 4 KiB block a WRITE, RESYNC, BASELINE or
-             small zeroing record touched. ``pos0`` is where the block's
-             first byte would sit in the segment (it may lie before the
-             payload when the record starts mid-block), ``mask`` the 512-byte
-             sectors of the block the record covers, ``crc`` the CRC-32C of
-             exactly those covered bytes, so a read checks what it applies.
+             crc, stored): one entry per 4 KiB block a WRITE, RESYNC,
+             BASELINE or small zeroing record touched. ``mask`` is the
+             512-byte sectors of the block the record covers, ``crc`` the
+             CRC-32C of exactly those covered device bytes (0 for a zero
+             kind), so a read checks what it applies. For :data:`KIND_DATA`
+             ``pos0`` is where the block's first byte would sit in the
+             segment (it may lie before the payload when the record starts
+             mid-block); for :data:`KIND_ZSTD` it is where the piece's frame
+             starts and ``stored`` its length; :data:`KIND_ZERO` has neither.
 ``zext``     seq -> offset ‖ length: zeroing records of at least
              :data:`BIG_ZERO` bytes (mkfs discards a whole disk), kept as
              extents instead of one entry per block.
@@ -96,8 +130,11 @@ from __future__ import annotations
 
 import struct
 
-SCHEMA = 2
-#: Segment files did not change with schema 2: their header still says 1.
+#: 3: payload encoding (see above) and BLOCK_VAL's ``stored`` field.
+SCHEMA = 3
+#: Schemas whose journals are refused until ``cdp reindex`` rebuilds their index.
+REINDEXABLE = (1, 2)
+#: Segment files did not change with schemas 2 and 3 (each record says its encoding): their header says 1.
 SEGMENT_SCHEMA = 1
 MARKER = "cdp-journal"
 
@@ -121,9 +158,19 @@ assert SEG_HDR.size == 64 and REC_HDR.size == 64 and REC_HDR_BODY.size == REC_HD
 SEQ_VAL = struct.Struct("<IQQQQIHHQI")
 #: The seal every index value ends with (see journal.index).
 SEAL = 4
-BLOCK_VAL = struct.Struct("<IqBBI")
+BLOCK_VAL = struct.Struct("<IqBBIH")
+#: Block entry and piece kinds: stored as they are, all zeros (nothing stored), a zstd frame.
 KIND_DATA = 0
 KIND_ZERO = 1
+KIND_ZSTD = 2
+
+#: The record header's ``encoding``: payload as it is, or pieces and a piece table.
+ENC_RAW = 0
+ENC_PIECES = 1
+#: One piece table entry: ``kind << PIECE_KIND_SHIFT | stored length``.
+PIECE = struct.Struct("<H")
+PIECE_KIND_SHIFT = 13
+PIECE_LEN_MASK = (1 << PIECE_KIND_SHIFT) - 1
 
 U64 = struct.Struct(">Q")
 U64X2 = struct.Struct(">QQ")

@@ -19,6 +19,11 @@ it stalled the walk too); two workers keep two pieces' faults in flight. A third
 a hand-over (``POSIX_FADV_WILLNEED``) as soon as the walk hands it over, so
 the reads find their data on the way.
 
+A block stored as a zstd frame (:mod:`journal.codec`) is a job item of its
+own, decoded and checked by the worker that writes it: decoding releases
+the GIL like the CRC does, so it runs beside the walk and the other worker.
+Raw blocks keep the one-copy path above.
+
 Jobs finish in any order. A file target's all-zero pieces are left out
 (holes, the file is sized at the end); a block device gets every byte,
 its never-written gaps as zero jobs the walk emits.
@@ -34,7 +39,7 @@ from pathlib import Path
 from crc32c import crc32c
 
 from journal.blockcrc import block_crcs, combined
-from journal.blockmap import ZERO_RUN, bad_crc, is_zero
+from journal.blockmap import ZERO_RUN, bad_crc, decode_checked, is_zero
 from journal.errors import CorruptJournal
 from journal.format import BLOCK
 from journal.output import RestoreTarget
@@ -53,7 +58,9 @@ _WRITE_BEHIND = 64 << 20
 
 #: A piece: [segment number, position, first block, CRCs, seqs].
 Piece = list
-#: A job: (first block, pieces and composed bytes, or None for a gap of ``count`` zero blocks, count).
+#: A compressed block: (segment number, position, stored length, CRC, seq, block).
+Frame = tuple
+#: A job: (first block, pieces, frames and composed bytes, or None for a gap of ``count`` zero blocks, count).
 Job = tuple
 
 
@@ -140,6 +147,8 @@ class ImageWriter:
                                 if type(item) is list:
                                     os.posix_fadvise(self._reader.fd(item[0]), item[1], len(item[3]) * BLOCK,
                                                      willneed)
+                                elif type(item) is tuple:
+                                    os.posix_fadvise(self._reader.fd(item[0]), item[1], item[2], willneed)
                 except (OSError, CorruptJournal):
                     # only a speed-up: the worker that reads the piece reports a missing segment,
                     # and the batch must go on to it whatever happened here
@@ -175,6 +184,9 @@ class ImageWriter:
                     got = block_crcs(data)
                     i = next((i for i, (a, b) in enumerate(zip(got, crcs)) if a != b), 0)
                     raise bad_crc(first + i, seqs[i], seg, pos + i * BLOCK)
+            elif type(item) is tuple:
+                seg, pos, stored, crc, seq, blk = item
+                data = decode_checked(self._views.view(seg, pos, stored), BLOCK, crc, blk, seq, seg, pos)
             else:
                 data = item
             nblocks = len(data) // BLOCK

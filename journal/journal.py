@@ -32,6 +32,7 @@ import msgpack
 from journal import points as _points
 from journal.baseline import copy_baseline, source_size
 from journal.batch import AppendState, Batch
+from journal.codec import Compression, Encoder
 from journal.errors import (
     DeviceMismatch,
     JournalError,
@@ -95,6 +96,7 @@ class Journal(JournalReader):
         #: Held while the segment writer is used: the drain's appends and a background
         #: compaction's own records share it (LMDB serializes their transactions itself).
         self._write_lock = threading.Lock()
+        self._encoder = Encoder(self.compression) if writer is not None and self.compression.enabled else None
         with index.read() as txn:
             need = lambda key: index.require_meta(txn, key)  # noqa: E731
             self._state = AppendState(
@@ -108,9 +110,14 @@ class Journal(JournalReader):
     def create(
         cls, path: str | os.PathLike[str], *, device_bytes: int, block_size: int = 512,
         device_id: bytes = bytes(16), source: str | os.PathLike[str] | None = None,
-        progress: Progress | None = None,
+        progress: Progress | None = None, compression: Compression | None = None,
     ) -> Journal:
-        """Make a new journal whose baseline is a copy of ``source`` (zeros if None)."""
+        """Make a new journal whose baseline is a copy of ``source`` (zeros if None).
+
+        ``compression``: how payloads are stored (default: zstd at a low
+        level, zero blocks elided; :data:`journal.codec.OFF` stores them as given).
+        """
+        compression = Compression() if compression is None else compression
         path = Path(path)
         if device_bytes <= 0 or device_bytes % SECTOR:
             raise OutOfRange(f"device size {device_bytes} is not a positive multiple of {SECTOR}")
@@ -144,7 +151,8 @@ class Journal(JournalReader):
                                    ("created_ns", created), ("source", os.fspath(source or "")),
                                    ("last_seq", 0), ("last_ts", created), ("seg_id", 1),
                                    ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
-                                   ("entries", 0), ("base_entries", 0), ("overflows", 0)):
+                                   ("entries", 0), ("base_entries", 0), ("overflows", 0),
+                                   ("compress", compression.to_meta())):
                     index.put_meta(txn, key, value)
                 key = U64.pack(0)
                 txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, created, ""])),
@@ -155,7 +163,8 @@ class Journal(JournalReader):
             writer = SegmentWriter(path / "segments", bytes(device_id), 1, SEG_HDR.size)
             journal = cls(path, index, writer, lock_fd)
             if source is not None:
-                copy_baseline(index, writer, journal._state, device_bytes, created, source, progress)
+                copy_baseline(index, writer, journal._state, device_bytes, created, source, progress,
+                              journal._encoder)
             write_marker(path, Facts(device_bytes, block_size, bytes(device_id).hex(), created,
                                      os.fspath(source or "")))
             fsync_dir(path)
@@ -245,7 +254,7 @@ class Journal(JournalReader):
 
     def _append(self, records: Iterable[Record], cursor: dict[str, Any] | None) -> int:
         writer = self._require_writer()
-        batch = Batch(self._state, self.info.device_bytes, writer.seg_id, writer.end)
+        batch = Batch(self._state, self.info.device_bytes, writer.seg_id, writer.end, self._encoder)
         for record in records:
             batch.add(record)
         if not batch.count and cursor is None:

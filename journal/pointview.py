@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from crc32c import crc32c
 
 from journal.blockcrc import block_crcs, combined
-from journal.blockmap import ZERO_RUN, bad_crc, compose_block, versions_back
+from journal.blockmap import ZERO_RUN, bad_crc, compose_block, decode_checked, versions_back
 from journal.errors import OutOfRange
 from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2
 from journal.index import RESIDUE, damaged
@@ -65,6 +65,7 @@ class Extent:
 
 # A request's plan, made under the index lock and carried out outside it:
 # ("run", first block, segment, position, crcs, seqs): full data blocks back to back in a segment;
+# ("frame", block, segment, position, stored length, crc, seq): a whole block stored as a zstd frame;
 # ("compose", block, versions, sector seqs of zeroing extents): a block that needs composing.
 _Step = tuple
 
@@ -159,6 +160,12 @@ class PointView:
                     i = next((i for i, (a, b) in enumerate(zip(got, crcs)) if a != b), 0)
                     raise bad_crc(block + i, seqs[i], seg, pos + i * BLOCK)
                 filled = at + len(dst)
+            elif step[0] == "frame":
+                _kind, block, seg, pos, stored, crc, vseq = step
+                data = decode_checked(self._segments.pread(seg, pos, stored), BLOCK, crc, block, vseq, seg, pos)
+                n = min(BLOCK, len(out) - at)
+                out[at:at + n] = data[:n]
+                filled = at + n
             else:
                 _kind, block, versions, zseqs = step
                 data = compose_block(self._segments, block, versions, zseqs)
@@ -186,12 +193,15 @@ class PointView:
             blocks_db = self._index.db("blocks")
             vcur = None
             for block, top_seq, raw in _winners(txn.cursor(db=blocks_db), first, last, seq):
-                seg, pos0, mask, kind, crc = unpack_val(raw)
+                seg, pos0, mask, kind, crc, stored = unpack_val(raw)
                 if mask == FULL_MASK:
-                    if kind != KIND_DATA:
+                    if kind == KIND_ZERO:
                         continue  # zeroed whole by its newest version: zeros
                     zseqs = sector_seqs(block) if sector_seqs is not None else None
                     if zseqs is None or max(zseqs) < top_seq:
+                        if kind != KIND_DATA:
+                            steps.append(("frame", block, seg, pos0, stored, crc, top_seq))
+                            continue
                         if block == r_next and seg == r_seg and pos0 == r_pos + (block - r_block) * BLOCK:
                             crcs.append(crc)
                             seqs.append(top_seq)
@@ -244,7 +254,7 @@ class PointView:
             for block, top_seq, raw in _winners(cur, first, last, self.seq):
                 if block > at:
                     add(at, block, True)
-                _seg, _pos0, mask, kind, _crc = unpack_val(raw)
+                _seg, _pos0, mask, kind, _crc, _stored = unpack_val(raw)
                 zseqs = sector_seqs(block) if sector_seqs is not None else None
                 zero = ((zseqs is not None and min(zseqs) > top_seq)
                         or (mask == FULL_MASK and kind == KIND_ZERO))

@@ -21,6 +21,7 @@ import msgpack
 
 from journal import points as _points
 from journal.blockmap import ZeroExtents, compose_block, versions_back
+from journal.codec import Compression
 from journal.errors import OutOfRange
 from journal.format import BLOCK, SEQ_VAL, U64, U64X2
 from journal.index import Index, check, damaged, unseal
@@ -90,6 +91,8 @@ class JournalReader:
             need = lambda key: index.require_meta(txn, key)  # noqa: E731
             self.info = JournalInfo(need("device_bytes"), need("block_size"), bytes(need("device_id")),
                                     need("created_ns"), need("schema"), index.get_meta(txn, "source", ""))
+            #: How new payloads are stored (the ``compress`` meta value).
+            self.compression = Compression.from_meta(index.get_meta(txn, "compress"))
 
     def close(self) -> None:
         """Release the segment files and the index."""

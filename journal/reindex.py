@@ -35,11 +35,13 @@ import lmdb
 import msgpack
 
 from journal.batch import FOLD_EXTENT, AppendState, Batch
+from journal.codec import Compression, DecodeError, stored_pieces
 from journal.compact import dropped_ids
 from journal.refold import refold
 from journal.errors import CorruptJournal, JournalError
 from journal.facts import Facts, fsync_dir, lock_writer, read_marker, read_marks, write_marker
 from journal.format import (
+    ENC_PIECES,
     REC_HDR,
     SCHEMA,
     SEG_HDR,
@@ -112,7 +114,7 @@ def _salvage(index_dir: Path) -> dict[str, Any]:
         meta = env.open_db(b"meta", create=False)
         with env.begin(db=meta) as txn:
             for key in ("seg_id", "seg_end", "cursor", "device_bytes", "block_size", "device_id",
-                        "created_ns", "source", "retention"):
+                        "created_ns", "source", "retention", "compress"):
                 raw = txn.get(key.encode(), db=meta)
                 if raw is not None and check(key.encode(), raw):
                     out[key] = msgpack.unpackb(raw[:-4])
@@ -138,7 +140,7 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
     notes: list[dict[str, Any]] = []
     damaged: list[tuple[int, CorruptJournal]] = []
     committed = (old["seg_id"], old["seg_end"]) if "seg_id" in old and "seg_end" in old else None
-    _init_meta(index, facts)
+    _init_meta(index, facts, Compression.from_meta(old.get("compress")))
     state = AppendState(0, facts.created_ns, 0, 0)
     views = SegmentViews(seg_dir)
     total = sum((seg_dir / segment_name(s)).stat().st_size for s in segments)
@@ -199,14 +201,15 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
     return ReindexResult(state.records, state.last_seq, seg_id, marks, done, cursor is not None)
 
 
-def _init_meta(index: Index, facts: Facts) -> None:
+def _init_meta(index: Index, facts: Facts, compression: Compression) -> None:
     def init(txn: lmdb.Transaction) -> None:
         for key, value in (("schema", SCHEMA), ("device_bytes", facts.device_bytes),
                            ("block_size", facts.block_size), ("device_id", bytes.fromhex(facts.device_id)),
                            ("created_ns", facts.created_ns), ("source", facts.source),
                            ("last_seq", 0), ("last_ts", facts.created_ns), ("seg_id", 1),
                            ("seg_end", SEG_HDR.size), ("records", 0), ("data_bytes", 0),
-                           ("entries", 0), ("base_entries", 0), ("overflows", 0)):
+                           ("entries", 0), ("base_entries", 0), ("overflows", 0),
+                           ("compress", compression.to_meta())):
             index.put_meta(txn, key, value)
         key = U64.pack(0)
         txn.put(key, seal(key, msgpack.packb([PointKind.BASELINE.value, facts.created_ns, ""])), db=index.db("points"))
@@ -238,11 +241,19 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
         if crc32c.crc32c(data) != rec.data_crc:
             raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq} payload "
                                  "fails its CRC-32C; the history past it cannot be rebuilt")
+        stored = None
+        if rec.encoding == ENC_PIECES:
+            try:
+                stored = stored_pieces(data, rec.offset, rec.length, rec.data_crc)
+            except DecodeError as exc:
+                raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq}: {exc}; "
+                                     "the history past it cannot be rebuilt") from None
         if rec.type == RecordType.BASELINE:
-            batch.add_baseline(rec.ts_ns, rec.offset, data)
+            batch.add_baseline(rec.ts_ns, rec.offset, data, stored, rec.length)
         elif rec.type == RecordType.FOLD:
-            batch.add_fold(rec.seq, rec.offset, rec.length, data if rec.data_len else None, rec.data_crc,
-                           extent=bool(rec.flags & FOLD_EXTENT))
+            batch.add_fold(rec.seq, rec.offset, rec.length, data if rec.data_len else None,
+                           stored.pieces[0][3] if stored is not None else rec.data_crc,
+                           extent=bool(rec.flags & FOLD_EXTENT), stored=stored)
         elif rec.type == RecordType.COMPACTION:
             batch.add_note(rec.ts_ns, data)
             try:
@@ -255,7 +266,7 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
             # service gave: hand the batch what the service handed append
             ts = rec.aux if rec.type == RecordType.RESYNC else rec.ts_ns
             batch.add(Record(rec.seq, ts, rec.type, rec.flags, rec.offset, rec.length, data,
-                             data_crc=rec.data_crc))
+                             data_crc=rec.data_crc), stored)
         if batch.pos != rec.end:
             raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: record seq {rec.seq} is not "
                                  "in seq order")

@@ -31,7 +31,7 @@ import lmdb
 from journal.blockmap import ZeroExtents, compose_block, versions_back
 from journal import points as _points
 from journal.errors import CorruptJournal, JournalError, OutOfRange
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, U64X2
+from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64X2
 from journal.imagewriter import JOB_BLOCKS, ImageWriter
 from journal.index import REINDEX_HINT, RESIDUE, damaged
 from journal.output import RestoreTarget
@@ -153,6 +153,13 @@ class _Jobs:
         self.items.append(self.piece)
         self.next = block + 1
 
+    def add_frame(self, block: int, seg: int, pos: int, stored: int, crc: int, seq: int) -> None:
+        """Block ``block`` is the zstd frame of ``stored`` bytes at ``pos`` in ``seg`` (a worker decodes it)."""
+        self._extend_to(block)
+        self.piece = None
+        self.items.append((seg, pos, stored, crc, seq, block))
+        self.next = block + 1
+
     def add_bytes(self, block: int, data: bytes) -> None:
         """Block ``block`` holds ``data`` (composed from several versions, already checked)."""
         self._extend_to(block)
@@ -211,11 +218,16 @@ def _walk(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents, nblo
     sector_seqs = zext.sector_seqs if zext else None
 
     def settle(txn: lmdb.Transaction, block: int, top_seq: int, top_raw: bytes) -> None:
-        seg, pos0, mask, kind, bcrc = unpack_val(top_raw)
-        if mask == FULL_MASK and kind == KIND_DATA:
+        seg, pos0, mask, kind, bcrc, stored = unpack_val(top_raw)
+        if mask == FULL_MASK:
+            if kind == KIND_ZERO:
+                return  # zeros whatever else: left as a gap (a hole, or a block device's zero job)
             zseqs = sector_seqs(block) if sector_seqs is not None else None
             if zseqs is None or max(zseqs) < top_seq:
-                add(block, seg, pos0, bcrc, top_seq)
+                if kind == KIND_DATA:
+                    add(block, seg, pos0, bcrc, top_seq)
+                else:
+                    jobs.add_frame(block, seg, pos0, stored, bcrc, top_seq)
                 return
         # in the walk's own transaction: a second one here could meet a map
         # the writer grew while the first is still open

@@ -23,6 +23,8 @@ import crc32c
 
 from journal.errors import CorruptJournal
 from journal.format import (
+    ENC_PIECES,
+    ENC_RAW,
     REC_HDR,
     REC_HDR_BODY,
     REC_HDR_CRC_SPAN,
@@ -41,11 +43,11 @@ _crc = crc32c.crc32c
 
 
 def pack_header(
-    rtype: int, flags: int, data: bytes | bytearray | memoryview, seq: int,
-    ts_ns: int, offset: int, length: int, aux: int, data_crc: int,
+    rtype: int, flags: int, data_len: int, seq: int,
+    ts_ns: int, offset: int, length: int, aux: int, data_crc: int, encoding: int = ENC_RAW,
 ) -> bytes:
     """Frame one record: the 64-byte header with both CRCs filled in."""
-    body = _BODY.pack(REC_MAGIC, rtype, flags, len(data), 0, seq, ts_ns, offset, length, aux, data_crc)
+    body = _BODY.pack(REC_MAGIC, rtype, flags, data_len, encoding, seq, ts_ns, offset, length, aux, data_crc)
     return body + _U32.pack(_crc(body))
 
 
@@ -63,6 +65,8 @@ class SegmentRecord:
     length: int
     aux: int
     data_crc: int
+    #: How the payload holds the device bytes (journal.format: ENC_RAW or ENC_PIECES).
+    encoding: int = ENC_RAW
 
     @property
     def end(self) -> int:
@@ -74,13 +78,15 @@ def parse_header(buf: bytes, pos: int) -> SegmentRecord | str:
     """Parse and check a record header; return the reason when it is bad."""
     if len(buf) < REC_HDR.size:
         return "truncated record header"
-    (magic, rtype, flags, data_len, _res, seq, ts_ns, offset, length, aux,
+    (magic, rtype, flags, data_len, encoding, seq, ts_ns, offset, length, aux,
      data_crc, hdr_crc) = REC_HDR.unpack_from(buf)
     if magic != REC_MAGIC:
         return "bad record magic"
     if crc32c.crc32c(buf[:REC_HDR_CRC_SPAN]) != hdr_crc:
         return "record header fails its CRC-32C"
-    return SegmentRecord(pos, rtype, flags, data_len, seq, ts_ns, offset, length, aux, data_crc)
+    if encoding not in (ENC_RAW, ENC_PIECES):
+        return f"record has unknown payload encoding {encoding}"
+    return SegmentRecord(pos, rtype, flags, data_len, seq, ts_ns, offset, length, aux, data_crc, encoding)
 
 
 class SegmentWriter:

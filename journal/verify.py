@@ -13,9 +13,22 @@ from dataclasses import dataclass
 import crc32c
 import lmdb
 
-from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U64X2, segment_name
+from journal.format import (
+    BLOCK,
+    BLOCK_VAL,
+    ENC_PIECES,
+    KIND_DATA,
+    KIND_ZERO,
+    REC_HDR,
+    SECTOR,
+    SEQ_VAL,
+    U64,
+    U64X2,
+    segment_name,
+)
 
 from journal.blockmap import covered_span
+from journal.codec import DecodeError, decode, parse_pieces
 from journal.compact import dropped_ids
 from journal.points import retained
 from journal.errors import JournalError
@@ -94,10 +107,10 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
                     # a moved version: no seq entry of its own; its block entry is checked like any
                     # (it may be gone: a later compaction found it dead)
                     if item.data_len:
-                        problems += _check_blocks(journal, txn, blocks_db, name, item, True)
+                        problems += _check_blocks(journal, txn, blocks_db, seg, item, True)
                     continue
                 if item.type in DATA_TYPES and item.data_len:
-                    problems += _check_blocks(journal, txn, blocks_db, name, item, item.seq <= folded)
+                    problems += _check_blocks(journal, txn, blocks_db, seg, item, item.seq <= folded)
                 if item.seq == 0:
                     continue
                 key = U64.pack(item.seq)
@@ -168,15 +181,26 @@ def _check_index(journal: JournalReader) -> list[Problem]:
     return out
 
 
-def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: object, name: str,
+def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: object, rec_seg: int,
                   rec: SegmentRecord, folded: bool) -> list[Problem]:
     """Each block the record wrote: in the index, and its CRC there is the segment's bytes'.
 
     A restore checks exactly these CRCs before it applies a block, so this
-    finds beforehand what would stop a restore.
+    finds beforehand what would stop a restore. An encoded record's pieces
+    are each held against its piece table and decoded before their CRC is
+    checked: the CRC is of the device bytes.
     """
+    name = segment_name(rec_seg)
     out = []
     first, last = rec.offset // BLOCK, (rec.offset + rec.length - 1) // BLOCK
+    pieces = None
+    payload_at = rec.pos + REC_HDR.size
+    if rec.encoding == ENC_PIECES:
+        try:
+            pieces = parse_pieces(journal.segments.pread(rec_seg, payload_at, rec.data_len), rec.offset,
+                                  rec.length)
+        except (JournalError, DecodeError) as exc:
+            return [Problem(name, rec.pos, rec.seq, f"its payload's piece table: {exc}")]
     for block in range(first, last + 1):
         raw = txn.get(U64X2.pack(block, rec.seq), db=blocks_db)
         if raw is None and folded:
@@ -187,14 +211,33 @@ def _check_blocks(journal: JournalReader, txn: lmdb.Transaction, blocks_db: obje
         if not check(U64X2.pack(block, rec.seq), raw):
             out.append(Problem(name, rec.pos, rec.seq, f"block {block}: its index entry fails its CRC-32C"))
             continue
-        seg, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
-        if kind != KIND_DATA or not mask:
+        seg, pos0, mask, kind, crc, stored = BLOCK_VAL.unpack_from(raw)
+        low, count = covered_span(mask) if mask else (0, 0)
+        if pieces is None:
+            bad = kind != KIND_DATA or not mask
+        else:
+            pkind, ppos, plen = pieces[block - first]
+            at = payload_at + ppos
+            start = pos0 + low * SECTOR if kind == KIND_DATA else pos0
+            # a version a compaction moved (a FOLD copy) is checked where it is now, by its own kind
+            here = seg == rec_seg and payload_at <= start < payload_at + rec.data_len
+            bad = (not mask or kind != pkind
+                   or (here and kind == KIND_DATA and start != at)
+                   or (here and kind not in (KIND_DATA, KIND_ZERO) and (start, stored) != (at, plen)))
+        if bad:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block} has a bad block index entry"))
             continue
-        low, count = covered_span(mask)
+        if kind == KIND_ZERO:
+            continue
         try:
-            data = journal.segments.pread(seg, pos0 + low * SECTOR, count * SECTOR)
+            if kind == KIND_DATA:
+                data = journal.segments.pread(seg, pos0 + low * SECTOR, count * SECTOR)
+            else:
+                data = decode(journal.segments.pread(seg, pos0, stored), count * SECTOR)
         except JournalError as exc:
+            out.append(Problem(name, rec.pos, rec.seq, f"block {block}: {exc}"))
+            continue
+        except DecodeError as exc:
             out.append(Problem(name, rec.pos, rec.seq, f"block {block}: {exc}"))
             continue
         if crc32c.crc32c(data) != crc:

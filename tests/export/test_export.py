@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
+from journal.codec import OFF  # raw payloads: the damage is placed by framing arithmetic
 from tests.support.cli import CDP, cdp
 from tests.support.history import ts_arg
 from tests.export.conftest import build_journal, connect, model_at, read_all, start_export, tree_hashes
@@ -147,7 +148,7 @@ def test_read_only_export_refuses_writes(tmp_path: Path, nbd: ModuleType, export
 
 
 def test_damaged_block_is_an_io_error(tmp_path: Path, nbd: ModuleType, export_of) -> None:
-    with Journal.create(tmp_path / "j", device_bytes=1 << 18) as journal:
+    with Journal.create(tmp_path / "j", device_bytes=1 << 18, compression=OFF) as journal:
         t = journal.info.created_ns
         journal.append([Record(s, t + s, RecordType.WRITE, 0, (s - 1) * 8192, 8192, bytes([s]) * 8192)
                         for s in range(1, 11)])

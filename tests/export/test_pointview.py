@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, Record, RecordType
+from journal.codec import OFF  # raw payloads: the damage is placed by framing arithmetic
 from journal.errors import CorruptJournal, OutOfRange
 from journal.pointview import PointView
 from tests.export.conftest import build_journal, model_at
@@ -72,7 +73,7 @@ def test_deep_history_of_one_block(tmp_path: Path) -> None:
 
 
 def test_damaged_byte_fails_that_block_only(tmp_path: Path) -> None:
-    with Journal.create(tmp_path / "j", device_bytes=1 << 18) as journal:
+    with Journal.create(tmp_path / "j", device_bytes=1 << 18, compression=OFF) as journal:
         t = journal.info.created_ns
         journal.append([Record(s, t + s, RecordType.WRITE, 0, (s - 1) * 8192, 8192, bytes([s]) * 8192)
                         for s in range(1, 11)])

@@ -1,4 +1,9 @@
-"""Damaged journals: reported precisely by verify, never applied by restore."""
+"""Damaged journals: reported precisely by verify, never applied by restore.
+
+These journals store payloads raw (compression off) so that the tests can
+place damage by the framing's arithmetic; damage to compressed payloads is
+tests/journal/test_compression.py's.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from journal import Journal, Record, RecordType
+from journal.codec import OFF
 from journal.errors import CorruptJournal
 
 SIZE = 1 << 18
 
 
 def make(path: Path) -> Journal:
-    journal = Journal.create(path, device_bytes=SIZE)
+    journal = Journal.create(path, device_bytes=SIZE, compression=OFF)
     t = journal.info.created_ns
     journal.append([Record(s, t + s, RecordType.WRITE, 0, (s - 1) * 8192, 8192, bytes([s]) * 8192)
                     for s in range(1, 11)])
