@@ -70,6 +70,21 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON document on stdout instead of text")
 
 
+def add_compress_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-compress``, for the verbs that create a journal (init, attach)."""
+    parser.add_argument("--no-compress", action="store_true",
+                        help="store payloads as written: no zstd, zero blocks kept (default: each 4 KiB "
+                             "block zstd-compressed at a low level when that saves space, zero blocks "
+                             "stored as nothing)")
+
+
+def compression_of(args: argparse.Namespace) -> Any:
+    """The :class:`journal.codec.Compression` the verb's ``--no-compress`` asks for."""
+    from journal.codec import OFF, Compression
+
+    return OFF if getattr(args, "no_compress", False) else Compression()
+
+
 def journal_path(args: argparse.Namespace) -> Path:
     """The journal the user means: --journal, else $CDP_JOURNAL, else an error."""
     given = args.journal or os.environ.get(JOURNAL_ENV)

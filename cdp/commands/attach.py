@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cdp.commands._common import add_json_option, add_verb, journal_path, print_json
+from cdp.commands._common import (add_compress_option, add_json_option, add_verb, compression_of, journal_path,
+                                  print_json)
 from cdp.errors import CdpError, UsageError
 
 ORDER = 30
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an existing journal only: return once the filter is on and leave the compare to "
                         "the drain service (points stay not whole until it is done)")
     add_json_option(p)
+    add_compress_option(p)
 
 
 WAYS = ("dm", "filter")
@@ -127,7 +129,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
         nbytes = attach.device_bytes(path)
         block = attach.info(name).block_size or 512
         try:
-            Journal.create(jpath, device_bytes=nbytes, block_size=block, device_id=did, source=path).close()
+            Journal.create(jpath, device_bytes=nbytes, block_size=block, device_id=did, source=path,
+                           compression=compression_of(args)).close()
         except JournalError as exc:
             raise CdpError(str(exc)) from None
     except BaseException:

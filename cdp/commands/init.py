@@ -7,7 +7,14 @@ import os
 import stat
 import time
 
-from cdp.commands._common import add_json_option, add_verb, journal_path, print_json
+from cdp.commands._common import (
+    add_compress_option,
+    add_json_option,
+    add_verb,
+    compression_of,
+    journal_path,
+    print_json,
+)
 from cdp.errors import CdpError
 
 ORDER = 10
@@ -28,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the block device or image file to protect")
     p.add_argument("--block-size", type=int, choices=(512, 4096), default=None,
                    help="logical block size (default: the device's own, 512 for files)")
+    add_compress_option(p)
     add_json_option(p)
 
 
@@ -60,7 +68,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     # a failed or interrupted copy leaves nothing behind: Journal.create undoes itself
     with progress_bar(f"baseline of {device}") as progress:
         journal = Journal.create(path, device_bytes=size, block_size=block_size,
-                                 device_id=device_id(device), source=device, progress=progress)
+                                 device_id=device_id(device), source=device, progress=progress,
+                                 compression=compression_of(args))
     with journal:
         stats = journal.stats()
         info = journal.info
@@ -69,6 +78,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print_json({"journal": str(path), "device": device, "device_bytes": info.device_bytes,
                     "block_size": info.block_size, "baseline_bytes": stats.data_bytes,
                     "disk_bytes": stats.disk_bytes, "created_ns": info.created_ns,
+                    "compression": journal.compression.to_meta(),
                     "seconds": round(elapsed, 3)})
     else:
         print(f"created journal {path} for {device} ({format_bytes(size)}, {block_size}-byte blocks); "

@@ -67,14 +67,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         info, stats, service = journal.info, journal.stats(), read_service(journal)
         health = assess(journal, service, now, len(interrupted))
         retention = retention_doc(journal)
+        compression = journal.compression
     mode = way_of(info.source)
     if args.json:
         print_json({**_status_doc(path, info, stats, service, now), "mode": mode,
+                    "compression": compression.to_meta(),
                     "interrupted_restores": interrupted, "retention": retention,
                     "health": health.as_record(), "problems": problems(health, **limits)})
     else:
         _print_status(path, info, stats, service, now)
         print(f"mode      {MODES.get(mode, mode)}")
+        print(f"compress  {compression.describe()}")
         _print_health(health)
         for line in retention_lines(retention):
             print(line)
