@@ -263,3 +263,15 @@ def test_schema_2_journal_is_refused_then_reindexed_and_compresses(tmp_path: Pat
         assert kinds(journal)[KIND_ZSTD] == 4
         assert journal.read(0, 44 * BLOCK) == b"".join(data[s] for s in range(1, 11)) + more
         assert journal.verify().ok
+
+
+def test_single_block_records(tmp_path: Path) -> None:
+    """The one-block fast path: zeros, text and random blocks, each as its kind, each read back."""
+    rng = random.Random(5)
+    blocks = {1: bytes(BLOCK), 2: text(rng, BLOCK), 3: rng.randbytes(BLOCK)}
+    with Journal.create(tmp_path / "j", device_bytes=1 << 20) as journal:
+        t = journal.info.created_ns
+        journal.append([Record(s, t + s, RecordType.WRITE, 0, s * BLOCK, BLOCK, blocks[s]) for s in blocks])
+        assert kinds(journal) == Counter({KIND_ZERO: 1, KIND_ZSTD: 1, KIND_DATA: 1})
+        assert journal.read(BLOCK, 3 * BLOCK) == blocks[1] + blocks[2] + blocks[3]
+        assert journal.verify().ok
