@@ -55,7 +55,11 @@ is readable as it lies, so upgrading rewrites no segment, only the index
 stored payload (what verify and reindex scan); the block entries hold the
 CRC-32C of the *device* bytes, checked after decoding, so a read checks what
 it applies. Whether a journal encodes is the ``compress`` meta value
-(``cdp init/attach --no-compress``): off, every record is written raw. Bytes past the index's committed end of the newest
+(``cdp init/attach --no-compress``): off, every record is written raw. The
+setting lives only in the index: a reindex keeps it where the old index's
+entry still checks, and otherwise (an index lost whole, a schema-2 journal)
+turns compression on, which changes how new records are stored, never how
+old ones read. Bytes past the index's committed end of the newest
 segment are an unfinished batch: the writer cuts them off when it opens.
 
 LMDB index
