@@ -27,6 +27,7 @@ from journal.format import BLOCK, BLOCK_VAL, ENC_PIECES, KIND_DATA, KIND_ZERO, K
 from journal.pointview import PointView
 from journal.reindex import reindex
 from tests.journal.model import DeviceModel
+from tests.support.blockdev import loop_device, needs
 from tests.support.devices import random_device
 
 SIZE = 512 * 1024
@@ -275,3 +276,19 @@ def test_single_block_records(tmp_path: Path) -> None:
         assert kinds(journal) == Counter({KIND_ZERO: 1, KIND_ZSTD: 1, KIND_DATA: 1})
         assert journal.read(BLOCK, 3 * BLOCK) == blocks[1] + blocks[2] + blocks[3]
         assert journal.verify().ok
+
+
+@needs()
+def test_restore_to_a_block_device_writes_zero_blocks(tmp_path: Path) -> None:
+    """Elided zero blocks are left out of a file (holes) but written to a device over old bytes."""
+    journal, data = _mixed_journal(tmp_path / "j")
+    rng = random.Random(2)
+    with journal, loop_device(tmp_path / "loop.img", 1 << 20) as dev:
+        with open(dev, "r+b") as f:  # whatever the device held before: not zeros
+            f.write(rng.randbytes(1 << 20))
+        journal.restore(dev, overwrite=True)
+        with open(dev, "rb") as f:
+            got = f.read(1 << 20)
+        want = b"".join(data[s] for s in range(1, 11))
+        assert got[:len(want)] == want
+        assert got[len(want):] == bytes((1 << 20) - len(want))
