@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once, cached) the guest's Python root filesystem image:
 # debootstrap minbase + python3-minimal, python3-lmdb, python3-msgpack,
-# python3-zstandard (payload compression; bookworm has 0.20) (and
+# python3-zstandard (payload compression; bookworm has 0.20; debootstrap does not
+# resolve its virtual dependency, so python3-cffi-backend is named too) (and
 # e2fsprogs, dmsetup, util-linux for the tests; nbdkit, its Python plugin and
 # nbd-client for cdp export/mount), plus
 # the crc32c extension from the host's Python environment, trimmed and packed
@@ -19,7 +20,7 @@ mirror="$(debian_mirror)"       # the host's bookworm archive (CDP_DEBIAN_MIRROR
 py="${CDP_HOST_PYTHON:-python3}"
 mkdir -p "$build"
 dir="$build/rootfs.dir"
-packages=python3-minimal,python3-lmdb,python3-msgpack,python3-zstandard,e2fsprogs,dmsetup,util-linux
+packages=python3-minimal,python3-lmdb,python3-msgpack,python3-zstandard,python3-cffi-backend,e2fsprogs,dmsetup,util-linux
 packages+=,nbdkit,nbdkit-plugin-python,nbd-client     # cdp export and cdp mount (accessvm.py)
 # the stamp names the packages: a changed list rebuilds the root
 if [ "$(cat "$dir/.cdp-debootstrap-done" 2>/dev/null)" != "$packages" ]; then
