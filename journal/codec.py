@@ -13,9 +13,13 @@ Why these choices:
 - A piece that does not shrink by at least :data:`MIN_SAVING` is stored raw:
   decoding it would cost a restore time for almost no space.
 - Incompressible data must append about as fast as with compression off:
-  before compressing a whole piece, its first :data:`PROBE` bytes are tried;
-  random data (compressed files, encrypted volumes) does not shrink there and
-  costs one short call, about a quarter of a full attempt.
+  a record of several pieces is first tried as one sample (the first
+  :data:`SAMPLE` bytes of each piece that is not zeros, joined); random data
+  (compressed files, encrypted volumes) does not shrink there, and the record
+  costs one short call. Otherwise before compressing a whole piece its first
+  :data:`PROBE` bytes are tried, about a quarter of a full attempt. (A record
+  of random pieces with one compressible piece among them stores that piece
+  raw: a small loss, for not probing every piece of every random write.)
 - All-zero pieces are told apart first (a memcmp) and stored as nothing.
 """
 
@@ -49,6 +53,10 @@ PROBE = 256
 #: takes them to 260 or more; of 7,871 4 KiB blocks of the standard library's sources that
 #: compress by 1/8, none failed this probe).
 _PROBE_MAX = PROBE - PROBE // 32
+
+#: Records of at least this many pieces are first tried as one sample of SAMPLE bytes per piece.
+_SAMPLE_PIECES = 4
+SAMPLE = 64
 
 _ZEROS = bytes(BLOCK)
 _crc = crc32c.crc32c
@@ -132,6 +140,8 @@ class Encoder:
             return self._one_block(data, crcs, compress)
         spans = piece_spans(offset, length) if offset % BLOCK or length % BLOCK else None
         count = len(spans) if spans is not None else length // BLOCK
+        if compress is not None and count >= _SAMPLE_PIECES and not self._sample_shrinks(data, spans, count):
+            compress = None  # random data (nearly always): only zero pieces can save anything
         kinds: list[int] = []
         stored: list[bytes | None] = []
         smaller = False
@@ -194,6 +204,18 @@ class Encoder:
             crc = _crc(buf, crc)
         return Encoded(buffers, pos + len(table), crc, pieces)
 
+
+    def _sample_shrinks(self, data: memoryview, spans: list[tuple[int, int]] | None, count: int) -> bool:
+        """Whether the first :data:`SAMPLE` bytes of the record's non-zero pieces, together, compress.
+
+        One call for the whole record instead of one probe per piece: a
+        64 KiB write of random data is then turned down in about 2 us, not
+        16 probes (20 us).
+        """
+        starts = [lo for lo, _hi in spans] if spans is not None else range(0, count * BLOCK, BLOCK)
+        parts = [data[lo:lo + SAMPLE] for lo in starts]
+        sample = b"".join(p for p in parts if not _ZEROS.startswith(p))
+        return len(self._zstd.compress(sample)) <= len(sample) - (len(sample) >> 5)
 
     @staticmethod
     def _one_block(data: memoryview, crcs: Sequence[int] | None, compress) -> Encoded | None:  # noqa: ANN001
