@@ -309,3 +309,14 @@ def stored_pieces(payload: memoryview, offset: int, length: int, data_crc: int) 
             crc = 0
         out.append((kind, pos, n, crc))
     return Encoded([payload], len(payload), data_crc, out)
+
+
+def one_frame(frame: bytes | memoryview, crc: int) -> Encoded:
+    """A one-piece ENC_PIECES payload holding a zstd ``frame`` whose device bytes have CRC-32C ``crc``.
+
+    What a compaction moves a compressed block version as (a FOLD record):
+    the frame as it was stored, never decoded and compressed again.
+    """
+    table = _pack_piece(KIND_ZSTD << PIECE_KIND_SHIFT | len(frame))
+    return Encoded([frame, table], len(frame) + PIECE.size, _crc(table, _crc(frame)),
+                   [(KIND_ZSTD, 0, len(frame), crc)])

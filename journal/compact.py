@@ -62,10 +62,11 @@ import msgpack
 
 from journal import retention
 from journal.batch import Batch
-from journal.blockmap import bad_crc, covered_span
+from journal.blockmap import bad_crc, covered_span, decode_checked
+from journal.codec import one_frame
 from journal.errors import REINDEX_HINT, CorruptJournal
 from journal.facts import PINS_LOG, fsync_dir, read_marks
-from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, SECTOR, SEQ_VAL, U64, U64X2, segment_name
+from journal.format import BLOCK, BLOCK_VAL, KIND_DATA, KIND_ZERO, SECTOR, SEQ_VAL, U64, U64X2, segment_name
 from journal.index import Index, check, damaged, seal, unseal
 from journal.points import retained
 from journal.records import Point, PointKind
@@ -408,10 +409,12 @@ class Compactor:
         """Bytes of live block versions in each segment (every data entry, short read transactions)."""
         live: dict[int, int] = {}
         for _key, raw in self._block_entries():
-            seg, _pos0, mask, kind, _crc = BLOCK_VAL.unpack_from(raw)
+            seg, _pos0, mask, kind, _crc, stored = BLOCK_VAL.unpack_from(raw)
             # a zeroing version holds no bytes, but its record is what a reindex rebuilds it
-            # from: it keeps its segment until it is moved (a header's worth)
-            live[seg] = live.get(seg, 0) + (mask.bit_count() * SECTOR if kind == KIND_DATA else 64)
+            # from: it keeps its segment until it is moved (a header's worth); a compressed
+            # one holds its frame
+            live[seg] = live.get(seg, 0) + (mask.bit_count() * SECTOR if kind == KIND_DATA else
+                                            64 if kind == KIND_ZERO else stored)
         return live
 
     def _block_entries(self) -> Iterator[tuple[bytes, bytes]]:
@@ -494,9 +497,9 @@ class Compactor:
             self._drop([victim], lambda txn: None)
         self._finish(sel, state)
 
-    def _entries_in(self, segs: set[int]) -> dict[int, list[tuple[bytes, int, int, int, int | None]]]:
+    def _entries_in(self, segs: set[int]) -> dict[int, list[tuple[bytes, int, int, int, int | None, int, int]]]:
         """The block entries that point into ``segs``, by segment, in one pass over the table."""
-        out: dict[int, list[tuple[bytes, int, int, int, int | None]]] = {}
+        out: dict[int, list[tuple[bytes, int, int, int, int | None, int, int]]] = {}
         if not segs:
             return out
         for key, raw in self._block_entries():
@@ -504,11 +507,12 @@ class Compactor:
             if seg in segs:
                 if not check(key, raw):
                     raise damaged("blocks", key)
-                _s, pos0, mask, kind, crc = BLOCK_VAL.unpack_from(raw)
-                out.setdefault(seg, []).append((key, seg, pos0, mask, crc if kind == KIND_DATA else None))
+                _s, pos0, mask, kind, crc, stored = BLOCK_VAL.unpack_from(raw)
+                out.setdefault(seg, []).append((key, seg, pos0, mask, crc if kind != KIND_ZERO else None,
+                                                kind, stored))
         return out
 
-    def _empty(self, moving: list[tuple[bytes, int, int, int, int | None]]) -> None:
+    def _empty(self, moving: list[tuple[bytes, int, int, int, int | None, int, int]]) -> None:
         """Move the live versions ``moving`` (all of one segment) to FOLD records."""
         seg_dir = self.j.path / "segments"
         views = SegmentViews(seg_dir)
@@ -517,12 +521,17 @@ class Compactor:
                 chunk = moving[start:start + MOVE_BATCH]
 
                 def frame(batch: Batch, chunk: list = chunk) -> None:
-                    for key, seg, pos0, mask, crc in chunk:
+                    for key, seg, pos0, mask, crc, kind, stored in chunk:
                         block, vseq = U64X2.unpack(key)
                         first, count = covered_span(mask)
                         offset = block * BLOCK + first * SECTOR
                         if crc is None:  # a zeroing version: only its range
                             batch.add_fold(vseq, offset, count * SECTOR, None, 0)
+                            continue
+                        if kind != KIND_DATA:  # a compressed version: its frame, checked by decoding
+                            frame = views.view(seg, pos0, stored)
+                            decode_checked(frame, count * SECTOR, crc, block, vseq, seg, pos0)
+                            batch.add_fold(vseq, offset, count * SECTOR, None, crc, stored=one_frame(frame, crc))
                             continue
                         data = views.view(seg, pos0 + first * SECTOR, count * SECTOR)
                         if crc32c.crc32c(data) != crc:
@@ -531,7 +540,7 @@ class Compactor:
 
                 self.j.write_compaction(frame, lambda txn: None)
                 self._counts["moved"] += sum(
-                    covered_span(m)[1] * SECTOR for _k, _s, _p, m, c in chunk if c is not None)
+                    covered_span(m)[1] * SECTOR for _k, _s, _p, m, c, _kind, _n in chunk if c is not None)
                 self._fault()
         finally:
             views.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from journal import Journal, Record, RecordType
@@ -22,10 +23,33 @@ SEGMENT = 48 * 1024
 S = 1_000_000_000
 
 
+_WORDS = [b"def ", b"return ", b"self", b".path", b"(", b")", b"\n    ", b"import ", b"journal", b"# "]
+
+
+def mixed(rng: random.Random, n: int) -> bytes:
+    """Payload bytes a compressing journal stores all three ways: text, zeros, random, 2 KiB at a time."""
+    out = bytearray()
+    while len(out) < n:
+        kind = rng.random()
+        if kind < 0.5:
+            piece = b"".join(rng.choice(_WORDS) for _ in range(400))[:2048]
+        elif kind < 0.75:
+            piece = bytes(2048)
+        else:
+            piece = rng.randbytes(2048)
+        out += piece
+    return bytes(out[:n])
+
+
 def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
-            start_ns: int | None = None) -> list[Record]:
-    """``count`` records from ``first_seq`` on, each a few seconds to minutes after the last."""
+            start_ns: int | None = None,
+            payload: Callable[[random.Random, int], bytes] | None = None) -> list[Record]:
+    """``count`` records from ``first_seq`` on, each a few seconds to minutes after the last.
+
+    ``payload(rng, n)`` makes each write's bytes (default: random).
+    """
     rng = random.Random(seed)
+    data = payload if payload is not None else (lambda r, n: r.randbytes(n))
     ts = created_ns if start_ns is None else start_ns
     out = []
     window: tuple[int, int, int] | None = None  # an overflow range waiting for its resync: (offset, length, due)
@@ -48,11 +72,11 @@ def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
         elif roll < 0.55:  # the hot region: blocks 0..7, rewritten over and over
             offset = rng.randrange(0, 64) * 512
             length = rng.randrange(1, 17) * 512
-            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
+            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, data(rng, length)))
         elif roll < 0.7:
             offset = rng.randrange(0, SIZE // 512 - 24) * 512
             length = rng.randrange(1, 24) * 512
-            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
+            out.append(Record(seq, ts, RecordType.WRITE, 0, offset, length, data(rng, length)))
         elif roll < 0.75:
             offset = rng.randrange(0, SIZE // 512 - 16) * 512
             out.append(Record(seq, ts, RecordType.DISCARD, 0, offset, rng.randrange(1, 16) * 512))

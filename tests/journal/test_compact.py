@@ -32,7 +32,8 @@ from journal.records import MARK_KINDS
 from journal.reindex import reindex
 from journal.retention import Policy, horizon_time, parse_tiers
 from journal.timespec import parse_duration
-from tests.journal.compact_workload import S, SEGMENT, SIZE, records
+from journal.format import BLOCK_VAL, ENC_PIECES, KIND_ZSTD
+from tests.journal.compact_workload import S, SEGMENT, SIZE, mixed, records
 from tests.journal.model import DeviceModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,6 +202,33 @@ def test_compaction_gives_space_back(tmp_path: Path) -> None:
         for p in points:
             assert journal.read(0, SIZE, seq=p.seq) == model.states[p.seq]
         assert journal.verify().ok
+
+
+def test_compaction_moves_compressed_versions_as_they_are(tmp_path: Path) -> None:
+    """Compressed and zero-elided versions survive a compaction that moves them, and a reindex."""
+    rng = random.Random(8)
+    base = mixed(rng, SIZE)
+    (tmp_path / "base.img").write_bytes(base)
+    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
+    model = DeviceModel(base)
+    pins: set[int] = set()
+    grow(journal, model, records(9, 1500, journal.info.created_ns, payload=mixed), rng, pins)
+    out = tmp_path / "out.img"
+    with journal:
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        result = journal.compact(journal.last_ts_ns)
+        assert result is not None and result.bytes_moved > 0
+        folds = [r for s in sorted(journal.path.glob("segments/*.seg"))
+                 for r in journal.segments.scan(int(s.stem)) if not isinstance(r, tuple)
+                 and r.type == RecordType.FOLD and r.encoding == ENC_PIECES]
+        assert folds, "no compressed version was moved"
+        with journal.index.read() as txn:
+            kinds = {BLOCK_VAL.unpack_from(v)[3] for _k, v in txn.cursor(db=journal.index.db("blocks"))}
+        assert KIND_ZSTD in kinds
+        final = check_exact(journal, model, rng, None, None, pins, out)
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j") as journal:
+        assert check_exact(journal, model, rng, None, None, pins, out) == final
 
 
 def _compact_in_child(path: Path, now: int, crash_at: int | None) -> int:
