@@ -125,7 +125,8 @@ written by the journal itself: COMPACTION (seq 0, a msgpack payload: the
 selection with what each kept record's entries said, or the dropped
 segments) and FOLD (a block version moved out of a mostly-dead segment:
 its seq is the version's, its range the sectors it covers; flags 1 = a
-zeroing version, 2 = a big zeroing extent). A reindex takes the newest of
+zeroing version, 2 = a big zeroing extent; a compressed version keeps its
+zstd frame: its payload is ENC_PIECES with that one piece). A reindex takes the newest of
 each kind of COMPACTION record to rebuild the same state
 (``journal.refold``).
 """
