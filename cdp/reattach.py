@@ -57,7 +57,7 @@ from journal import Journal, Record, RecordType
 from journal.blockcrc import block_crcs
 from journal.blockmap import compose_block, versions_back
 from journal.errors import DeviceMismatch
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA
+from journal.format import BLOCK, FULL_MASK, KIND_ZERO
 from journal.points import OverflowWindow
 from journal.reader import JournalReader
 from journal.records import RecordFlag
@@ -159,7 +159,7 @@ def journal_crcs(journal: JournalReader, first: int, count: int, seq: int) -> li
                 continue
             top = versions[0]
             if top.mask == FULL_MASK and (zseqs is None or max(zseqs) < top.seq):
-                out.append(top.crc if top.kind == KIND_DATA else ZERO_CRC)
+                out.append(top.crc if top.kind != KIND_ZERO else ZERO_CRC)  # raw or zstd: the bytes' CRC
                 continue
             out.append(crc32c.crc32c(compose_block(journal.segments, block, versions, zseqs)))
     return out

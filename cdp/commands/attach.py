@@ -114,6 +114,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     jpath = journal_path(args)
     if (jpath / MARKER).exists():
+        if args.no_compress:
+            raise UsageError(f"--no-compress is for a new journal: {jpath} exists and keeps its own setting")
         return cmd_reattach(args, jpath)
     if jpath.exists():
         raise CdpError(f"{jpath} exists and is not a journal; give a new --journal directory "

@@ -368,8 +368,8 @@ def test_generator_enables_one_instance_per_conf(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- the compare's pieces
 
 def test_journal_crcs_equal_the_model_for_every_kind_of_block(tmp_path: Path) -> None:
-    """Full, partial, zeroed (small and big extents), never written, a short last block: the
-    index-only CRC or the composed one is the CRC of what the model holds, at every seq asked."""
+    """Full, partial, compressed, zeroed (small and big extents), never written, a short last block:
+    the index-only CRC or the composed one is the CRC of what the model holds, at every seq asked."""
     import crc32c
 
     from cdp.reattach import device_crcs, journal_crcs
@@ -397,7 +397,9 @@ def test_journal_crcs_equal_the_model_for_every_kind_of_block(tmp_path: Path) ->
                 sectors = rng.choice([1, 3, 8, 16, 24]) if roll < 0.85 else rng.choice([8, 64])
                 off = rng.randrange(0, size // 512 - sectors + 1) * 512
                 if roll < 0.85:
-                    data = rng.randbytes(sectors * 512)
+                    # random (stored raw) or text-like (stored as zstd pieces): each kind's CRC is asked
+                    data = (rng.randbytes(sectors * 512) if roll < 0.45 else
+                            (b"%d lines of text " % rng.randrange(10**6) * sectors * 64)[:sectors * 512])
                     recs.append(Record(seq, time.time_ns(), RecordType.WRITE, 0, off, len(data), data))
                     model[off:off + len(data)] = data
                 else:
