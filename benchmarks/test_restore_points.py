@@ -11,7 +11,9 @@ point at least 2x faster than the 100% one (the last 90% rewrote most of
 the device, so the answer at 10% is mostly the sparse baseline).
 
 Then the same at 10^4, 10^5 and 10^6 records of 4 KiB (a 1 GiB device,
-empty baseline) to show how the cost grows with the history.
+empty baseline) to show how the cost grows with the history; and a hot
+history (10^6 rewrites of 1024 blocks) restored at 1% and at 100% of it, to
+show that the versions newer than the point are not walked.
 
 ``CDP_BENCH_SCALE`` shrinks the sizes (CI's smoke run).
 """
@@ -165,3 +167,49 @@ def test_restore_growth_4k(benchmark, tmp_path: Path, records: int) -> None:
                         rounds=3, prepare=prepare)
     figure(f"restore after {records:,} records of 4 KiB: median {statistics.median(ratio.subject_s):.3f} s, "
            f"copy of the image {statistics.median(ratio.baseline_s):.3f} s")
+
+
+_HOT: dict[int, float] = {}
+
+
+@pytest.fixture(scope="module")
+def hot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """10^6 records of 4 KiB rewriting 1024 blocks of a 1 GiB device (empty baseline) over and over."""
+    records = scaled(1_000_000, 5000)
+    device = 1 << 30
+    rng = random.Random(5)
+    blocks = rng.sample(range(device // 4096), 1024)
+    payload = rng.randbytes(8192)
+    path = tmp_path_factory.mktemp("hot") / "j"
+    with Journal.create(path, device_bytes=device) as journal:
+        ts = journal.info.created_ns
+        for start in range(1, records + 1, 8192):
+            journal.append([Record(s, ts + s, RecordType.WRITE, 0, blocks[s % 1024] * 4096, 4096,
+                                   payload[s % 4096:s % 4096 + 4096])
+                            for s in range(start, min(start + 8192, records + 1))])
+    return path, records
+
+
+@pytest.mark.parametrize("percent", [1, 100])
+def test_restore_hot_history(benchmark, hot, tmp_path: Path, percent: int) -> None:
+    path, records = hot
+    seq = records * percent // 100
+    out = tmp_path / "restored.img"
+    ref = tmp_path / "reference.img"
+    copy = tmp_path / "copy.img"
+    with Journal.open(path, readonly=True) as journal:
+        journal.restore(ref, seq=seq)
+
+        def prepare() -> None:
+            out.unlink(missing_ok=True)
+            copy.unlink(missing_ok=True)
+            os.sync()
+
+        ratio = compare(benchmark, Ratio(f"restore at {percent}% of {records:,} rewrites of 1024 blocks",
+                                         units=1 << 30, baseline_name="cp --sparse=always of the image + fsync"),
+                        lambda: journal.restore(out, seq=seq, overwrite=True), lambda: _copy_sparse(ref, copy),
+                        rounds=3, prepare=prepare)
+    _HOT[percent] = statistics.median(ratio.subject_s)
+    if percent == 100 and 1 in _HOT:
+        figure(f"hot history of {records:,} rewrites: restore at 1% {_HOT[1]:.3f} s, at 100% {_HOT[100]:.3f} s "
+               f"(the copy of either image {statistics.median(ratio.baseline_s):.3f} s)")

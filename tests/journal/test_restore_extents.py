@@ -103,3 +103,65 @@ def test_restore_to_a_block_device_writes_every_byte(tmp_path: Path, sparse: boo
         subprocess.run(["losetup", "-d", dev], check=False)
     assert got == model.states[last]
     journal.close()
+
+
+def _hot(rng: random.Random, ts0: int) -> list[Record]:
+    """A few blocks rewritten hundreds of times (whole, in part, zeroed) among scattered writes:
+    the walk leaves the versions newer than the point with a seek, wherever they begin."""
+    out: list[Record] = []
+    hot = [7, 8, 300, 301, 302, SIZE // BLOCK - 1]
+    for i in range(1500):
+        roll = rng.random()
+        block = rng.choice(hot) if roll < 0.8 else rng.randrange(SIZE // BLOCK - 1)
+        end = min(SIZE, block * BLOCK + BLOCK)
+        if roll < 0.5 or block * BLOCK + BLOCK > SIZE:
+            offset, data = block * BLOCK, rng.randbytes(end - block * BLOCK)
+        elif roll < 0.7:
+            first = rng.randrange(8)
+            offset = block * BLOCK + first * 512
+            data = rng.randbytes(rng.randrange(1, 9 - first) * 512)
+        else:
+            offset, data = block * BLOCK, rng.randbytes(BLOCK * rng.choice((1, 2)))
+            if offset + len(data) > SIZE:
+                data = data[:SIZE - offset]
+        if roll > 0.95:
+            out.append(Record(i + 1, ts0 + i, RecordType.WRITE_ZEROES, 0, offset, len(data)))
+        else:
+            out.append(Record(i + 1, ts0 + i, RecordType.WRITE, 0, offset, len(data), data))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [5, 65536], ids=["tiny-chunks", "default-chunks"])
+def test_hot_blocks_restore_and_read_exactly_at_every_point(tmp_path: Path, chunk: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from journal import restore as restore_mod
+    from journal.pointview import PointView
+
+    monkeypatch.setattr(restore_mod, "_CHUNK_ENTRIES", chunk)
+    rng = random.Random(21)
+    base = random_device(SIZE, 21)
+    image = tmp_path / "base.img"
+    image.write_bytes(base)
+    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=image)
+    records = _hot(rng, journal.info.created_ns)
+    keep = {0, 1, 2, 17, 18, 40, 250, 749, 750, 1200, 1499, 1500}
+    model = DeviceModel(base, keep=keep)
+    for r in records:
+        model.apply(r)
+    for at in range(0, len(records), 97):
+        journal.append(records[at:at + 97])
+    out = tmp_path / "out.img"
+    for seq in sorted(keep):
+        journal.restore(out, seq=seq, overwrite=True)
+        assert out.read_bytes() == model.states[seq], f"restore at seq {seq} differs"
+        view = PointView(journal, seq)
+        try:
+            for block in (7, 8, 300, 302, SIZE // BLOCK - 1):
+                lo = block * BLOCK
+                hi = min(SIZE, lo + BLOCK)
+                want = model.states[seq][lo:hi]
+                assert view.read(lo, hi - lo) == want, f"export read of block {block} at seq {seq}"
+                assert journal.read(lo, hi - lo, seq=seq) == want, f"read of block {block} at seq {seq}"
+        finally:
+            view.close()
+    journal.close()
