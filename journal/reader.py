@@ -20,7 +20,8 @@ import lmdb
 import msgpack
 
 from journal import points as _points
-from journal.blockmap import ZeroExtents, compose_block, versions_back
+from journal.blockmap import ZeroExtents
+from journal.blockread import fill, plan
 from journal.codec import Compression
 from journal.errors import OutOfRange
 from journal.format import BLOCK, SEQ_VAL, U64, U64X2
@@ -195,20 +196,18 @@ class JournalReader:
     # ----------------------------------------------------------------- bytes
 
     def read(self, offset: int, length: int, *, seq: int | None = None, at_ns: int | None = None) -> bytes:
-        """The device's bytes ``[offset, offset+length)`` at a seq or time."""
+        """The device's bytes ``[offset, offset+length)`` at a seq or time, checked (:mod:`journal.blockread`)."""
         if offset < 0 or length < 0 or offset + length > self.info.device_bytes:
             raise OutOfRange(f"range {offset}+{length} is outside the device ({self.info.device_bytes} bytes)")
         if length == 0:
             return b""
+        first, last = offset // BLOCK, (offset + length - 1) // BLOCK
         with self.index.read() as txn:
             seq, _ts = self.target(txn, seq, at_ns)
             zext = self.zero_extents(txn, seq, offset, offset + length)
-            cur = txn.cursor(db=self.index.db("blocks"))
-            first, last = offset // BLOCK, (offset + length - 1) // BLOCK
-            out = bytearray()
-            for block in range(first, last + 1):
-                versions = versions_back(cur, block, seq)
-                out += compose_block(self.segments, block, versions, zext.sector_seqs(block))
+            steps = plan(txn, self.index.db("blocks"), first, last, seq, zext.sector_seqs if zext else None)
+        out = bytearray((last - first + 1) * BLOCK)
+        fill(self.segments, steps, first, memoryview(out))
         start = offset - first * BLOCK
         return bytes(out[start:start + length])
 
