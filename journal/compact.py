@@ -40,9 +40,11 @@ of bounded size, so the drain service can run it between its batches:
    dropped as in step 5.
 
 Zero extents (big discards) and overflow windows are kept as they are:
-they are few, and the windows decide which points are whole. A reindex
-reads the newest COMPACTION records and rebuilds the same state (see
-:mod:`journal.reindex`).
+they are few, and the windows decide which points are whole. The plan's
+COMPACTION record carries every window the index holds, so a kept point
+inside one stays not whole after the OVERFLOW record's segment is deleted.
+A reindex reads the newest COMPACTION records and rebuilds the same state
+(see :mod:`journal.reindex`).
 """
 
 from __future__ import annotations
@@ -208,9 +210,13 @@ class Compactor:
                 wraw = txn.get(key, db=index.db("windows"))
                 window = bytes(unseal("windows", key, wraw)) if wraw is not None else None
                 kept_info.append([k, ts, rtype, flags, off, length, dlen, point, window])
+            # every overflow window, as the index holds it: a kept point inside one is not whole
+            # even once the OVERFLOW record's segment is deleted (a reindex reads them back here)
+            windows = [[U64.unpack(k)[0], bytes(unseal("windows", k, v))]
+                       for k, v in txn.cursor(db=index.db("windows"))]
         sel = self._with_gaps(sel)
-        payload = msgpack.packb({"sel": sel.to_meta(), "kept_info": kept_info, "reason": reason,
-                                 "at_ns": time.time_ns()})
+        payload = msgpack.packb({"sel": sel.to_meta(), "kept_info": kept_info, "windows": windows,
+                                 "reason": reason, "at_ns": time.time_ns()})
 
         def extra(txn: lmdb.Transaction) -> None:
             d = index.get_meta(txn, "entries_dropped", 0)

@@ -53,6 +53,11 @@ def refold(index: Index, path: Path, plan: dict[str, Any], dropped: list[list[in
                 txn.put(key, seal(key, msgpack.packb(point)), db=index.db("points"))
             if window is not None and txn.get(key, db=index.db("windows")) is None:
                 txn.put(key, seal(key, bytes(window)), db=index.db("windows"))
+        # windows whose OVERFLOW record folded away (plans written before they were carried have none)
+        for wseq, window in plan.get("windows", ()):
+            key = U64.pack(wseq)
+            if txn.get(key, db=index.db("windows")) is None:
+                txn.put(key, seal(key, bytes(window)), db=index.db("windows"))
 
     index.write(restore_kept)
 

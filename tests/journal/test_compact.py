@@ -32,7 +32,7 @@ from journal.records import MARK_KINDS
 from journal.reindex import reindex
 from journal.retention import Policy, horizon_time, parse_tiers
 from journal.timespec import parse_duration
-from journal.format import BLOCK_VAL, ENC_PIECES, KIND_ZSTD
+from journal.format import BLOCK_VAL, ENC_PIECES, KIND_ZSTD, U64
 from tests.journal.compact_workload import S, SEGMENT, SIZE, mixed, records
 from tests.journal.model import DeviceModel
 
@@ -302,3 +302,62 @@ def test_a_point_folded_while_exported_is_refused_not_misread(tmp_path: Path) ->
                 view.read(0, SIZE)
         finally:
             view.close()
+
+
+def test_a_pinned_mark_inside_an_overflow_window_stays_not_whole_after_a_reindex(tmp_path: Path) -> None:
+    """The window's OVERFLOW record folds away and its segment is deleted; the pin inside the window
+    must still read as not whole, before and after a reindex (whole would restore unknown bytes)."""
+    rng = random.Random(3)
+    base = rng.randbytes(SIZE)
+    (tmp_path / "base.img").write_bytes(base)
+    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
+    ts = journal.info.created_ns
+    seq = 0
+
+    def write() -> Record:
+        nonlocal seq, ts
+        seq += 1
+        ts += 60 * S
+        off = rng.randrange(0, SIZE // 512 - 16) * 512
+        return Record(seq, ts, RecordType.WRITE, 0, off, 8192, rng.randbytes(8192))
+
+    with journal:
+        journal.append([write() for _ in range(40)])
+        seq += 1
+        ts += 60 * S
+        journal.append([Record(seq, ts, RecordType.OVERFLOW, 0, 0, SIZE, (ts - S).to_bytes(8, "little"))])
+        journal.append([write() for _ in range(10)])
+        seq += 1  # the whole device rewritten inside the window: nothing before it is live at the pin
+        journal.append([Record(seq, ts, RecordType.WRITE, 0, 0, SIZE, rng.randbytes(SIZE))])
+        pin_ts = ts + 1
+        journal.pin_mark("inside", pin_ts)
+        journal.append([write() for _ in range(10)])
+        seq += 1
+        journal.append([Record(seq, ts, RecordType.RESYNC, 0, 0, SIZE, rng.randbytes(SIZE))])
+        for _ in range(6):   # hours more, rewriting the whole device: the window's segments hold nothing live
+            journal.append([write() for _ in range(60)])
+            seq += 1
+            journal.append([Record(seq, ts, RecordType.WRITE, 0, 0, SIZE, rng.randbytes(SIZE))])
+        overflow_seq = 41
+        holder = next(f for f in (tmp_path / "j" / "segments").glob("*.seg")
+                      if any(getattr(r, "seq", None) == overflow_seq and r.type == RecordType.OVERFLOW
+                             for r in journal.segments.scan(int(f.stem))))
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        result = journal.compact(journal.last_ts_ns)
+        assert result is not None and result.segments_deleted > 0
+
+        def pinned_point() -> object:
+            return next(p for p in journal.points() if p.ts_ns == pin_ts)
+
+        assert not pinned_point().whole
+        assert not holder.exists(), "the OVERFLOW record's segment was meant to be deleted"
+        with journal.index.read() as txn:
+            assert txn.get(U64.pack(overflow_seq), db=journal.index.db("seq")) is None, \
+                "the OVERFLOW record was meant to fold away"
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j") as journal:
+        p = next(p for p in journal.points() if p.ts_ns == pin_ts)
+        assert not p.whole, "the window around a pinned mark was lost by the reindex"
+        with pytest.raises(JournalError, match="not whole"):
+            journal.restore(tmp_path / "out.img", seq=p.seq)
+        assert journal.verify().ok
