@@ -143,6 +143,15 @@ def pinned_marks(path: Path) -> set[tuple[int, bytes]]:
     return set(read_marks(path, PINS_LOG))
 
 
+def drop_old_user_marks(index: Index, txn: lmdb.Transaction, horizon_ts: int, pins: set[tuple[int, bytes]]) -> None:
+    """Delete the user marks behind the horizon, except pinned ones (a compaction's and a reindex's rule)."""
+    umarks = index.db("umarks")
+    gone = [k for k, _v in txn.cursor(db=umarks)
+            if U64.unpack(k[:8])[0] < horizon_ts and (U64.unpack(k[:8])[0], bytes(k[8:])) not in pins]
+    for k in gone:
+        txn.delete(k, db=umarks)
+
+
 class Compactor:
     """Runs compactions on a journal opened for writing (the drain's or ``cdp compact``'s)."""
 
@@ -393,11 +402,7 @@ class Compactor:
                 self._set_state(txn, {**state, "resume": next_seq})
                 return len(drop)
             # the last run: user marks and activity behind the horizon go too
-            umarks = index.db("umarks")
-            gone = [k for k, _v in txn.cursor(db=umarks)
-                    if U64.unpack(k[:8])[0] < sel.horizon_ts and (U64.unpack(k[:8])[0], bytes(k[8:])) not in pins]
-            for k in gone:
-                txn.delete(k, db=umarks)
+            drop_old_user_marks(index, txn, sel.horizon_ts, pins)
             activity = index.db("activity")
             old = []
             for k, _v in txn.cursor(db=activity):

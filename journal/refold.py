@@ -25,7 +25,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from journal.compact import pinned_marks
+from journal.compact import drop_old_user_marks, pinned_marks
 from journal.format import SEQ_VAL, U64, U64X2
 from journal.index import Index, seal, unseal
 from journal.selection import Selection
@@ -74,10 +74,7 @@ def refold(index: Index, path: Path, plan: dict[str, Any], dropped: list[list[in
             txn.delete(key, db=seq_db)
             txn.delete(U64X2.pack(ts, seq), db=index.db("time"))
             txn.delete(key, db=index.db("points"))
-        umarks = index.db("umarks")
-        for k in [k for k, _v in txn.cursor(db=umarks)
-                  if U64.unpack(k[:8])[0] < sel.horizon_ts and (U64.unpack(k[:8])[0], bytes(k[8:])) not in pins]:
-            txn.delete(k, db=umarks)
+        drop_old_user_marks(index, txn, sel.horizon_ts, pins)
         index.put_meta(txn, "retained", sel.to_meta())
         index.put_meta(txn, "dropped_segments", dropped)
 
