@@ -361,3 +361,28 @@ def test_a_pinned_mark_inside_an_overflow_window_stays_not_whole_after_a_reindex
         with pytest.raises(JournalError, match="not whole"):
             journal.restore(tmp_path / "out.img", seq=p.seq)
         assert journal.verify().ok
+
+
+def test_the_background_waits_until_a_fold_is_worth_a_compaction(tmp_path: Path) -> None:
+    """A few minutes' fold is left for later by the background's look (not by an explicit
+    compaction); a fold of a sixteenth of the history since the last one runs."""
+    from journal.compact import Compactor
+    from journal.maintain import compact_now
+
+    journal, model, rng, pins = build(tmp_path, 4, 400)
+    with journal:
+        journal.set_retention(Policy(keep_ns=parse_duration("12h")))  # about 250 of 19 h of records kept
+        assert compact_now(journal, journal.last_ts_ns, eager=False)[0] is not None  # the first: always
+        # a quarter of an hour of flushes: the horizon moves past a few of the oldest kept records
+        ts = journal.last_ts_ns
+        recs = [Record(journal.last_seq + i, ts + i * 60 * S, RecordType.FLUSH) for i in range(1, 16)]
+        grow(journal, model, recs, rng, pins)
+        now = journal.last_ts_ns
+        assert Compactor(journal).choose(now) is not None  # there is something to fold
+        assert compact_now(journal, now, eager=False)[0] is None
+        assert compact_now(journal, now, eager=True)[0] is not None
+        # hours more: a fold of a sixteenth and more runs by itself
+        recs = records(42, 300, journal.info.created_ns, journal.last_seq + 1, journal.last_ts_ns)
+        grow(journal, model, recs, rng, pins)
+        assert compact_now(journal, journal.last_ts_ns, eager=False)[0] is not None
+        check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img")
