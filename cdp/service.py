@@ -418,7 +418,13 @@ class _Drainer:
     def publish_status(self, state: str = RUNNING, force: bool = False) -> None:
         if self.status.due(force):
             self._flush_pending()
-            self.status.publish(state, self.stats, self.jseq, self.session.ring_seq, self.resync.pending)
+            try:
+                self.status.publish(state, self.stats, self.jseq, self.session.ring_seq, self.resync.pending)
+            except JournalError as exc:
+                # the status is for the admin's eyes: a full disk is met by the next batch's
+                # append (retention makes room, or the drain stops with one line)
+                if str(exc) not in self.stats.problems:
+                    self._problem(str(exc))
 
     # ------------------------------------------------------------------ run
 

@@ -366,8 +366,16 @@ class Journal(JournalReader):
                                                             on_step=on_step)
 
     def set_status(self, status: dict[str, Any]) -> None:
-        """Publish the service's live status (read by `cdp status` and the TUI)."""
-        self.index.write(lambda txn: self.index.put_meta(txn, "status", status))
+        """Publish the service's live status (read by `cdp status` and the TUI).
+
+        A disk that refuses it is one :class:`JournalError` line (JournalFull
+        when full), like a batch's, never LMDB's own exception.
+        """
+        try:
+            self.index.write(lambda txn: self.index.put_meta(txn, "status", status))
+        except (OSError, lmdb.Error) as exc:
+            err = _storage_error(self.path, exc)
+            raise type(err)(f"the live status could not be written: {str(exc) or type(exc).__name__}") from None
 
     # ---------------------------------------------------- restore and verify
 

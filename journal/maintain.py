@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import lmdb
 import msgpack
 
 from journal.compact import LAST_META, CompactionResult, Compactor, policy_of
@@ -186,7 +187,7 @@ class Retainer:
                     self._answer(request, result)
             except _Stopped:
                 return
-            except (JournalError, OSError) as exc:
+            except (JournalError, OSError, lmdb.Error) as exc:
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if text != self._failed:  # say it once, not every minute
                     self.log(f"retention: compaction failed: {text}")

@@ -122,3 +122,23 @@ def test_a_full_disk_with_a_retention_policy_folds_history_and_goes_on(
         assert j.verify().ok
         newest = j.points(reverse=True, limit=1)[0]
         j.restore(tmp_path / "newest.img", seq=newest.seq)
+
+
+def test_the_live_status_on_a_full_disk_is_one_line_not_lmdb_s_exception(tmp_path: Path, small_fs: Path) -> None:
+    """The drain's status write can be the first to meet a full disk: it must be a JournalFull line."""
+    from journal.errors import JournalFull
+
+    image = tmp_path / "device.img"
+    image.write_bytes(bytes(1 << 20))
+    with Journal.create(small_fs / "journal", device_bytes=1 << 20, source=image) as j:
+        with open(small_fs / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        with pytest.raises(JournalFull) as info:
+            for i in range(200):  # pages the last commit freed are reused: go on until it needs new ones
+                j.set_status({"pad": os.urandom(64 << 10).hex(), "i": i})
+        assert "live status" in str(info.value) and len(str(info.value).splitlines()) == 1
