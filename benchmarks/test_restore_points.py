@@ -24,6 +24,7 @@ import os
 import random
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,31 +104,51 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int], in
     return _build_mixed(tmp_path_factory.mktemp("points"))
 
 
+def _restore_vs_copy(benchmark, journal: Journal, seq: int | None, tmp_path: Path, name: str, units: int,
+                     target: float | None = None, drop: list[Path] | None = None) -> Ratio:
+    """Time a restore at ``seq`` against ``cp --sparse=always`` + fsync of the image it produces.
+
+    ``drop``: files whose pages are dropped before each round (a cold cache), the reference image too.
+    """
+    out = tmp_path / "restored.img"
+    ref = tmp_path / "reference.img"
+    copy = tmp_path / "copy.img"
+    journal.restore(ref, seq=seq)
+
+    def prepare() -> None:
+        out.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+        os.sync()
+        if drop is not None:
+            _drop_pages(drop + [ref])
+
+    return compare(benchmark, Ratio(name, units=units, baseline_name="cp --sparse=always of the image + fsync",
+                                    target=target),
+                   lambda: journal.restore(out, seq=seq, overwrite=True), lambda: _copy_sparse(ref, copy),
+                   rounds=3, prepare=prepare)
+
+
+def _journal_of_4k_writes(path: Path, device: int, records: int, block_of: Callable[[int], int],
+                          seed: int) -> None:
+    """A journal of ``records`` writes of 4 KiB over an empty ``device``; record ``s`` goes to block ``block_of(s)``."""
+    payload = random.Random(seed).randbytes(8192)
+    with Journal.create(path, device_bytes=device) as journal:
+        ts = journal.info.created_ns
+        for start in range(1, records + 1, 8192):
+            journal.append([Record(s, ts + s, RecordType.WRITE, 0, block_of(s) * 4096, 4096,
+                                   payload[s % 4096:s % 4096 + 4096])
+                            for s in range(start, min(start + 8192, records + 1))])
+
+
 @pytest.mark.parametrize("cache", ["warm", "cold"])
 @pytest.mark.parametrize("tenth", [1, 5, 10])
 def test_restore_at_point_vs_copy(benchmark, mixed, tmp_path: Path, tenth: int, cache: str) -> None:
     path, marks, device = mixed
-    seq = marks[tenth - 1]
-    out = tmp_path / "restored.img"
-    ref = tmp_path / "reference.img"
-    copy = tmp_path / "copy.img"
     with Journal.open(path, readonly=True) as journal:
-        journal.restore(ref, seq=seq)
-
-        def prepare() -> None:
-            out.unlink(missing_ok=True)
-            copy.unlink(missing_ok=True)
-            os.sync()
-            if cache == "cold":
-                _drop_pages(_journal_files(path) + [ref])
-
-        def subject() -> None:
-            journal.restore(out, seq=seq, overwrite=True)
-
-        ratio = compare(benchmark, Ratio(f"restore at {tenth * 10}% of the history, {cache}", units=device,
-                                         baseline_name="cp --sparse=always of the image + fsync",
-                                         target=1 / 1.5 if cache == "warm" else 0.5),
-                        subject, lambda: _copy_sparse(ref, copy), rounds=3, prepare=prepare)
+        ratio = _restore_vs_copy(benchmark, journal, marks[tenth - 1], tmp_path,
+                                 f"restore at {tenth * 10}% of the history, {cache}", device,
+                                 target=1 / 1.5 if cache == "warm" else 0.5,
+                                 drop=_journal_files(path) if cache == "cold" else None)
     _TIMES[(tenth, cache)] = statistics.median(ratio.subject_s)
     if tenth == 10 and (1, cache) in _TIMES:
         figure(f"restore at 10% vs at 100% of the history, {cache}: "
@@ -142,29 +163,11 @@ def test_restore_growth_4k(benchmark, tmp_path: Path, records: int) -> None:
     records = scaled(records, 2000)
     device = 1 << 30
     rng = random.Random(records)
-    payload = rng.randbytes(8192)
     path = tmp_path / "j"
-    with Journal.create(path, device_bytes=device) as journal:
-        ts = journal.info.created_ns
-        for start in range(1, records + 1, 8192):
-            journal.append([Record(s, ts + s, RecordType.WRITE, 0, rng.randrange(device // 4096) * 4096, 4096,
-                                   payload[s % 4096:s % 4096 + 4096])
-                            for s in range(start, min(start + 8192, records + 1))])
-    out = tmp_path / "restored.img"
-    ref = tmp_path / "reference.img"
-    copy = tmp_path / "copy.img"
+    _journal_of_4k_writes(path, device, records, lambda _s: rng.randrange(device // 4096), records)
     with Journal.open(path, readonly=True) as journal:
-        journal.restore(ref)
-
-        def prepare() -> None:
-            out.unlink(missing_ok=True)
-            copy.unlink(missing_ok=True)
-            os.sync()
-
-        ratio = compare(benchmark, Ratio(f"restore after {records:,} records of 4 KiB", units=device,
-                                         baseline_name="cp --sparse=always of the image + fsync"),
-                        lambda: journal.restore(out, overwrite=True), lambda: _copy_sparse(ref, copy),
-                        rounds=3, prepare=prepare)
+        ratio = _restore_vs_copy(benchmark, journal, None, tmp_path, f"restore after {records:,} records of 4 KiB",
+                                 device)
     figure(f"restore after {records:,} records of 4 KiB: median {statistics.median(ratio.subject_s):.3f} s, "
            f"copy of the image {statistics.median(ratio.baseline_s):.3f} s")
 
@@ -176,39 +179,18 @@ _HOT: dict[int, float] = {}
 def hot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """10^6 records of 4 KiB rewriting 1024 blocks of a 1 GiB device (empty baseline) over and over."""
     records = scaled(1_000_000, 5000)
-    device = 1 << 30
-    rng = random.Random(5)
-    blocks = rng.sample(range(device // 4096), 1024)
-    payload = rng.randbytes(8192)
+    blocks = random.Random(5).sample(range((1 << 30) // 4096), 1024)
     path = tmp_path_factory.mktemp("hot") / "j"
-    with Journal.create(path, device_bytes=device) as journal:
-        ts = journal.info.created_ns
-        for start in range(1, records + 1, 8192):
-            journal.append([Record(s, ts + s, RecordType.WRITE, 0, blocks[s % 1024] * 4096, 4096,
-                                   payload[s % 4096:s % 4096 + 4096])
-                            for s in range(start, min(start + 8192, records + 1))])
+    _journal_of_4k_writes(path, 1 << 30, records, lambda s: blocks[s % 1024], 5)
     return path, records
 
 
 @pytest.mark.parametrize("percent", [1, 100])
 def test_restore_hot_history(benchmark, hot, tmp_path: Path, percent: int) -> None:
     path, records = hot
-    seq = records * percent // 100
-    out = tmp_path / "restored.img"
-    ref = tmp_path / "reference.img"
-    copy = tmp_path / "copy.img"
     with Journal.open(path, readonly=True) as journal:
-        journal.restore(ref, seq=seq)
-
-        def prepare() -> None:
-            out.unlink(missing_ok=True)
-            copy.unlink(missing_ok=True)
-            os.sync()
-
-        ratio = compare(benchmark, Ratio(f"restore at {percent}% of {records:,} rewrites of 1024 blocks",
-                                         units=1 << 30, baseline_name="cp --sparse=always of the image + fsync"),
-                        lambda: journal.restore(out, seq=seq, overwrite=True), lambda: _copy_sparse(ref, copy),
-                        rounds=3, prepare=prepare)
+        ratio = _restore_vs_copy(benchmark, journal, records * percent // 100, tmp_path,
+                                 f"restore at {percent}% of {records:,} rewrites of 1024 blocks", 1 << 30)
     _HOT[percent] = statistics.median(ratio.subject_s)
     if percent == 100 and 1 in _HOT:
         figure(f"hot history of {records:,} rewrites: restore at 1% {_HOT[1]:.3f} s, at 100% {_HOT[100]:.3f} s "
