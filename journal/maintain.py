@@ -46,6 +46,9 @@ CHECK_INTERVAL = 60.0
 #: The least share of the history since the last fold that a background fold must cover to run.
 MIN_FOLD_SHARE = 1 / 16
 REQUEST_META = "compact_request"
+#: The request the Retainer took up, written before it begins (`cdp compact` tells a live service
+#: from a process that holds the journal and will never answer by it).
+TAKEN_META = "compact_taken"
 ANSWER_META = "compact_answer"
 
 
@@ -176,6 +179,8 @@ class Retainer:
                 request = self._request()
                 if request is None and time.monotonic() < self._next:
                     continue
+                if request is not None:
+                    self._take(request)
                 self._next = time.monotonic() + self.interval
                 result, why = compact_now(self.journal, self.clock(), on_step=self._check_stop,
                                           eager=request is not None)
@@ -205,6 +210,10 @@ class Retainer:
         if request is None or answer.get("request_ns") == request:
             return None
         return request
+
+    def _take(self, request: int) -> None:
+        index = self.journal.index
+        index.write(lambda txn: index.put_meta(txn, TAKEN_META, request))
 
     def _answer(self, request: int, result: CompactionResult | None) -> None:
         index = self.journal.index

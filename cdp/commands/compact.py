@@ -10,7 +10,9 @@ from cdp.commands._common import add_json_option, add_verb, existing_journal_pat
 from cdp.errors import CdpError
 
 ORDER = 16
-#: How long to wait for a running service to answer, by default.
+#: How long a running service has to take the request up (it looks every second).
+TAKE_SECONDS = 5.0
+#: How long to wait for its answer once it has.
 WAIT_SECONDS = 600.0
 
 
@@ -61,7 +63,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def _ask_service(args: argparse.Namespace, path: object) -> int:
     """Leave a request in the journal for the drain service, and wait for its answer."""
     from journal import Journal
-    from journal.maintain import ANSWER_META, REQUEST_META
+    from journal.maintain import ANSWER_META, REQUEST_META, TAKEN_META
 
     request = time.time_ns()
     with Journal.open(path, readonly=True, marks=True) as journal:  # type: ignore[arg-type]
@@ -75,15 +77,24 @@ def _ask_service(args: argparse.Namespace, path: object) -> int:
             else:
                 print_json({"requested_ns": request})
             return 0
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        taken = False
+        while True:
             with index.read() as txn:
                 answer = index.get_meta(txn, ANSWER_META) or {}
+                taken = taken or index.get_meta(txn, TAKEN_META) == request
             if answer.get("request_ns") == request:
                 _report(args, answer.get("result"), "policy")
                 return 0
+            waited = time.monotonic() - started
+            if not taken and waited > TAKE_SECONDS:
+                raise CdpError(f"another process holds {path} and did not take the request up within "
+                               f"{TAKE_SECONDS:.0f}s (a 'cdp run' older than retention, a reindex, or stuck): "
+                               "stop it and run 'cdp compact' again")
+            if waited > WAIT_SECONDS:
+                raise CdpError(f"the drain service took the request up but did not answer within "
+                               f"{WAIT_SECONDS:.0f}s (is 'cdp run' stuck?)")
             time.sleep(0.2)
-    raise CdpError(f"the drain service did not answer within {WAIT_SECONDS:.0f}s (is 'cdp run' stuck?)")
 
 
 def _report(args: argparse.Namespace, result: dict | None, why: str) -> None:

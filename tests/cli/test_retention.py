@@ -170,3 +170,17 @@ def test_the_running_service_compacts_when_asked(tmp_path: Path) -> None:
     finally:
         stop.set()
         drainer.join()
+
+
+def test_compact_beside_a_holder_that_never_answers_is_one_line_within_seconds(tmp_path: Path) -> None:
+    """A process holds the journal but runs no retention (an older 'cdp run', a reindex): say so at once."""
+    s = make_setup(tmp_path, size=1 << 20, ring_size=1 << 16)
+    j = ["--journal", str(s.journal)]
+    assert cdp("retain", *j, "--keep", "1h").code == 0
+    with Journal.open(s.journal):  # the writer lock, and nobody looking for requests
+        t0 = time.monotonic()
+        r = cdp("compact", *j)
+        took = time.monotonic() - t0
+    assert r.code != 0 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "did not take the request up" in r.err
+    assert took < 30
