@@ -29,6 +29,7 @@ from journal.reindex import reindex
 from tests.journal.model import DeviceModel
 from tests.support.blockdev import loop_device, needs
 from tests.support.devices import random_device
+from tests.support.journals import append_in_cuts
 
 SIZE = 512 * 1024
 SECTORS = SIZE // 512
@@ -92,9 +93,7 @@ def build(tmp: Path, ops: list[tuple], seed: int, splits: list[int]) -> tuple[Jo
             r = Record(seq, ts, RecordType.WRITE, 0, offset, length, payload(kind, length, rng))
         records.append(r)
         model.apply(r)
-    cuts = sorted({c % (len(records) + 1) for c in splits} | {0, len(records)})
-    for a, b in zip(cuts, cuts[1:]):
-        journal.append(records[a:b])
+    append_in_cuts(journal, records, splits)
     return journal, model
 
 

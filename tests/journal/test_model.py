@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from journal import Journal, Record, RecordType
 from tests.support.devices import random_device
 from tests.journal.model import DeviceModel
+from tests.support.journals import append_in_cuts
 
 SIZE = (1 << 20) + 64 * 1024  # room for a >= 1 MiB zeroing extent
 SECTORS = SIZE // 512
@@ -64,9 +65,7 @@ def build(tmp: Path, ops: list[tuple], seed: int, splits: list[int]) -> tuple[Jo
             r = Record(seq, ts, RecordType.MARK, data=f"m{seq}".encode())
         records.append(r)
         model.apply(r)
-    cuts = sorted({c % (len(records) + 1) for c in splits} | {0, len(records)})
-    for a, b in zip(cuts, cuts[1:]):
-        journal.append(records[a:b])
+    append_in_cuts(journal, records, splits)
     return journal, model
 
 

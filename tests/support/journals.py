@@ -100,3 +100,11 @@ def build_many_entries(path: Path, *, entries: int = 655_360) -> Path:
         batch.append(Record(count + 2, ts + 2 * MS, RecordType.FLUSH))
         j.append(batch)
     return path
+
+
+def append_in_cuts(journal: Journal, records: list[Record], splits: list[int]) -> None:
+    """Append ``records`` in batches cut where ``splits`` (any ints, taken modulo) say: the model
+    tests draw the cuts, so batch boundaries fall everywhere a batch's own work could go wrong."""
+    cuts = sorted({c % (len(records) + 1) for c in splits} | {0, len(records)})
+    for a, b in zip(cuts, cuts[1:]):
+        journal.append(records[a:b])
