@@ -73,9 +73,9 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 def add_compress_option(parser: argparse.ArgumentParser) -> None:
     """``--no-compress``, for the verbs that create a journal (init, attach)."""
     parser.add_argument("--no-compress", action="store_true",
-                        help="store payloads as written: no zstd, zero blocks kept (default: each 4 KiB "
-                             "block zstd-compressed at a low level when that saves space, zero blocks "
-                             "stored as nothing)")
+                        help="a new journal only: store payloads as written, no zstd, zero blocks kept "
+                             "(default: each 4 KiB block zstd-compressed at a low level when that saves "
+                             "space, zero blocks stored as nothing; an existing journal keeps its setting)")
 
 
 def compression_of(args: argparse.Namespace) -> Any:
