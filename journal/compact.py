@@ -87,6 +87,9 @@ class CompactionWriter(Protocol):
     @property
     def writer_seg(self) -> int: ...
 
+    @property
+    def last_seq(self) -> int: ...
+
     def points(self) -> list[Point]: ...
 
     def write_note(self, payload: bytes, extra: Callable[[lmdb.Transaction], None]) -> None: ...
@@ -180,8 +183,12 @@ class Compactor:
         with self.index.read() as txn:
             return self.index.get_meta(txn, COMPACTION_META)
 
-    def choose(self, now_ns: int, horizon_ts: int | None = None) -> Selection | None:
-        """What the policy would keep now (None: nothing to fold)."""
+    def choose(self, now_ns: int, horizon_ts: int | None = None, min_share: float = 0.0) -> Selection | None:
+        """What the policy would keep now (None: nothing to fold).
+
+        ``min_share``: None too when the fold would cover less than this share
+        of the records since the last fold (the first fold always counts).
+        """
         policy = policy_of(self.index)
         if not policy.active and horizon_ts is None:
             return None
@@ -196,6 +203,10 @@ class Compactor:
             return None
         if previous is not None and sel.fold_seq < previous.fold_seq:
             return None  # never unfold: the history behind the last fold is gone
+        if previous is not None and min_share:
+            since = self.j.last_seq - previous.fold_seq
+            if sel.fold_seq - previous.fold_seq < max(1, int(since * min_share)):
+                return None
         return sel
 
     # ------------------------------------------------------------------ plan
@@ -287,12 +298,12 @@ class Compactor:
         return True
 
     def run(self, now_ns: int | None = None, *, reason: str = "policy", horizon_ts: int | None = None,
-            on_step: Callable[[str], None] | None = None) -> CompactionResult | None:
-        """Finish a compaction in progress, else plan one and run it to the end."""
+            on_step: Callable[[str], None] | None = None, min_share: float = 0.0) -> CompactionResult | None:
+        """Finish a compaction in progress, else plan one (see :meth:`choose`) and run it to the end."""
         self._started = time.monotonic()
         sel = None
         if self.pending() is None:
-            sel = self.choose(time.time_ns() if now_ns is None else now_ns, horizon_ts)
+            sel = self.choose(time.time_ns() if now_ns is None else now_ns, horizon_ts, min_share)
             if sel is None:
                 return None
             self.begin(sel, reason)

@@ -359,11 +359,11 @@ class Journal(JournalReader):
 
     def compact(self, now_ns: int | None = None, *, reason: str = "policy", horizon_ts: int | None = None,
                 on_step: Callable[[str], None] | None = None,
-                move_budget: int | None = None) -> CompactionResult | None:
+                move_budget: int | None = None, min_share: float = 0.0) -> CompactionResult | None:
         """Apply the retention policy now (or fold up to ``horizon_ts``); see :mod:`journal.compact`."""
         self._require_writer()
         return Compactor(self, move_budget=move_budget).run(now_ns, reason=reason, horizon_ts=horizon_ts,
-                                                            on_step=on_step)
+                                                            on_step=on_step, min_share=min_share)
 
     def set_status(self, status: dict[str, Any]) -> None:
         """Publish the service's live status (read by `cdp status` and the TUI).

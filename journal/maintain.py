@@ -3,7 +3,7 @@
 The :class:`Retainer` thread applies the journal's retention policy: every
 :data:`CHECK_INTERVAL` seconds it asks whether the policy folds anything
 now, and runs the compaction once the fold is worth one (at least a
-sixteenth of the history since the last fold: :func:`worth_compacting`), a
+sixteenth of the history since the last fold: :func:`compact_now`), a
 bounded step at a time (each step is
 one short LMDB transaction, so the drain's appends wait at most one step).
 It also answers a ``cdp compact`` made while the service holds the journal
@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import msgpack
 
-from journal.compact import LAST_META, CompactionResult, Compactor, policy_of
+from journal.compact import LAST_META, CompactionResult, policy_of
 from journal.errors import JournalError
 from journal.format import U64
 from journal.index import unseal
-from journal.points import retained
 from journal.reserve import RESERVE, keep_reserve
 from journal.retention import Policy, horizon_time
 from journal.units import format_bytes, format_ts
@@ -85,39 +84,19 @@ def compact_now(journal: Journal, now_ns: int | None = None,
     """Apply the policy (and the size cap) once; returns the result (None: nothing to fold) and why.
 
     Not ``eager`` (the background's minute-by-minute look): a fold the
-    policy alone asks for waits until it is worth a compaction
-    (:func:`worth_compacting`); the size cap and an unfinished compaction
-    never wait.
+    policy alone asks for waits until it covers :data:`MIN_FOLD_SHARE` of
+    the records since the last fold. Every compaction walks the whole block
+    table (its plan step), so one a minute that folds a minute's records
+    would spend O(journal) of CPU per minute for nothing: with ``--keep 7d``
+    the journal instead holds up to about 7d plus a sixteenth of it before
+    the background folds again. The first compaction, the size cap and an
+    unfinished compaction never wait.
     """
     now = time.time_ns() if now_ns is None else now_ns
     policy = policy_of(journal.index)
     horizon, why = cap_horizon(journal, policy, now)
-    if not eager and why == "policy" and not worth_compacting(journal, now, horizon):
-        return None, why
-    return journal.compact(now, reason=why, horizon_ts=horizon, on_step=on_step), why
-
-
-def worth_compacting(journal: Journal, now_ns: int, horizon_ts: int | None) -> bool:
-    """Whether the policy's fold now reaches :data:`MIN_FOLD_SHARE` of the history since the last fold.
-
-    Every compaction walks the whole block table (its plan step), so one a
-    minute that folds a minute's records would spend O(journal) of CPU per
-    minute for nothing: with ``--keep 7d`` the journal instead holds up to
-    about 7d plus a sixteenth of it before the background folds again. The
-    first compaction, and one interrupted by a crash, always run.
-    """
-    compactor = Compactor(journal)
-    if compactor.pending() is not None:
-        return True
-    with journal.index.read() as txn:
-        previous = retained(journal.index, txn)
-    if previous is None:
-        return True
-    sel = compactor.choose(now_ns, horizon_ts)
-    if sel is None:
-        return False
-    since = journal.last_seq - previous.fold_seq
-    return sel.fold_seq - previous.fold_seq >= max(1, int(since * MIN_FOLD_SHARE))
+    share = MIN_FOLD_SHARE if not eager and why == "policy" else 0.0
+    return journal.compact(now, reason=why, horizon_ts=horizon, on_step=on_step, min_share=share), why
 
 
 def make_room(journal: Journal) -> CompactionResult | None:
