@@ -62,11 +62,17 @@ def _check_dir(path: Path) -> None:
             "run 'cdp reindex' to rebuild its index in the new format")
 
 
+def _disk_full(exc: OSError | lmdb.Error) -> bool:
+    """Whether the disk (or LMDB's map) refused a write for want of room."""
+    text = str(exc)
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space" in text or "MDB_MAP_FULL" in text
+
+
 def _storage_error(path: Path, exc: OSError | lmdb.Error) -> JournalError:
     """One line for a journal whose disk refused a batch: nothing committed is lost."""
     text = str(exc)
     reason = getattr(exc, "strerror", None) or text.split(": ", 1)[-1]
-    full = getattr(exc, "errno", None) == errno.ENOSPC or "No space" in text or "MDB_MAP_FULL" in text
+    full = _disk_full(exc)
     if full:
         what = "the journal's filesystem is full"
     elif getattr(exc, "errno", None) == errno.EIO or "Input/output error" in text:
@@ -374,8 +380,8 @@ class Journal(JournalReader):
         try:
             self.index.write(lambda txn: self.index.put_meta(txn, "status", status))
         except (OSError, lmdb.Error) as exc:
-            err = _storage_error(self.path, exc)
-            raise type(err)(f"the live status could not be written: {str(exc) or type(exc).__name__}") from None
+            raise (JournalFull if _disk_full(exc) else JournalError)(
+                f"the live status could not be written: {str(exc) or type(exc).__name__}") from None
 
     # ---------------------------------------------------- restore and verify
 
