@@ -83,6 +83,11 @@ class Scene:
         run = cdp("run", "--journal", self.journal, "--ring", ring, "--until-detached")
         assert run.code == 0, run.err
 
+    def last_seq(self) -> int:
+        """The journal's last seq now (where a gap's window will begin after)."""
+        with Journal.open(self.journal, readonly=True) as j:
+            return j.last_seq
+
     def gap(self, blocks: list[int]) -> set[int]:
         """Write the image behind the journal's back: new data in ``blocks``, a sector of one more,
         and an unchanged rewrite of another. Returns the blocks whose content changed."""
@@ -131,8 +136,7 @@ def test_reattach_journals_exactly_the_changed_blocks_and_restores_exactly(tmp_p
     s.drain(ring)
     at_detach = bytes(s.model)
     detached_ns = time.time_ns()
-    with Journal.open(s.journal, readonly=True) as j:
-        last_seq = j.last_seq
+    last_seq = s.last_seq()
     changed = s.gap([3, 4, 5, 200, 511, 700])
     in_gap_ns = time.time_ns()
 
@@ -212,8 +216,7 @@ def test_a_compare_killed_midway_goes_on_exactly(tmp_path: Path) -> None:
     s.workload(ring, 80, mark="before")
     s.drain(ring)
     before = bytes(s.model)
-    with Journal.open(s.journal, readonly=True) as j:
-        last_seq = j.last_seq
+    last_seq = s.last_seq()
     changed = s.gap([1, 900, 1500, 3000, 4000])
     ring = s.new_ring()
     run = cdp("attach", s.image, "--journal", s.journal, "--ring", ring, "--json",
@@ -239,8 +242,7 @@ def test_wrong_device_size_or_damaged_journal_is_one_line_and_changes_nothing(tm
     ring = s.new_ring()
     s.workload(ring, 30)
     s.drain(ring)
-    with Journal.open(s.journal, readonly=True) as j:
-        last_seq = j.last_seq
+    last_seq = s.last_seq()
     other = tmp_path / "copy.img"
     other.write_bytes(s.image.read_bytes())   # same size, same bytes: another device all the same
     small = tmp_path / "small.img"
@@ -275,8 +277,7 @@ def test_compare_later_leaves_the_window_to_cdp_run(tmp_path: Path) -> None:
     s.workload(ring, 40)
     s.drain(ring)
     changed = s.gap([7, 8, 300])
-    with Journal.open(s.journal, readonly=True) as j:
-        last_seq = j.last_seq
+    last_seq = s.last_seq()
     ring = s.new_ring()
     out = s.attach(ring, "--compare-later")
     assert out["window"]["open"] and "blocks_compared" not in out
@@ -450,8 +451,7 @@ def test_reattach_after_a_compaction_compares_against_the_new_base(tmp_path: Pat
     assert run.code == 0, run.err
     folded = json.loads(run.out)
     assert folded["compacted"] and folded["records_dropped"] > 0
-    with Journal.open(s.journal, readonly=True) as j:
-        last_seq = j.last_seq
+    last_seq = s.last_seq()
     changed = s.gap([1, 200, 300, 301])
     ring = s.new_ring()
     out = s.attach(ring)
