@@ -121,6 +121,12 @@ class Unit:
         assert stop.returncode == 0, f"ExecStop: {stop_err.strip()[-300:]}"
         self.main = None
 
+    def mark(self, name: str) -> None:
+        """`cdp mark NAME` on the unit's ring, as an admin would while it runs."""
+        run = subprocess.run(["/tmp/ra-bin/cdp", "mark", name, "--ring", NAME], capture_output=True, text=True,
+                             env=self.proc_env)
+        assert run.returncode == 0, run.stderr
+
     def kill(self) -> None:
         if self.main is not None and self.main.poll() is None:
             self.main.kill()
@@ -186,9 +192,7 @@ def _reattach(via: str) -> str:
         err = unit.start()                                 # first boot: a new journal
         assert ("filter attached in place" if via == "filter" else "dm target: created") in err, err[-300:]
         _write_blocks(live, random.Random(base + 1).sample(range(nblocks), 40), seed=base + 1)
-        mark = subprocess.run(["/tmp/ra-bin/cdp", "mark", "before-gap", "--ring", NAME], capture_output=True,
-                              text=True, env=unit.proc_env)
-        assert mark.returncode == 0, mark.stderr
+        unit.mark("before-gap")
         before = sha_direct(part, size)
         unit.stop()
         assert cdpfilter.status(name=NAME) is None and not os.path.exists(f"/dev/mapper/{NAME}")
@@ -201,9 +205,7 @@ def _reattach(via: str) -> str:
         copied, _ = _copied_after(seq)
         assert copied == len(gap), f"the compare copied {copied} blocks for {len(gap)} changed: {err[-400:]}"
         _write_blocks(live, random.Random(base + 3).sample(range(nblocks), 30), seed=base + 3)
-        mark = subprocess.run(["/tmp/ra-bin/cdp", "mark", "after-gap", "--ring", NAME], capture_output=True,
-                              text=True, env=unit.proc_env)
-        assert mark.returncode == 0, mark.stderr
+        unit.mark("after-gap")
         after = sha_direct(part, size)
         unit.stop()
 
