@@ -420,9 +420,11 @@ class _Drainer:
             self._flush_pending()
             try:
                 self.status.publish(state, self.stats, self.jseq, self.session.ring_seq, self.resync.pending)
+            except JournalFull:
+                # the status is for the admin's eyes: a full disk is met by the next batch's append,
+                # which says so (retention makes room, or the drain stops with its one line)
+                pass
             except JournalError as exc:
-                # the status is for the admin's eyes: a full disk is met by the next batch's
-                # append (retention makes room, or the drain stops with one line)
                 if str(exc) not in self.stats.problems:
                     self._problem(str(exc))
 

@@ -62,26 +62,47 @@ def _check_dir(path: Path) -> None:
             "run 'cdp reindex' to rebuild its index in the new format")
 
 
-def _disk_full(exc: OSError | lmdb.Error) -> bool:
-    """Whether the disk (or LMDB's map) refused a write for want of room."""
+#: Free bytes under which an EIO from LMDB counts as a full filesystem (see :func:`_disk_full`).
+FULL_BELOW = 1 << 20
+#: What a refused append leaves behind, and what a refused compaction does.
+BATCH_LEFT = ("the batch in hand was not committed and nothing committed is lost; free space (or fix the "
+              "disk) and start 'cdp run' again, it resumes exactly")
+COMPACTION_LEFT = ("the compaction stopped between two of its steps and nothing committed is lost; it "
+                   "resumes where it stopped once there is room ('cdp compact', or the service's next look)")
+
+
+def _disk_full(exc: OSError | lmdb.Error, path: Path | None = None) -> bool:
+    """Whether the disk (or LMDB's map) refused a write for want of room.
+
+    LMDB reports a short write as EIO, and a short write is what a full
+    filesystem gives a write that only partly fits: with ``path``, an EIO
+    while its filesystem has under :data:`FULL_BELOW` free counts as full.
+    """
     text = str(exc)
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space" in text or "MDB_MAP_FULL" in text
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "No space" in text or "MDB_MAP_FULL" in text:
+        return True
+    if path is None or not (code == errno.EIO or "Input/output error" in text):
+        return False
+    try:
+        vfs = os.statvfs(path)
+    except OSError:
+        return False
+    return vfs.f_bavail * vfs.f_frsize < FULL_BELOW
 
 
-def _storage_error(path: Path, exc: OSError | lmdb.Error) -> JournalError:
-    """One line for a journal whose disk refused a batch: nothing committed is lost."""
+def _storage_error(path: Path, exc: OSError | lmdb.Error, left: str = BATCH_LEFT) -> JournalError:
+    """One line for a journal whose disk refused a write, saying what it leaves behind (``left``)."""
     text = str(exc)
     reason = getattr(exc, "strerror", None) or text.split(": ", 1)[-1]
-    full = _disk_full(exc)
+    full = _disk_full(exc, path)
     if full:
         what = "the journal's filesystem is full"
     elif getattr(exc, "errno", None) == errno.EIO or "Input/output error" in text:
-        what = "the journal's disk failed a write (EIO; a full filesystem shows so for LMDB too)"
+        what = "the journal's disk failed a write (EIO)"
     else:
         what = f"the journal could not be written ({reason})"
-    return (JournalFull if full else JournalError)(
-        f"{what} at {path}: the batch in hand was not committed and nothing committed is "
-        "lost; free space (or fix the disk) and start 'cdp run' again, it resumes exactly")
+    return (JournalFull if full else JournalError)(f"{what} at {path}: {left}")
 
 
 #: Kept under its old name: the CLI sizes devices with it.
@@ -315,7 +336,7 @@ class Journal(JournalReader):
             self.index.write(commit)
         except (OSError, lmdb.Error) as exc:
             writer.end = batch.start
-            raise _storage_error(self.path, exc) from None
+            raise _storage_error(self.path, exc, COMPACTION_LEFT) from None
         except BaseException:
             writer.end = batch.start
             raise
@@ -366,10 +387,18 @@ class Journal(JournalReader):
     def compact(self, now_ns: int | None = None, *, reason: str = "policy", horizon_ts: int | None = None,
                 on_step: Callable[[str], None] | None = None,
                 move_budget: int | None = None, min_share: float = 0.0) -> CompactionResult | None:
-        """Apply the retention policy now (or fold up to ``horizon_ts``); see :mod:`journal.compact`."""
+        """Apply the retention policy now (or fold up to ``horizon_ts``); see :mod:`journal.compact`.
+
+        A disk that refuses one of its steps is one :class:`JournalError`
+        line (JournalFull when full): the steps done stay done, the rest
+        resumes at the next compaction.
+        """
         self._require_writer()
-        return Compactor(self, move_budget=move_budget).run(now_ns, reason=reason, horizon_ts=horizon_ts,
-                                                            on_step=on_step, min_share=min_share)
+        try:
+            return Compactor(self, move_budget=move_budget).run(now_ns, reason=reason, horizon_ts=horizon_ts,
+                                                                on_step=on_step, min_share=min_share)
+        except (OSError, lmdb.Error) as exc:
+            raise _storage_error(self.path, exc, COMPACTION_LEFT) from None
 
     def set_status(self, status: dict[str, Any]) -> None:
         """Publish the service's live status (read by `cdp status` and the TUI).
@@ -380,7 +409,7 @@ class Journal(JournalReader):
         try:
             self.index.write(lambda txn: self.index.put_meta(txn, "status", status))
         except (OSError, lmdb.Error) as exc:
-            raise (JournalFull if _disk_full(exc) else JournalError)(
+            raise (JournalFull if _disk_full(exc, self.path) else JournalError)(
                 f"the live status could not be written: {str(exc) or type(exc).__name__}") from None
 
     # ---------------------------------------------------- restore and verify

@@ -125,7 +125,7 @@ def make_room(journal: Journal) -> CompactionResult | None:
     try:
         return journal.compact(time.time_ns(), reason=why, horizon_ts=horizon, move_budget=held)
     finally:
-        keep_reserve(journal.path)
+        keep_reserve(journal.path, spare=2)
 
 
 class Retainer:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_a_full_disk_with_a_retention_policy_folds_history_and_goes_on(
         time.sleep(1.0)
         stop.set()
         thread.join(timeout=120)
-    assert not errors, errors
+    assert not errors, "".join(traceback.format_exception(errors[0]))
     err = capsys.readouterr().err
     assert "the journal's filesystem is full: history before" in err, err
     with Journal.open(journal, readonly=True) as j:
@@ -142,3 +143,59 @@ def test_the_live_status_on_a_full_disk_is_one_line_not_lmdb_s_exception(tmp_pat
             for i in range(200):  # pages the last commit freed are reused: go on until it needs new ones
                 j.set_status({"pad": os.urandom(64 << 10).hex(), "i": i})
         assert "live status" in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def _fill(fs: Path) -> Path:
+    """Fill ``fs`` to the last byte with one file; its path (delete it to give the room back)."""
+    filler = fs / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while f.write(bytes(size)):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+def test_a_compaction_on_a_full_disk_is_one_line_and_finishes_once_there_is_room(
+        tmp_path: Path, small_fs: Path) -> None:
+    """A compaction whose write the disk refuses stops in one JournalFull line; with room it finishes, exact."""
+    from journal.errors import JournalFull
+    from journal.retention import Policy
+    from tests.support.journals import build
+
+    path = build(small_fs / "journal", writes=400)
+    with Journal.open(path) as j:
+        points = j.points()
+        horizon = points[len(points) // 2].ts_ns
+        j.set_retention(Policy(keep_ns=10**18))  # the fold is the horizon's alone
+        kept = [p for p in points if p.ts_ns >= horizon]
+        before = {p.seq: j.read(0, j.info.device_bytes, seq=p.seq) for p in kept}
+        filler = _fill(small_fs)
+        with pytest.raises(JournalFull) as info:
+            j.compact(horizon_ts=horizon)
+        text = str(info.value)
+        assert len(text.splitlines()) == 1 and "filesystem is full" in text and "the compaction stopped" in text, text
+        filler.unlink()
+        result = j.compact(horizon_ts=horizon)
+        assert result is not None and result.horizon_ts <= horizon
+        for seq, image in before.items():
+            assert j.read(0, j.info.device_bytes, seq=seq) == image
+        assert j.verify().ok
+
+
+def test_an_eio_on_a_full_filesystem_counts_as_full_and_elsewhere_as_a_failed_write(
+        tmp_path: Path, small_fs: Path) -> None:
+    """LMDB reports a short write as EIO: on a full filesystem that is a full disk, else a disk's failure."""
+    import lmdb
+
+    from journal.errors import JournalFull
+    from journal.journal import _storage_error
+
+    eio = lmdb.Error("mdb_txn_commit: Input/output error")
+    roomy = _storage_error(tmp_path, eio)
+    assert not isinstance(roomy, JournalFull) and "failed a write (EIO)" in str(roomy)
+    _fill(small_fs)
+    full = _storage_error(small_fs, eio)
+    assert isinstance(full, JournalFull) and "filesystem is full" in str(full)
