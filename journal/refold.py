@@ -6,8 +6,9 @@ compaction folded away (their segments may survive, held by a version a
 kept point still reads) and block versions no kept point sees. The newest
 COMPACTION record says what was kept; this module removes the folded
 records' seq, time and point entries, puts back the kept records whose
-segments are gone (the record carries what their entries said), and then
-recounts every running total from the tables themselves.
+segments are gone and the kept points the segments no longer make (the
+record carries what their entries said), and then recounts every running
+total from the tables themselves.
 
 The extra block versions stay: a version no kept point sees cannot change
 the answer at any kept point (every sector it holds is covered, at each
@@ -41,16 +42,18 @@ def refold(index: Index, path: Path, plan: dict[str, Any], dropped: list[list[in
     pins = pinned_marks(path)
 
     def restore_kept(txn: lmdb.Transaction) -> None:
-        seq_db, time_db = index.db("seq"), index.db("time")
+        seq_db, time_db, points_db = index.db("seq"), index.db("time"), index.db("points")
         for k, ts, rtype, flags, off, length, dlen, point, window in plan["kept_info"]:
             key = U64.pack(k)
+            # a kept point whose record survived can still be unlisted: a RESYNC is a point because
+            # it closed a window, which the reindex no longer sees once the OVERFLOW's segment is gone
+            if point is not None and txn.get(key, db=points_db) is None:
+                txn.put(key, seal(key, msgpack.packb(point)), db=points_db)
             if txn.get(key, db=seq_db) is not None:
                 continue  # its record survived: indexed from the segment itself
             txn.put(key, seal(key, SEQ_VAL.pack(0, 0, ts, off, length, dlen, rtype, flags, 0, 0)), db=seq_db)
             tkey = U64X2.pack(ts, k)
             txn.put(tkey, seal(tkey, b""), db=time_db)
-            if point is not None:
-                txn.put(key, seal(key, msgpack.packb(point)), db=index.db("points"))
             if window is not None and txn.get(key, db=index.db("windows")) is None:
                 txn.put(key, seal(key, bytes(window)), db=index.db("windows"))
         # windows whose OVERFLOW record folded away (plans written before they were carried have none)

@@ -386,3 +386,51 @@ def test_the_background_waits_until_a_fold_is_worth_a_compaction(tmp_path: Path)
         grow(journal, model, recs, rng, pins)
         assert compact_now(journal, journal.last_ts_ns, eager=False)[0] is not None
         check_exact(journal, model, rng, None, None, pins, tmp_path / "out.img")
+
+
+def test_the_resync_point_a_compaction_keeps_is_still_listed_after_a_reindex(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept RESYNC that closed a window is a point because of its OVERFLOW record; once that record's
+    segment is deleted a reindex cannot tell, and the plan's point must put it back (it read as kept, unlisted)."""
+    monkeypatch.setattr(Journal, "segment_target", 64 << 10)  # the OVERFLOW's segment holds it alone
+    rng = random.Random(4)
+    base = rng.randbytes(SIZE)
+    (tmp_path / "base.img").write_bytes(base)
+    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
+    ts = journal.info.created_ns
+    seq = 0
+
+    def record(rtype: int, off: int, data: bytes) -> Record:
+        nonlocal seq, ts
+        seq += 1
+        ts += 60 * S if rtype != RecordType.RESYNC else 0  # a resync carries the time of the record before it
+        payload = data if rtype != RecordType.OVERFLOW else (ts - S).to_bytes(8, "little")
+        return Record(seq, ts, rtype, 0, off, len(data), payload)
+
+    with journal:
+        journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
+        overflow = record(RecordType.OVERFLOW, 0, bytes(SIZE))
+        journal.append([overflow])
+        journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
+        resync = record(RecordType.RESYNC, 0, rng.randbytes(SIZE))
+        journal.append([resync])
+        for _ in range(4):  # later history that rewrites the device whole
+            journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
+            journal.append([record(RecordType.FLUSH, 0, b"")])
+        listed = {p.seq: p.kind for p in journal.points()}
+        assert listed.get(resync.seq) == "resync", listed
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        result = journal.compact(journal.last_ts_ns, horizon_ts=resync.ts_ns + 1)
+        assert result is not None and result.horizon_seq == resync.seq
+        before = {p.seq: (p.kind, p.whole) for p in journal.points()}
+        images = {s: journal.read(0, SIZE, seq=s) for s in before}
+        with journal.index.read() as txn:
+            assert txn.get(U64.pack(overflow.seq), db=journal.index.db("seq")) is None, \
+                "the OVERFLOW record was meant to fold away"
+        assert not any(r.seq == overflow.seq for f in (tmp_path / "j" / "segments").glob("*.seg")
+                       for r in journal.segments.scan(int(f.stem))), "its segment was meant to be deleted"
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j") as journal:
+        assert {p.seq: (p.kind, p.whole) for p in journal.points()} == before
+        assert {s: journal.read(0, SIZE, seq=s) for s in before} == images
+        assert journal.verify().ok
