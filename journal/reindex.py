@@ -265,6 +265,10 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
             # a RESYNC's header ts is the clamped journal time, its aux the read time the
             # service gave: hand the batch what the service handed append
             ts = rec.aux if rec.type == RecordType.RESYNC else rec.ts_ns
+            if rec.type == RecordType.RESYNC:
+                # the append stamped it with the time of the record before it, which a compaction
+                # may have folded away with its segment: the batch must stamp it the same
+                batch.last_ts = max(batch.last_ts, rec.ts_ns)
             batch.add(Record(rec.seq, ts, rec.type, rec.flags, rec.offset, rec.length, data,
                              data_crc=rec.data_crc), stored)
         if batch.pos != rec.end:

@@ -350,6 +350,7 @@ def test_a_pinned_mark_inside_an_overflow_window_stays_not_whole_after_a_reindex
             return next(p for p in journal.points() if p.ts_ns == pin_ts)
 
         assert not pinned_point().whole
+        pinned_seq = pinned_point().seq
         assert not holder.exists(), "the OVERFLOW record's segment was meant to be deleted"
         with journal.index.read() as txn:
             assert txn.get(U64.pack(overflow_seq), db=journal.index.db("seq")) is None, \
@@ -358,6 +359,9 @@ def test_a_pinned_mark_inside_an_overflow_window_stays_not_whole_after_a_reindex
     with Journal.open(tmp_path / "j") as journal:
         p = next(p for p in journal.points() if p.ts_ns == pin_ts)
         assert not p.whole, "the window around a pinned mark was lost by the reindex"
+        # the RESYNC after it keeps its time: stamped anew from the surviving records it would
+        # have moved before the mark, and the mark with it
+        assert p.seq == pinned_seq
         with pytest.raises(JournalError, match="not whole"):
             journal.restore(tmp_path / "out.img", seq=p.seq)
         assert journal.verify().ok
@@ -434,3 +438,4 @@ def test_the_resync_point_a_compaction_keeps_is_still_listed_after_a_reindex(
         assert {p.seq: (p.kind, p.whole) for p in journal.points()} == before
         assert {s: journal.read(0, SIZE, seq=s) for s in before} == images
         assert journal.verify().ok
+
