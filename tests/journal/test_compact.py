@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from journal import Journal, JournalError, Record, RecordType
 from journal.compact import CRASH_ENV
 from journal.records import MARK_KINDS
+from journal.points import retained
 from journal.reindex import reindex
 from journal.retention import Policy, horizon_time, parse_tiers
 from journal.timespec import parse_duration
@@ -439,3 +440,28 @@ def test_the_resync_point_a_compaction_keeps_is_still_listed_after_a_reindex(
         assert {s: journal.read(0, SIZE, seq=s) for s in before} == images
         assert journal.verify().ok
 
+
+def test_verify_finds_a_kept_point_missing_from_the_list_and_a_reindex_puts_it_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept point's entry lost from the points table (the reindex bug above did that) is a verify problem."""
+    journal, model, rng, pins = build(tmp_path, 9, 200)
+    with journal:
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        result = journal.compact(journal.last_ts_ns + 600 * S)
+        assert result is not None and journal.verify().ok
+        with journal.index.read() as txn:
+            sel = retained(journal.index, txn)
+        assert sel is not None
+        points_db = journal.index.db("points")
+        by_mark = {p.seq for p in journal.points() if p.kind == "user-mark"}  # listed through umarks too
+        with journal.index.read() as txn:
+            victim = next(k for k in sel.kept
+                          if k and k not in by_mark and txn.get(U64.pack(k), db=points_db) is not None)
+        journal.index.write(lambda txn: txn.delete(U64.pack(victim), db=points_db))
+        report = journal.verify()
+        assert not report.ok and any("not listed" in str(p) and f"seq {victim}" in str(p)
+                                     for p in report.problems), report.problems
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j") as journal:
+        assert victim in {p.seq for p in journal.points()}
+        assert journal.verify().ok
