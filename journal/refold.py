@@ -29,6 +29,7 @@ import msgpack
 from journal.compact import drop_old_user_marks, pinned_marks
 from journal.format import SEQ_VAL, U64, U64X2
 from journal.index import Index, seal, unseal
+from journal.points import OverflowWindow
 from journal.selection import Selection
 
 #: Entries rewritten per transaction while recounting.
@@ -56,10 +57,14 @@ def refold(index: Index, path: Path, plan: dict[str, Any], dropped: list[list[in
             txn.put(tkey, seal(tkey, b""), db=time_db)
             if window is not None and txn.get(key, db=index.db("windows")) is None:
                 txn.put(key, seal(key, bytes(window)), db=index.db("windows"))
-        # windows whose OVERFLOW record folded away (plans written before they were carried have none)
+        # windows whose OVERFLOW record folded away (plans written before they were carried have
+        # none), and every window the plan saw closed: a closed window never changes again, while
+        # the rebuilt one can have stopped short (a partial RESYNC that advanced it folded away
+        # with its segment, and the next one then no longer continues it)
         for wseq, window in plan.get("windows", ()):
             key = U64.pack(wseq)
-            if txn.get(key, db=index.db("windows")) is None:
+            closed = OverflowWindow.unpack(wseq, bytes(window)).resync_seq is not None
+            if closed or txn.get(key, db=index.db("windows")) is None:
                 txn.put(key, seal(key, bytes(window)), db=index.db("windows"))
 
     index.write(restore_kept)

@@ -465,3 +465,57 @@ def test_verify_finds_a_kept_point_missing_from_the_list_and_a_reindex_puts_it_b
     with Journal.open(tmp_path / "j") as journal:
         assert victim in {p.seq for p in journal.points()}
         assert journal.verify().ok
+
+
+def test_refold_puts_back_a_window_the_plan_saw_closed(tmp_path: Path) -> None:
+    """A rebuilt window that stopped short (a partial RESYNC that advanced it folded away with its segment)
+    is replaced by the plan's closed one: the points after it are whole again, not refused forever."""
+    import msgpack
+
+    from journal.points import OverflowWindow
+    from journal.index import seal
+    from journal.refold import refold
+    from journal.segments import REC_HDR
+
+    rng = random.Random(6)
+    base = rng.randbytes(SIZE)
+    (tmp_path / "base.img").write_bytes(base)
+    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
+    ts, seq, half = journal.info.created_ns, 0, SIZE // 2
+
+    def record(rtype: int, off: int, length: int, data: bytes) -> Record:
+        nonlocal seq, ts
+        seq += 1
+        ts += 60 * S if rtype != RecordType.RESYNC else 0
+        return Record(seq, ts, rtype, 0, off, length, data)
+
+    with journal:
+        journal.append([record(RecordType.OVERFLOW, 0, SIZE, (ts - S).to_bytes(8, "little"))])
+        journal.append([record(RecordType.RESYNC, 0, half, rng.randbytes(half))])
+        journal.append([record(RecordType.WRITE, 0, 4096, rng.randbytes(4096))])
+        journal.append([record(RecordType.RESYNC, half, half, rng.randbytes(half))])
+        for _ in range(4):
+            journal.append([record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE))])
+            journal.append([record(RecordType.FLUSH, 0, 0, b"")])
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        assert journal.compact(journal.last_ts_ns, horizon_ts=journal.last_ts_ns - 100 * S) is not None
+        (window,) = journal.overflow_windows()
+        assert window.resync_seq == 4
+        points = [(p.seq, p.whole) for p in journal.points()]
+        assert all(whole for _seq, whole in points)
+        images = {s: journal.read(0, SIZE, seq=s) for s, _whole in points}
+        plans = [msgpack.unpackb(journal.segments.pread(int(f.stem), r.pos + REC_HDR.size, r.data_len))
+                 for f in sorted((tmp_path / "j" / "segments").glob("*.seg"))
+                 for r in journal.segments.scan(int(f.stem)) if r.type == RecordType.COMPACTION]
+        # what a reindex rebuilds when the first RESYNC's segment is gone: the window open at half
+        stale = OverflowWindow(window.seq, window.start_ts, window.end_ts, window.offset, window.length, half)
+        key = U64.pack(window.seq)
+        journal.index.write(lambda txn: txn.put(key, seal(key, stale.pack()), db=journal.index.db("windows")))
+        assert not any(p.whole for p in journal.points())
+        with journal.index.read() as txn:
+            dropped = journal.index.get_meta(txn, "dropped_segments", [])
+        refold(journal.index, tmp_path / "j", [p for p in plans if "sel" in p][-1], dropped)
+        assert journal.overflow_windows() == [window]
+        assert [(p.seq, p.whole) for p in journal.points()] == points
+        assert {s: journal.read(0, SIZE, seq=s) for s, _whole in points} == images
+        assert journal.verify().ok
