@@ -305,40 +305,56 @@ def test_a_point_folded_while_exported_is_refused_not_misread(tmp_path: Path) ->
             view.close()
 
 
+class _Scene:
+    """A journal over a random base, and records for it in seq order, a minute apart.
+
+    ``same_time`` keeps the time of the record before, and a RESYNC always
+    does (the service stamps it so); an OVERFLOW without ``data`` says its
+    writes were lost from a second before it.
+    """
+
+    def __init__(self, tmp_path: Path, seed: int) -> None:
+        self.rng = random.Random(seed)
+        (tmp_path / "base.img").write_bytes(self.rng.randbytes(SIZE))
+        self.journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
+        self.ts = self.journal.info.created_ns
+        self.seq = 0
+
+    def record(self, rtype: int, off: int, length: int, data: bytes | None = None, *,
+               same_time: bool = False) -> Record:
+        self.seq += 1
+        if not same_time and rtype != RecordType.RESYNC:
+            self.ts += 60 * S
+        if data is None:
+            data = (self.ts - S).to_bytes(8, "little") if rtype == RecordType.OVERFLOW else b""
+        return Record(self.seq, self.ts, rtype, 0, off, length, data)
+
+
 def test_a_pinned_mark_inside_an_overflow_window_stays_not_whole_after_a_reindex(tmp_path: Path) -> None:
     """The window's OVERFLOW record folds away and its segment is deleted; the pin inside the window
     must still read as not whole, before and after a reindex (whole would restore unknown bytes)."""
-    rng = random.Random(3)
-    base = rng.randbytes(SIZE)
-    (tmp_path / "base.img").write_bytes(base)
-    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
-    ts = journal.info.created_ns
-    seq = 0
+    scene = _Scene(tmp_path, 3)
+    journal, rng = scene.journal, scene.rng
 
     def write() -> Record:
-        nonlocal seq, ts
-        seq += 1
-        ts += 60 * S
         off = rng.randrange(0, SIZE // 512 - 16) * 512
-        return Record(seq, ts, RecordType.WRITE, 0, off, 8192, rng.randbytes(8192))
+        return scene.record(RecordType.WRITE, off, 8192, rng.randbytes(8192))
+
+    def whole_device() -> Record:
+        return scene.record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE), same_time=True)
 
     with journal:
         journal.append([write() for _ in range(40)])
-        seq += 1
-        ts += 60 * S
-        journal.append([Record(seq, ts, RecordType.OVERFLOW, 0, 0, SIZE, (ts - S).to_bytes(8, "little"))])
+        journal.append([scene.record(RecordType.OVERFLOW, 0, SIZE)])
         journal.append([write() for _ in range(10)])
-        seq += 1  # the whole device rewritten inside the window: nothing before it is live at the pin
-        journal.append([Record(seq, ts, RecordType.WRITE, 0, 0, SIZE, rng.randbytes(SIZE))])
-        pin_ts = ts + 1
+        journal.append([whole_device()])  # inside the window: nothing before it is live at the pin
+        pin_ts = scene.ts + 1
         journal.pin_mark("inside", pin_ts)
         journal.append([write() for _ in range(10)])
-        seq += 1
-        journal.append([Record(seq, ts, RecordType.RESYNC, 0, 0, SIZE, rng.randbytes(SIZE))])
+        journal.append([scene.record(RecordType.RESYNC, 0, SIZE, rng.randbytes(SIZE))])
         for _ in range(6):   # hours more, rewriting the whole device: the window's segments hold nothing live
             journal.append([write() for _ in range(60)])
-            seq += 1
-            journal.append([Record(seq, ts, RecordType.WRITE, 0, 0, SIZE, rng.randbytes(SIZE))])
+            journal.append([whole_device()])
         overflow_seq = 41
         holder = next(f for f in (tmp_path / "j" / "segments").glob("*.seg")
                       if any(getattr(r, "seq", None) == overflow_seq and r.type == RecordType.OVERFLOW
@@ -398,30 +414,18 @@ def test_the_resync_point_a_compaction_keeps_is_still_listed_after_a_reindex(
     """The kept RESYNC that closed a window is a point because of its OVERFLOW record; once that record's
     segment is deleted a reindex cannot tell, and the plan's point must put it back (it read as kept, unlisted)."""
     monkeypatch.setattr(Journal, "segment_target", 64 << 10)  # the OVERFLOW's segment holds it alone
-    rng = random.Random(4)
-    base = rng.randbytes(SIZE)
-    (tmp_path / "base.img").write_bytes(base)
-    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
-    ts = journal.info.created_ns
-    seq = 0
-
-    def record(rtype: int, off: int, data: bytes) -> Record:
-        nonlocal seq, ts
-        seq += 1
-        ts += 60 * S if rtype != RecordType.RESYNC else 0  # a resync carries the time of the record before it
-        payload = data if rtype != RecordType.OVERFLOW else (ts - S).to_bytes(8, "little")
-        return Record(seq, ts, rtype, 0, off, len(data), payload)
-
+    scene = _Scene(tmp_path, 4)
+    journal, rng, record = scene.journal, scene.rng, scene.record
     with journal:
-        journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
-        overflow = record(RecordType.OVERFLOW, 0, bytes(SIZE))
+        journal.append([record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE))])
+        overflow = record(RecordType.OVERFLOW, 0, SIZE)
         journal.append([overflow])
-        journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
-        resync = record(RecordType.RESYNC, 0, rng.randbytes(SIZE))
+        journal.append([record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE))])
+        resync = record(RecordType.RESYNC, 0, SIZE, rng.randbytes(SIZE))
         journal.append([resync])
         for _ in range(4):  # later history that rewrites the device whole
-            journal.append([record(RecordType.WRITE, 0, rng.randbytes(SIZE))])
-            journal.append([record(RecordType.FLUSH, 0, b"")])
+            journal.append([record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE))])
+            journal.append([record(RecordType.FLUSH, 0, 0)])
         listed = {p.seq: p.kind for p in journal.points()}
         assert listed.get(resync.seq) == "resync", listed
         journal.set_retention(Policy(keep_ns=parse_duration("1h")))
@@ -477,26 +481,16 @@ def test_refold_puts_back_a_window_the_plan_saw_closed(tmp_path: Path) -> None:
     from journal.refold import refold
     from journal.segments import REC_HDR
 
-    rng = random.Random(6)
-    base = rng.randbytes(SIZE)
-    (tmp_path / "base.img").write_bytes(base)
-    journal = Journal.create(tmp_path / "j", device_bytes=SIZE, source=tmp_path / "base.img")
-    ts, seq, half = journal.info.created_ns, 0, SIZE // 2
-
-    def record(rtype: int, off: int, length: int, data: bytes) -> Record:
-        nonlocal seq, ts
-        seq += 1
-        ts += 60 * S if rtype != RecordType.RESYNC else 0
-        return Record(seq, ts, rtype, 0, off, length, data)
-
+    scene = _Scene(tmp_path, 6)
+    journal, rng, record, half = scene.journal, scene.rng, scene.record, SIZE // 2
     with journal:
-        journal.append([record(RecordType.OVERFLOW, 0, SIZE, (ts - S).to_bytes(8, "little"))])
+        journal.append([record(RecordType.OVERFLOW, 0, SIZE)])
         journal.append([record(RecordType.RESYNC, 0, half, rng.randbytes(half))])
         journal.append([record(RecordType.WRITE, 0, 4096, rng.randbytes(4096))])
         journal.append([record(RecordType.RESYNC, half, half, rng.randbytes(half))])
         for _ in range(4):
             journal.append([record(RecordType.WRITE, 0, SIZE, rng.randbytes(SIZE))])
-            journal.append([record(RecordType.FLUSH, 0, 0, b"")])
+            journal.append([record(RecordType.FLUSH, 0, 0)])
         journal.set_retention(Policy(keep_ns=parse_duration("1h")))
         assert journal.compact(journal.last_ts_ns, horizon_ts=journal.last_ts_ns - 100 * S) is not None
         (window,) = journal.overflow_windows()
