@@ -49,7 +49,8 @@ from journal.format import (
     U64,
     segment_name,
 )
-from journal.index import Index, check, check_data_file, seal
+from journal.index import Index, check, check_data_file, seal, unseal
+from journal.points import OverflowWindow
 from journal.reader import Progress
 from journal.records import PointKind, Record, RecordType
 from journal.segments import SegmentViews, parse_header
@@ -261,6 +262,7 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
             except (ValueError, msgpack.UnpackException):
                 raise CorruptJournal(f"segment {segment_name(seg)} offset {pos}: a compaction record that "
                                      "cannot be read") from None
+            _carry_windows(index, batch, notes[-1])
         else:
             # a RESYNC's header ts is the clamped journal time, its aux the read time the
             # service gave: hand the batch what the service handed append
@@ -282,6 +284,46 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
             pending = 0
     _commit(index, state, batch, pos)
     return pos
+
+
+def _carry_windows(index: Index, batch: Batch, note: dict[str, Any]) -> None:
+    """Take up the overflow windows a compaction plan saw, where they are further on than the scan's.
+
+    A window still open when a compaction ran (a long resync) may have
+    been advanced by partial RESYNCs that the compaction folded away with
+    their segments, or its OVERFLOW record may be gone: the scan alone
+    would rebuild it short (or not at all), and the RESYNCs after the
+    plan would then no longer continue it, leaving every later point not
+    whole. From the plan's record on, the scan goes on from the plan's
+    window. Only where it is further on: the plan's snapshot is read just
+    before its record is written, so a RESYNC may sit between them, and
+    a window's progress never goes back.
+    """
+    for wseq, packed in note.get("windows", ()):
+        planned = OverflowWindow.unpack(wseq, bytes(packed))
+        known = batch.windows.get(wseq) or batch.state.open_windows.get(wseq) or _stored_window(index, wseq)
+        if known is not None and not _further(planned, known):
+            continue
+        batch.windows[wseq] = planned
+        if planned.resync_seq is None:
+            batch.state.open_windows[wseq] = planned
+        else:
+            batch.state.open_windows.pop(wseq, None)
+
+
+def _further(a: OverflowWindow, b: OverflowWindow) -> bool:
+    """Whether window ``a`` is further on than ``b`` (closed beats open, then more resynced)."""
+    if b.resync_seq is not None:
+        return False
+    return a.resync_seq is not None or a.resynced_to > b.resynced_to
+
+
+def _stored_window(index: Index, wseq: int) -> OverflowWindow | None:
+    """The window of OVERFLOW ``wseq`` as an earlier chunk of the scan committed it."""
+    key = U64.pack(wseq)
+    with index.read() as txn:
+        raw = txn.get(key, db=index.db("windows"))
+        return OverflowWindow.unpack(wseq, bytes(unseal("windows", key, raw))) if raw is not None else None
 
 
 def _commit(index: Index, state: AppendState, batch: Batch, seg_end: int) -> None:

@@ -513,3 +513,39 @@ def test_refold_puts_back_a_window_the_plan_saw_closed(tmp_path: Path) -> None:
         assert [(p.seq, p.whole) for p in journal.points()] == points
         assert {s: journal.read(0, SIZE, seq=s) for s, _whole in points} == images
         assert journal.verify().ok
+
+
+def test_a_window_still_resyncing_at_a_compaction_closes_after_a_reindex_too(tmp_path: Path) -> None:
+    """A long resync: the compaction folds its first partial RESYNC away (with its segment) while the window is
+    open; the RESYNC after the compaction closes it. A reindex must close it the same way: before, it rebuilt the
+    window from the plan after its scan, too late for that RESYNC, and every later point read as not whole."""
+    scene = _Scene(tmp_path, 8)
+    journal, rng, record, half = scene.journal, scene.rng, scene.record, SIZE // 2
+    with journal:
+        journal.append([record(RecordType.OVERFLOW, 0, SIZE)])
+        journal.append([record(RecordType.RESYNC, 0, half, rng.randbytes(half))])
+        for _ in range(6):  # the first half rewritten: the first partial RESYNC holds nothing live
+            journal.append([record(RecordType.WRITE, 0, half, rng.randbytes(half))])
+            journal.append([record(RecordType.FLUSH, 0, 0)])
+        journal.set_retention(Policy(keep_ns=parse_duration("1d"), tiers=parse_tiers("10m:all")))
+        now = scene.ts + 30 * 60 * S
+        result = journal.compact(now, horizon_ts=journal.info.created_ns + 1)
+        assert result is not None and result.records_dropped > 0
+        (window,) = journal.overflow_windows()
+        assert window.resync_seq is None and window.resynced_to == half
+        scene.ts = now
+        journal.append([record(RecordType.RESYNC, half, half, rng.randbytes(half))])  # closes it
+        journal.append([record(RecordType.FLUSH, 0, 0)])
+        journal.append([record(RecordType.WRITE, 0, 4096, rng.randbytes(4096))])
+        journal.append([record(RecordType.FLUSH, 0, 0)])
+        points = [(p.seq, p.kind, p.whole) for p in journal.points()]
+        assert points[-1][2], points
+        images = {s: journal.read(0, SIZE, seq=s) for s, _kind, whole in points if whole}
+        stream = {r.seq for f in (tmp_path / "j" / "segments").glob("*.seg")
+                  for r in journal.segments.scan(int(f.stem))}
+        assert 2 not in stream, "the first partial RESYNC was meant to be gone with its segment"
+    reindex(tmp_path / "j")
+    with Journal.open(tmp_path / "j") as journal:
+        assert [(p.seq, p.kind, p.whole) for p in journal.points()] == points
+        assert {s: journal.read(0, SIZE, seq=s) for s in images} == images
+        assert journal.verify().ok
