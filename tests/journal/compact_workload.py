@@ -52,15 +52,19 @@ def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
     data = payload if payload is not None else (lambda r, n: r.randbytes(n))
     ts = created_ns if start_ns is None else start_ns
     out = []
-    window: tuple[int, int, int] | None = None  # an overflow range waiting for its resync: (offset, length, due)
+    # an overflow range waiting for its resync: (offset, length, due, bytes resynced so far)
+    window: tuple[int, int, int, int] | None = None
     for seq in range(first_seq, first_seq + count):
         roll = rng.random()
         if window is not None and seq >= window[2]:
-            # the service copies the dropped range back from the device: the window closes; the
-            # journal stamps a resync with the time of the record before it (its own is the read's)
-            offset, length, _due = window
-            out.append(Record(seq, ts, RecordType.RESYNC, 0, offset, length, rng.randbytes(length)))
-            window = None
+            # the service copies the dropped range back from the device, a piece at a time for a
+            # long one (a compaction can come between the pieces); the window closes with the last;
+            # the journal stamps a resync with the time of the record before it (its own is the read's)
+            offset, length, _due, done = window
+            piece = length - done if rng.random() < 0.5 else rng.randrange(1, (length - done) // 512 + 1) * 512
+            out.append(Record(seq, ts, RecordType.RESYNC, 0, offset + done, piece, rng.randbytes(piece)))
+            done += piece
+            window = None if done == length else (offset, length, seq + rng.randrange(2, 12), done)
             continue
         ts += rng.choice([1, 5, 30, 90, 600]) * S + rng.randrange(S)
         if window is None and roll < 0.01:
@@ -68,7 +72,7 @@ def records(seed: int, count: int, created_ns: int, first_seq: int = 1,
             offset = rng.randrange(0, SIZE // 512 - 16) * 512
             length = rng.randrange(1, 16) * 512
             out.append(Record(seq, ts, RecordType.OVERFLOW, 0, offset, length, (ts - S).to_bytes(8, "little")))
-            window = (offset, length, seq + rng.randrange(2, 12))
+            window = (offset, length, seq + rng.randrange(2, 12), 0)
         elif roll < 0.55:  # the hot region: blocks 0..7, rewritten over and over
             offset = rng.randrange(0, 64) * 512
             length = rng.randrange(1, 17) * 512
