@@ -106,3 +106,59 @@ def test_segment_rolls_and_reads_across(tmp_path: Path, monkeypatch) -> None:
         for seq in (0, 1, 100, 6 * BATCH_RECORDS):
             assert journal.read(0, SIZE, seq=seq) == model.states[seq]
         assert journal.verify().ok
+
+
+def test_sigkill_during_a_reindex_leaves_the_old_index_or_a_reindex_to_finish(tmp_path: Path) -> None:
+    """A reindex killed at any moment: the journal opens to the same answers, or says in one line that
+    its index is missing, and the next reindex gives the same answers (never an index half built)."""
+    from journal.errors import JournalError
+    from journal.retention import Policy
+    from journal.timespec import parse_duration
+    from tests.journal import test_compact as compaction
+
+    path = tmp_path / "j"
+    journal, _model, _rng, _pins = compaction.build(tmp_path, 12, 1500)
+    with journal:
+        journal.set_retention(Policy(keep_ns=parse_duration("1h")))
+        journal.compact(journal.last_ts_ns + 1800 * compaction.S)  # a plan for the reindex to refold
+
+    def answers() -> tuple[list[tuple[int, str, bool]], dict[int, bytes]]:
+        with Journal.open(path, readonly=True) as j:
+            points = [(p.seq, p.kind, p.whole) for p in j.points()]
+            return points, {s: j.read(0, j.info.device_bytes, seq=s) for s, _k, _w in points}
+
+    want = answers()
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from journal.reindex import reindex; "
+            f"print('go', flush=True); reindex({str(path)!r})")
+
+    def start() -> subprocess.Popen:
+        """A reindex, once its imports are done (the kills below spread over its own work)."""
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "go\n"
+        return proc
+
+    def finish(proc: subprocess.Popen) -> int:
+        code = proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        return code
+
+    proc = start()
+    started = time.monotonic()
+    assert finish(proc) == 0
+    took = time.monotonic() - started
+    assert answers() == want
+    for i in range(12):
+        proc = start()
+        time.sleep(took * i / 12)
+        proc.send_signal(signal.SIGKILL)
+        finish(proc)
+        try:
+            got = answers()  # the old index or the new one, whole
+        except JournalError as exc:  # killed between the renames: no index, and open says so
+            assert len(str(exc).splitlines()) == 1 and "reindex" in str(exc), exc
+            assert finish(start()) == 0
+            got = answers()
+        assert got == want, f"kill {i} of 12 into the reindex"
+    with Journal.open(path) as j:
+        assert j.verify().ok
