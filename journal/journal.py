@@ -42,11 +42,11 @@ from journal.errors import (
 )
 from journal.compact import CompactionResult, Compactor, remove_dropped
 from journal.facts import PINS_LOG, Facts, append_mark, fsync_dir, lock_writer, read_marker, write_marker
-from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
+from journal.format import MARKER, SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.reader import JournalReader, Progress
 from journal.records import Point, PointKind, Record
-from journal.reserve import keep_reserve
+from journal.reserve import RESERVE, keep_reserve
 from journal.restore import RestoreResult, restore_to
 from journal.retention import Policy
 from journal.segments import SegmentWriter
@@ -157,13 +157,20 @@ class Journal(JournalReader):
             if size != device_bytes:
                 raise DeviceMismatch(f"{source} holds {size} bytes, not {device_bytes}")
         existed = path.exists()
-        if existed and (not path.is_dir() or any(path.iterdir())):
+        again = existed and unfinished_create(path)
+        if existed and not again and (not path.is_dir() or any(path.iterdir())):
             raise JournalError(f"{path} already exists and is not an empty directory")
-        index = writer = journal = None
-        lock_fd = -1
         try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise JournalError(f"cannot create {path}: {exc.strerror}") from None
+        # the writer lock first: a create still running elsewhere holds it, and its files are not ours
+        lock_fd = lock_writer(path)
+        index = writer = journal = None
+        try:
+            if again:  # a create killed before its marker file: start it over
+                _remove_unfinished(path, keep_dir=True, keep="lock")
             try:
-                path.mkdir(parents=True, exist_ok=True, mode=0o700)
                 for sub in (path, path / "segments", path / "index"):
                     sub.mkdir(exist_ok=True, mode=0o700)
                     os.chmod(sub, 0o700)  # whatever the umask: payloads and marks are the owner's alone
@@ -186,7 +193,6 @@ class Journal(JournalReader):
                         db=index.db("points"))
 
             index.write(init)
-            lock_fd = lock_writer(path)
             writer = SegmentWriter(path / "segments", bytes(device_id), 1, SEG_HDR.size)
             journal = cls(path, index, writer, lock_fd)
             if source is not None:
@@ -206,8 +212,7 @@ class Journal(JournalReader):
                     writer.close()
                 if index is not None:
                     index.close()
-                if lock_fd >= 0:
-                    os.close(lock_fd)
+                os.close(lock_fd)
             _remove_unfinished(path, keep_dir=existed)
             raise
 
@@ -431,10 +436,45 @@ class Journal(JournalReader):
 __all__ = ["Journal", "device_size"]
 
 
-def _remove_unfinished(path: Path, *, keep_dir: bool) -> None:
-    """Remove what an interrupted or failed :meth:`Journal.create` made under ``path``."""
+#: What :meth:`Journal.create` makes in a journal's directory before the marker file that completes it.
+_CREATE_MAKES = {"index": ("data.mdb", "lock.mdb"), "segments": None, "lock": None, RESERVE: None}
+
+
+def unfinished_create(path: Path) -> bool:
+    """Whether ``path`` holds only what a :meth:`Journal.create` made that never finished.
+
+    A create killed outright (SIGKILL, a power cut) cannot undo itself as
+    a failed one does; its leftovers (no marker file, nothing but its own
+    index, segment files, lock and reserve) are recognised, so the next
+    create starts over rather than refusing the path. Anything else in the
+    directory is someone's data and is never taken for it.
+    """
     try:
+        if not path.is_dir() or path.is_symlink():
+            return False
         children = list(path.iterdir())
+        if not children or any(c.name not in _CREATE_MAKES for c in children):
+            return False
+        for child in children:
+            inner = _CREATE_MAKES[child.name]
+            if child.name == "segments":
+                if not child.is_dir() or child.is_symlink() or any(
+                        not g.name.endswith(".seg") or not g.is_file() for g in child.iterdir()):
+                    return False
+            elif inner is not None:
+                if not child.is_dir() or child.is_symlink() or any(g.name not in inner for g in child.iterdir()):
+                    return False
+            elif not child.is_file() or child.is_symlink():
+                return False
+    except OSError:
+        return False
+    return not (path / MARKER).exists()
+
+
+def _remove_unfinished(path: Path, *, keep_dir: bool, keep: str | None = None) -> None:
+    """Remove what an interrupted or failed :meth:`Journal.create` made under ``path`` (but ``keep``)."""
+    try:
+        children = [c for c in path.iterdir() if c.name != keep]
     except OSError:
         return
     for child in children:

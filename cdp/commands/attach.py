@@ -111,13 +111,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
     """
     from cdp import attach
     from journal.format import MARKER
+    from journal.journal import unfinished_create
 
     jpath = journal_path(args)
     if (jpath / MARKER).exists():
         if args.no_compress:
             raise UsageError(f"--no-compress is for a new journal: {jpath} exists and keeps its own setting")
         return cmd_reattach(args, jpath)
-    if jpath.exists():
+    # an empty directory (a mount point made for the journal) is fine, and so is what an attach
+    # killed during its baseline left (no marker file yet): Journal.create starts that over
+    if jpath.exists() and not unfinished_create(jpath) and (not jpath.is_dir() or any(jpath.iterdir())):
         raise CdpError(f"{jpath} exists and is not a journal; give a new --journal directory "
                        "(or an existing journal to continue it)")
     if args.ring is not None:

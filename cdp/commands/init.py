@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import sys
 import time
 
 from cdp.commands._common import (
@@ -44,6 +45,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cdp.attach import logical_block_size
     from cdp.progress import progress_bar
     from journal import Journal, device_size
+    from journal.journal import unfinished_create
     from journal.format import MARKER, SECTOR
     from journal.units import NS, format_bytes, format_duration
 
@@ -59,7 +61,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if size == 0 or size % SECTOR:
         raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of {SECTOR} bytes")
     block_size = args.block_size or logical_block_size(device)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    again = unfinished_create(path)  # a create killed before its marker file: Journal.create starts it over
+    if not again and path.exists() and (not path.is_dir() or any(path.iterdir())):
         what = "a journal already" if (path / MARKER).exists() else "not an empty directory"
         raise CdpError(f"{path} exists and is {what}; give a new path")
     from journal.identity import device_id
@@ -70,6 +73,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         journal = Journal.create(path, device_bytes=size, block_size=block_size,
                                  device_id=device_id(device), source=device, progress=progress,
                                  compression=compression_of(args))
+    if again:
+        print(f"cdp: init: {path} held a journal whose creation was cut short (no {MARKER} file): "
+              "started over", file=sys.stderr)
     with journal:
         stats = journal.stats()
         info = journal.info

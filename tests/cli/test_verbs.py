@@ -123,6 +123,48 @@ def test_init_text_says_what_to_do_next(tmp_path: Path, device: tuple[Path, byte
     assert run.code == 0 and "created journal" in run.out and "cdp run" in run.out
 
 
+def test_an_init_killed_midway_is_started_over_by_the_next(tmp_path: Path) -> None:
+    """SIGKILL during the baseline copy leaves no marker file: the next init starts over and is exact.
+
+    Anything else in the directory is never taken for such leftovers, and a create still running
+    (its writer lock held) is not touched."""
+    import signal
+    import subprocess
+    import time
+
+    from journal.facts import lock_writer
+    from tests.support.cli import CDP
+
+    image = tmp_path / "device.img"
+    data = os.urandom(128 << 20)
+    image.write_bytes(data)
+    path = tmp_path / "j"
+    proc = subprocess.Popen([os.fspath(CDP), "init", "--journal", os.fspath(path), "--device", os.fspath(image)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seg = path / "segments" / "00000001.seg"
+    deadline = time.monotonic() + 60
+    while not (seg.exists() and seg.stat().st_size > 8 << 20) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (path / "cdp-journal").exists(), "the init finished before the kill: make the image bigger"
+    fd = lock_writer(path)  # as if that init were still running
+    try:
+        cdp("init", "--journal", path, "--device", image).one_line_error(1, "another process")
+    finally:
+        os.close(fd)
+    run = cdp("init", "--journal", path, "--device", image)
+    assert run.code == 0 and "cut short" in run.err and "started over" in run.err, run.err
+    with Journal.open(path, readonly=True) as journal:
+        assert journal.read(0, len(data)) == data
+        assert journal.verify().ok
+    other = tmp_path / "other"
+    (other / "segments").mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    cdp("init", "--journal", other, "--device", image).one_line_error(1, "not an empty directory")
+    assert (other / "notes.txt").read_text() == "mine"
+
+
 def test_init_refuses_an_existing_journal(journal_dir: Path, device: tuple[Path, bytes]) -> None:
     cdp("mark", "keep-me", "--journal", journal_dir)
     cdp("init", "--journal", journal_dir, "--device", device[0]).one_line_error(1, "is a journal already")
