@@ -156,10 +156,10 @@ class Journal(JournalReader):
             size = source_size(source)
             if size != device_bytes:
                 raise DeviceMismatch(f"{source} holds {size} bytes, not {device_bytes}")
-        existed = path.exists()
-        again = existed and unfinished_create(path)
-        if existed and not again and (not path.is_dir() or any(path.iterdir())):
+        if occupied(path):
             raise JournalError(f"{path} already exists and is not an empty directory")
+        existed = path.exists()
+        again = unfinished_create(path)
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -436,8 +436,14 @@ class Journal(JournalReader):
 __all__ = ["Journal", "device_size"]
 
 
-#: What :meth:`Journal.create` makes in a journal's directory before the marker file that completes it.
-_CREATE_MAKES = {"index": ("data.mdb", "lock.mdb"), "segments": None, "lock": None, RESERVE: None}
+#: What :meth:`Journal.create` makes in a journal's directory before the marker file that completes it:
+#: a file (None), or a directory whose entries are all files with names the test accepts.
+_CREATE_MAKES: dict[str, Callable[[str], bool] | None] = {
+    "index": lambda name: name in ("data.mdb", "lock.mdb"),
+    "segments": lambda name: name.endswith(".seg"),
+    "lock": None,
+    RESERVE: None,
+}
 
 
 def unfinished_create(path: Path) -> bool:
@@ -447,7 +453,8 @@ def unfinished_create(path: Path) -> bool:
     a failed one does; its leftovers (no marker file, nothing but its own
     index, segment files, lock and reserve) are recognised, so the next
     create starts over rather than refusing the path. Anything else in the
-    directory is someone's data and is never taken for it.
+    directory (the marker file included) is someone's data and is never
+    taken for it.
     """
     try:
         if not path.is_dir() or path.is_symlink():
@@ -456,19 +463,28 @@ def unfinished_create(path: Path) -> bool:
         if not children or any(c.name not in _CREATE_MAKES for c in children):
             return False
         for child in children:
-            inner = _CREATE_MAKES[child.name]
-            if child.name == "segments":
-                if not child.is_dir() or child.is_symlink() or any(
-                        not g.name.endswith(".seg") or not g.is_file() for g in child.iterdir()):
+            if child.is_symlink():
+                return False
+            accepts = _CREATE_MAKES[child.name]
+            if accepts is None:
+                if not child.is_file():
                     return False
-            elif inner is not None:
-                if not child.is_dir() or child.is_symlink() or any(g.name not in inner for g in child.iterdir()):
-                    return False
-            elif not child.is_file() or child.is_symlink():
+            elif not child.is_dir() or any(not accepts(g.name) or not g.is_file() or g.is_symlink()
+                                           for g in child.iterdir()):
                 return False
     except OSError:
         return False
-    return not (path / MARKER).exists()
+    return True
+
+
+def occupied(path: Path) -> bool:
+    """Whether :meth:`Journal.create` would refuse ``path``: it exists and is neither an empty
+    directory nor what a create cut short left there."""
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        return True
+    return any(path.iterdir()) and not unfinished_create(path)
 
 
 def _remove_unfinished(path: Path, *, keep_dir: bool, keep: str | None = None) -> None:

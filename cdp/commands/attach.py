@@ -111,7 +111,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     """
     from cdp import attach
     from journal.format import MARKER
-    from journal.journal import unfinished_create
+    from journal.journal import occupied
 
     jpath = journal_path(args)
     if (jpath / MARKER).exists():
@@ -120,7 +120,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return cmd_reattach(args, jpath)
     # an empty directory (a mount point made for the journal) is fine, and so is what an attach
     # killed during its baseline left (no marker file yet): Journal.create starts that over
-    if jpath.exists() and not unfinished_create(jpath) and (not jpath.is_dir() or any(jpath.iterdir())):
+    if occupied(jpath):
         raise CdpError(f"{jpath} exists and is not a journal; give a new --journal directory "
                        "(or an existing journal to continue it)")
     if args.ring is not None:

@@ -45,7 +45,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cdp.attach import logical_block_size
     from cdp.progress import progress_bar
     from journal import Journal, device_size
-    from journal.journal import unfinished_create
+    from journal.journal import occupied, unfinished_create
     from journal.format import MARKER, SECTOR
     from journal.units import NS, format_bytes, format_duration
 
@@ -62,7 +62,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CdpError(f"{device} holds {size} bytes; a device is a non-zero multiple of {SECTOR} bytes")
     block_size = args.block_size or logical_block_size(device)
     again = unfinished_create(path)  # a create killed before its marker file: Journal.create starts it over
-    if not again and path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if occupied(path):
         what = "a journal already" if (path / MARKER).exists() else "not an empty directory"
         raise CdpError(f"{path} exists and is {what}; give a new path")
     from journal.identity import device_id
