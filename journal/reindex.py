@@ -264,13 +264,13 @@ def _index_segment(index: Index, state: AppendState, device_bytes: int, views: S
                                      "cannot be read") from None
             _carry_windows(index, batch, notes[-1])
         else:
-            # a RESYNC's header ts is the clamped journal time, its aux the read time the
-            # service gave: hand the batch what the service handed append
-            ts = rec.aux if rec.type == RecordType.RESYNC else rec.ts_ns
+            ts = rec.ts_ns
             if rec.type == RecordType.RESYNC:
-                # the append stamped it with the time of the record before it, which a compaction
-                # may have folded away with its segment: the batch must stamp it the same
+                # its header ts is the journal time the append stamped it with (the time of the
+                # record before it, which a compaction may have folded away with its segment: the
+                # batch must stamp it the same), its aux the read time the service handed append
                 batch.last_ts = max(batch.last_ts, rec.ts_ns)
+                ts = rec.aux
             batch.add(Record(rec.seq, ts, rec.type, rec.flags, rec.offset, rec.length, data,
                              data_crc=rec.data_crc), stored)
         if batch.pos != rec.end:

@@ -36,6 +36,7 @@ from journal.index import DB_NAMES, check
 from journal.reader import JournalReader, Progress
 from journal.records import DATA_TYPES, RecordType
 from journal.segments import SegmentRecord
+from journal.selection import Selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +141,13 @@ def verify_journal(journal: JournalReader, progress: Progress | None) -> VerifyR
                 if seq <= last_seq and not seen[seq] and not (iseg == 0 and seq <= folded):
                     problems.append(Problem(segment_name(iseg), ipos, seq,
                                             "indexed record is missing or damaged in its segment"))
-    problems += _check_index(journal)
+    problems += _check_index(journal, sel)
     return VerifyReport(records, checked, problems)
 
 
-def _check_index(journal: JournalReader) -> list[Problem]:
-    """Every entry of every table against its seal, and the running totals against the tables.
+def _check_index(journal: JournalReader, sel: Selection | None) -> list[Problem]:
+    """Every entry of every table against its seal, the running totals against the tables, and
+    the points the last compaction kept (``sel``) against the list.
 
     The segments are the truth and the index a view of them; this finds
     every damaged or lost index entry a read could otherwise trust, so that
@@ -178,7 +180,6 @@ def _check_index(journal: JournalReader) -> list[Problem]:
         if windows != overflows:
             problem(f"the index holds {windows} overflow windows for {overflows} OVERFLOW records; "
                     "run 'cdp reindex'")
-        sel = retained(index, txn)
     if sel is not None:
         # every point a compaction kept is still a point: restores and thinned times resolve to
         # them, so one missing from the list is a point an admin cannot see (a reindex puts it back)
