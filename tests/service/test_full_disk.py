@@ -132,13 +132,7 @@ def test_the_live_status_on_a_full_disk_is_one_line_not_lmdb_s_exception(tmp_pat
     image = tmp_path / "device.img"
     image.write_bytes(bytes(1 << 20))
     with Journal.create(small_fs / "journal", device_bytes=1 << 20, source=image) as j:
-        with open(small_fs / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(bytes(1 << 20))
-                    f.flush()
-            except OSError:
-                pass
+        _fill(small_fs)
         with pytest.raises(JournalFull) as info:
             for i in range(200):  # pages the last commit freed are reused: go on until it needs new ones
                 j.set_status({"pad": os.urandom(64 << 10).hex(), "i": i})
