@@ -62,7 +62,7 @@ import crc32c
 import lmdb
 import msgpack
 
-from journal import retention
+from journal import heads, retention
 from journal.batch import Batch
 from journal.blockmap import bad_crc, covered_span, decode_checked
 from journal.codec import one_frame
@@ -247,6 +247,7 @@ class Compactor:
                     _rewrite_seq(index, txn, k, lambda v: v[:8] + (v[8] - d, v[9]))
             index.put_meta(txn, "dropped_above", sel.fold_seq)
             index.put_meta(txn, RETAINED_META, sel.to_meta())
+            heads.drop(index, txn)  # its versions are about to be folded and moved
             index.put_meta(txn, COMPACTION_META, {"stage": "blocks", "resume": 0, "reason": reason,
                                                   "started_ns": time.time_ns(), "note_seg": self.j.writer_seg})
 

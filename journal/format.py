@@ -109,6 +109,17 @@ rebuilt from the segments alone (``cdp reindex``).
              start_ts, end_ts, offset, length, resynced_to, resync_seq,
              resync_ts.
 ``activity`` second (ns, floored) -> msgpack [records, bytes].
+``heads``    block -> :data:`HEAD_VAL` (seq, the BLOCK_VAL fields of that
+             version, then its chain at the checkpoint: how many versions
+             a composed read of the block takes and the sum of their seals):
+             the block-map checkpoint, every block's newest version at seq
+             C. ``meta['heads']`` holds C (``seq``), ``count`` (heads),
+             ``total`` (sum of their seals mod 2^64), ``zext`` (zero
+             extents at or below C) and, while a build is under way,
+             ``next_block`` and ``seen``. Derived, never the truth: dropped
+             by a compaction, built by a reindex and in the background by
+             the service (``journal.heads``); a journal without it (one an
+             older cdp made) restores by walking the block index.
 
 Retention and compaction
 ========================
@@ -164,6 +175,8 @@ SEQ_VAL = struct.Struct("<IQQQQIHHQI")
 #: The seal every index value ends with (see journal.index).
 SEAL = 4
 BLOCK_VAL = struct.Struct("<IqBBIH")
+#: A checkpoint head: the version's seq, its BLOCK_VAL fields, its chain (versions, sum of seals).
+HEAD_VAL = struct.Struct("<QIqBBIHHQ")
 #: Block entry and piece kinds: stored as they are, all zeros (nothing stored), a zstd frame.
 KIND_DATA = 0
 KIND_ZERO = 1

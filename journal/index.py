@@ -41,7 +41,9 @@ from journal.errors import REINDEX_HINT, CorruptJournal, JournalError
 
 T = TypeVar("T")
 
-DB_NAMES = ("meta", "seq", "time", "blocks", "zext", "points", "umarks", "windows", "activity")
+DB_NAMES = ("meta", "seq", "time", "blocks", "zext", "points", "umarks", "windows", "activity", "heads")
+#: Tables a journal made by an older cdp lacks until a writer opens it: a reader goes without them.
+OPTIONAL_DBS = frozenset({"heads"})
 _INITIAL_MAP = 64 << 20
 _U32 = struct.Struct("<I")
 _crc = crc32c.crc32c
@@ -173,6 +175,10 @@ def _open(path: Path, *, create: bool, readonly: bool | None) -> tuple[lmdb.Envi
                 while True:
                     try:
                         dbs[name] = env.open_db(name.encode(), create=False)
+                        break
+                    except lmdb.NotFoundError:
+                        if name not in OPTIONAL_DBS:
+                            raise
                         break
                     except lmdb.MapResizedError:
                         # the writer grew the map since this environment was opened: adopt

@@ -8,7 +8,8 @@ bounded step at a time (each step is
 one short LMDB transaction, so the drain's appends wait at most one step).
 It also answers a ``cdp compact`` made while the service holds the journal
 (meta ``compact_request``: the answer goes to ``compact_answer``) and
-finishes a compaction a crash interrupted.
+finishes a compaction a crash interrupted. Every second it also builds or moves
+on the block-map checkpoint restores read (:mod:`journal.heads`).
 
 The size cap: when the journal's bytes on disk pass ``max_size``, the
 horizon moves forward past the oldest history that, written out, accounts
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import msgpack
 
+from journal import heads
 from journal.compact import LAST_META, CompactionResult, policy_of
 from journal.errors import JournalError
 from journal.format import U64
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
 CHECK_INTERVAL = 60.0
 #: The least share of the history since the last fold that a background fold must cover to run.
 MIN_FOLD_SHARE = 1 / 16
+#: The most of each second the checkpoint's steps take (a drain writing faster than a step
+#: moves the checkpoint must not keep the retention check from running).
+CHECKPOINT_SECONDS = 0.5
 REQUEST_META = "compact_request"
 #: The request the Retainer took up, written before it begins (`cdp compact` tells a live service
 #: from a process that holds the journal and will never answer by it).
@@ -143,6 +148,7 @@ class Retainer:
         self._thread = threading.Thread(target=self._loop, name="cdp-retention", daemon=True)
         self._next = 0.0
         self._failed = ""
+        self._checkpoint_failed = ""
 
     def start(self) -> None:
         self._thread.start()
@@ -154,6 +160,7 @@ class Retainer:
 
     def _loop(self) -> None:
         while not self._stop.wait(min(1.0, self.interval)):
+            self._checkpoint()
             try:
                 request = self._request()
                 if request is None and time.monotonic() < self._next:
@@ -176,6 +183,20 @@ class Retainer:
                 if text != self._failed:  # say it once, not every minute
                     self.log(f"retention: compaction failed: {text}")
                 self._failed = text
+
+    def _checkpoint(self) -> None:
+        """Build or move the block-map checkpoint on (:mod:`journal.heads`), a short step at a time."""
+        until = time.monotonic() + CHECKPOINT_SECONDS
+        try:
+            # a pause between steps lets the drain's commits in (LMDB's write lock is not fair)
+            while heads.step(self.journal) and time.monotonic() < until and not self._stop.wait(0.005):
+                pass
+            self._checkpoint_failed = ""
+        except (JournalError, OSError, lmdb.Error) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if text != self._checkpoint_failed:  # say it once; restores walk meanwhile
+                self.log(f"checkpoint: {text}")
+            self._checkpoint_failed = text
 
     def _check_stop(self, _stage: str) -> None:
         if self._stop.is_set():

@@ -51,7 +51,8 @@ from journal.format import (
 )
 from journal.index import Index, check, check_data_file, seal, unseal
 from journal.points import OverflowWindow
-from journal.reader import Progress
+from journal import heads
+from journal.reader import JournalReader, Progress
 from journal.records import PointKind, Record, RecordType
 from journal.segments import SegmentViews, parse_header
 
@@ -89,6 +90,7 @@ def reindex(path: str | os.PathLike[str], progress: Progress | None = None) -> R
         index = Index(new_dir, create=True)
         try:
             result = _rebuild(path, index, facts, old, progress)
+            _checkpoint(path, index)
             index.env.sync(True)
         finally:
             index.close()
@@ -200,6 +202,15 @@ def _rebuild(path: Path, index: Index, facts: Facts, old: dict[str, Any], progre
 
     index.write(finish)
     return ReindexResult(state.records, state.last_seq, seg_id, marks, done, cursor is not None)
+
+
+def _checkpoint(path: Path, index: Index) -> None:
+    """Build the new index's block-map checkpoint at its newest record (:mod:`journal.heads`)."""
+    reader = JournalReader(path, index)
+    try:
+        heads.bring_up_to_date(reader, min_lag=1)
+    finally:
+        reader.segments.close()
 
 
 def _init_meta(index: Index, facts: Facts, compression: Compression) -> None:

@@ -29,6 +29,7 @@ from journal.format import (
 
 from journal.blockmap import covered_span
 from journal.codec import DecodeError, decode, parse_pieces
+from journal import heads
 from journal.compact import dropped_ids
 from journal.points import retained
 from journal.errors import JournalError
@@ -160,7 +161,7 @@ def _check_index(journal: JournalReader, sel: Selection | None) -> list[Problem]
         out.append(Problem("index", 0, None, message))
 
     with index.read() as txn:
-        for name in DB_NAMES:
+        for name in (n for n in DB_NAMES if n in index.dbs):
             bad = sum(1 for key, raw in txn.cursor(db=index.db(name)) if not check(key, raw))
             if bad:
                 problem(f"{bad} '{name}' entries fail their CRC-32C; run 'cdp reindex'")
@@ -180,6 +181,12 @@ def _check_index(journal: JournalReader, sel: Selection | None) -> list[Problem]
         if windows != overflows:
             problem(f"the index holds {windows} overflow windows for {overflows} OVERFLOW records; "
                     "run 'cdp reindex'")
+    try:
+        wrong = heads.verify_heads(journal)
+        if wrong is not None:
+            problem(f"{wrong}; run 'cdp reindex'")
+    except JournalError as exc:
+        problem(str(exc))
     if sel is not None:
         # every point a compaction kept is still a point: restores and thinned times resolve to
         # them, so one missing from the list is a point an admin cannot see (a reindex puts it back)
