@@ -41,7 +41,7 @@ from journal.blockmap import SEEK_AFTER, ZeroExtents, compose_block, versions_ba
 from journal import heads as _heads
 from journal import points as _points
 from journal.errors import CorruptJournal, JournalError, OutOfRange
-from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, KIND_DATA, KIND_ZERO, U64, U64X2
+from journal.format import BLOCK, BLOCK_VAL, FULL_MASK, HEAD_VAL, KIND_DATA, KIND_ZERO, U64, U64X2
 from journal.imagewriter import JOB_BLOCKS, ImageWriter
 from journal.index import REINDEX_HINT, RESIDUE, damaged
 from journal.output import RestoreTarget
@@ -50,7 +50,8 @@ from journal.reader import JournalReader, Progress
 _CHUNK_ENTRIES = 65536
 #: What fetching one block entry by key costs against stepping over one in the walk (measured: ~3x).
 _GET_COST = 3
-_HEAD_SEQ = struct.Struct("<Q")
+#: A head's value with its seal, unpacked at once (the heads walk's hot line).
+_HEAD_SEALED = struct.Struct(HEAD_VAL.format + "I")
 
 
 class Cancelled(JournalError):
@@ -399,13 +400,14 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
 
     settle.chain_check = chain_check
     crc = crc32c.crc32c
-    seal_of = _heads.head_seal
+    add = jobs.add
+    sector_seqs = zext.sector_seqs if zext else None
     unpack_block = U64.unpack
-    unpack_seq = _HEAD_SEQ.unpack_from
-    block_val = _heads.block_val
+    unpack_head = _HEAD_SEALED.unpack_from
     count = total = 0
     prev_block = -1
     ni = 0
+    upcoming = order[0] if order else nblocks  # the next block with a newer entry
     resume = 0
     done = False
     while not done:
@@ -420,26 +422,37 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
                 if crc(key + raw) != RESIDUE:
                     raise damaged(_heads.HEADS_META, key)
                 block = unpack_block(key)[0]
-                vseq = unpack_seq(raw)[0]
+                vseq, seg, pos0, mask, kind, bcrc, _stored, _depth, _chain, seal = unpack_head(raw)
                 if block <= prev_block or block >= nblocks or vseq > cp.seq:
                     raise CorruptJournal(f"the index's checkpoint has a head for block {block} at seq {vseq} that "
                                          f"cannot be one; {REINDEX_HINT}")
                 prev_block = block
                 count += 1
-                total += seal_of(raw)
-                head[0] = None
-                while ni < len(order) and order[ni] < block:
-                    settle(txn, order[ni], *newer[order[ni]])
-                    ni += 1
-                head[0] = raw
-                if ni < len(order) and order[ni] == block:
-                    settle(txn, block, *newer[block])
-                    ni += 1
-                else:
-                    settle(txn, block, vseq, block_val(raw))
+                total += seal
                 n += 1
                 if n >= _CHUNK_ENTRIES:
                     resume = block + 1
+                if upcoming <= block:
+                    head[0] = None
+                    while upcoming < block:
+                        settle(txn, upcoming, *newer[upcoming])
+                        ni += 1
+                        upcoming = order[ni] if ni < len(order) else nblocks
+                    if upcoming == block:
+                        head[0] = raw
+                        settle(txn, block, *newer[block])
+                        ni += 1
+                        upcoming = order[ni] if ni < len(order) else nblocks
+                        if n >= _CHUNK_ENTRIES:
+                            break
+                        continue
+                if (mask == FULL_MASK and kind == KIND_DATA
+                        and (sector_seqs is None or max(sector_seqs(block) or (-1,)) < vseq)):
+                    add(block, seg, pos0, bcrc, vseq)  # the common case, inline
+                else:
+                    head[0] = raw
+                    settle(txn, block, vseq, _heads.block_val(raw))
+                if n >= _CHUNK_ENTRIES:
                     break
             else:
                 done = True

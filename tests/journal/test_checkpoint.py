@@ -37,6 +37,7 @@ def small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(heads, "BUILD_STEP", 7)
     monkeypatch.setattr(heads, "ADVANCE_STEP", 5)
     monkeypatch.setattr(restore, "_GET_COST", 0)
+    monkeypatch.setattr(restore, "_CHUNK_ENTRIES", 5)  # heads read in many transactions
 
 
 def _restore(journal: Journal, tmp: Path, seq: int) -> tuple[bytes, int | None]:
