@@ -90,6 +90,8 @@ class HealthCollector:
             gauge("cdp_retention_horizon_timestamp_seconds", "the oldest point retention keeps",
                   None if h.horizon_ts_ns is None else h.horizon_ts_ns / NS),
             gauge("cdp_compacting", "1 while a compaction is under way", float(h.compacting is not None)),
+            gauge("cdp_checkpoint_behind_records", "records newer than the block-map checkpoint restores "
+                  "read (absent: none built yet)", h.checkpoint_behind),
             dropped, corrupt,
         ):
             if metric is not None:

@@ -66,6 +66,10 @@ class Health:
     max_size: int | None = None
     horizon_ts_ns: int | None = None
     compacting: str | None = None
+    #: the seq of the block-map checkpoint restores read (None: none built yet), and how many
+    #: records are newer than it (a restore of the newest point fetches their entries one by one)
+    checkpoint_seq: int | None = None
+    checkpoint_behind: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The fields as a JSON-ready map (`cdp status --json`'s ``health``)."""
@@ -99,7 +103,19 @@ def assess(journal: Any, service: Service, now_ns: int, interrupted_restores: in
         corrupt=(status.corrupt or 0) if status is not None else 0,
         interrupted_restores=interrupted_restores,
         **_retention(journal),
+        **_checkpoint(journal, stats.last_seq),
     )
+
+
+def _checkpoint(journal: Any, last_seq: int) -> dict[str, Any]:
+    """The checkpoint fields of a Health (:mod:`journal.heads`)."""
+    from journal import heads
+
+    with journal.index.read() as txn:
+        cp = heads.state(journal.index, txn)
+    if cp is None or not cp.complete:
+        return {}
+    return {"checkpoint_seq": cp.seq, "checkpoint_behind": max(0, last_seq - cp.seq)}
 
 
 def _retention(journal: Any) -> dict[str, Any]:

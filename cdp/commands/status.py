@@ -143,6 +143,11 @@ def _print_health(health: Any) -> None:
     cap = (f" of its {format_bytes(health.max_size)} cap" if health.max_size is not None else "")
     print(f"space     journal {format_bytes(health.disk_bytes)}{cap}; its filesystem "
           f"{health.fs_fill * 100:.0f}% full, {format_bytes(health.fs_free_bytes)} free")
+    if health.checkpoint_seq is None:
+        print("restores  walk the block index (no checkpoint yet: the running service builds one)")
+    else:
+        print(f"restores  read the block-map checkpoint at seq {health.checkpoint_seq} "
+              f"({health.checkpoint_behind} records behind the newest)")
 
 
 def _status_doc(path: Path, info: JournalInfo, stats: JournalStats, service: Service, now: int) -> dict[str, Any]:

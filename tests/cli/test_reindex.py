@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def test_reindex_after_the_index_is_lost(journal_dir: Path, tmp_path: Path) -> N
     assert _restored(journal_dir, tmp_path, "after.img") == before
     assert cdp("points", "--journal", journal_dir, "--json").out == points  # the user mark too
     assert cdp("verify", "--journal", journal_dir).code == 0
+
+
+def test_reindex_builds_the_checkpoint_status_reports(journal_dir: Path) -> None:
+    """A new journal has no block-map checkpoint; a reindex builds one at the newest record."""
+    assert "restores  walk the block index (no checkpoint yet" in cdp("status", "--journal", journal_dir).out
+    assert cdp("reindex", "--journal", journal_dir).code == 0
+    doc = json.loads(cdp("status", "--journal", journal_dir, "--json").out)
+    assert doc["health"]["checkpoint_seq"] == doc["last_seq"] and doc["health"]["checkpoint_behind"] == 0
+    assert (f"restores  read the block-map checkpoint at seq {doc['last_seq']} (0 records behind the newest)"
+            in cdp("status", "--journal", journal_dir).out)
 
 
 def test_reindex_refuses_while_the_writer_holds_the_journal(journal_dir: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from journal import Journal
+from journal import Journal, heads
 from journal.health import assess, problems
 from journal.status import RUNNING, Service, ServiceStatus
 from journal.units import NS
@@ -104,7 +104,8 @@ def test_metrics_agree_with_the_journal(tmp_path: Path) -> None:
             with Journal.open(s.journal, readonly=True) as j:
                 stats = j.stats()
             if ("cdp_journal_records" in metrics and metrics["cdp_lag_bytes"].samples[0].value == 0
-                    and metrics["cdp_journal_records"].samples[0].value == stats.records >= 300):
+                    and metrics["cdp_journal_records"].samples[0].value == stats.records >= 300
+                    and "cdp_checkpoint_behind_records" in metrics):  # the service built its checkpoint
                 break
             assert time.monotonic() < deadline, "the metrics never showed the drained journal"
             time.sleep(0.2)
@@ -113,6 +114,10 @@ def test_metrics_agree_with_the_journal(tmp_path: Path) -> None:
         assert metrics["cdp_newest_point_timestamp_seconds"].samples[0].value == stats.last_ts_ns / NS
         assert metrics["cdp_dropped_writes"].samples[0].value == 0
         assert 0 < metrics["cdp_filesystem_fill_ratio"].samples[0].value < 1
+        with Journal.open(s.journal, readonly=True) as j, j.index.read() as txn:
+            checkpoint = heads.state(j.index, txn)
+        assert checkpoint is not None and checkpoint.complete
+        assert metrics["cdp_checkpoint_behind_records"].samples[0].value == stats.last_seq - checkpoint.seq
         assert "process_cpu_seconds" in metrics
     finally:
         run.send_signal(signal.SIGTERM)
