@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journal import Journal, JournalError, Record, RecordType
+from journal import Journal, JournalError, Record, RecordType, heads
 from journal.compact import CRASH_ENV
 from journal.records import MARK_KINDS
 from journal.points import retained
@@ -54,10 +54,11 @@ def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def grow(journal: Journal, model: DeviceModel, recs: list[Record], rng: random.Random,
-         pins: set[int]) -> None:
+         pins: set[int], *, checkpoint: bool = False) -> None:
     """Append ``recs`` in random batches, with user marks (some pinned) between them.
 
-    ``model.made`` gathers (kind, ts) of every point made, for the policy checks.
+    ``model.made`` gathers (kind, ts) of every point made, for the policy checks. With
+    ``checkpoint``, a step of the block-map checkpoint after each batch, as the service takes.
     """
     made = model.__dict__.setdefault("made", [])
     i = 0
@@ -65,6 +66,8 @@ def grow(journal: Journal, model: DeviceModel, recs: list[Record], rng: random.R
         n = rng.randrange(1, 40)
         chunk = recs[i:i + n]
         journal.append(chunk)
+        if checkpoint:
+            heads.step(journal, min_lag=1)
         for r in chunk:
             model.apply(r)
             if r.type in (RecordType.FLUSH, RecordType.MARK):
@@ -78,6 +81,25 @@ def grow(journal: Journal, model: DeviceModel, recs: list[Record], rng: random.R
             journal.pin_mark(f"pin{chunk[-1].seq}", chunk[-1].ts_ns + 1)
             pins.add(chunk[-1].ts_ns + 1)
             made.append(("user-mark", chunk[-1].ts_ns + 1))
+
+
+def restores_from_checkpoint(journal: Journal, model: DeviceModel, out: Path) -> None:
+    """Restores at points at or after the block-map checkpoint read it, and equal the model."""
+    from journal import restore
+
+    with journal.index.read() as txn:
+        cp = heads.state(journal.index, txn)
+    assert cp is not None and cp.complete
+    after = sorted({p.seq for p in journal.points() if p.seq >= cp.seq} | {journal.last_seq})
+    saved = restore._GET_COST
+    restore._GET_COST = 0  # read the checkpoint whatever it costs against the walk
+    try:
+        for seq in {after[0], after[len(after) // 2], after[-1]}:
+            result = journal.restore(out, seq=seq, overwrite=True, allow_partial=True)
+            assert result.checkpoint == cp.seq
+            assert out.read_bytes() == model.states[seq]
+    finally:
+        restore._GET_COST = saved
 
 
 def check_exact(journal: Journal, model: DeviceModel, rng: random.Random, policy: Policy | None,
@@ -149,15 +171,20 @@ def test_compaction_keeps_every_kept_point_exact(tmp_path_factory: pytest.TempPa
     out = tmp / "out.img"
     with journal:
         before = check_exact(journal, model, rng, None, None, pins, out)
+        heads.bring_up_to_date(journal, min_lag=1)  # the compaction must drop it
         journal.set_retention(policy)
         now = journal.last_ts_ns + lag1 * S
         journal.compact(now)
         after = check_exact(journal, model, rng, policy, now, pins, out)
         assert set(after) <= set(before)  # a compaction only ever drops points
+        heads.bring_up_to_date(journal, min_lag=1)  # built on the folded index, moved on as it grows
         recs = records(seed + 1, second, journal.info.created_ns, journal.last_seq + 1, journal.last_ts_ns)
-        grow(journal, model, recs, rng, pins)
+        grow(journal, model, recs, rng, pins, checkpoint=True)
+        restores_from_checkpoint(journal, model, out)
         now = max(now, journal.last_ts_ns) + lag2 * S
         journal.compact(now)
+        heads.bring_up_to_date(journal, min_lag=1)
+        restores_from_checkpoint(journal, model, out)
         final = check_exact(journal, model, rng, policy, now, pins, out)
     reindex(tmp / "j")
     with Journal.open(tmp / "j") as journal:
