@@ -264,3 +264,76 @@ def test_verify_holds_the_checkpoint_to_the_block_index(tmp_path: Path) -> None:
         assert [p.message for p in report.problems] == [
             f"the checkpoint at seq 30 does not hold block {U64.unpack(key)[0]}'s version at that seq; "
             "run 'cdp reindex'"]
+
+
+def test_sigkill_during_a_build_or_an_advance_never_leaves_a_wrong_checkpoint(tmp_path: Path) -> None:
+    """A process building or moving the checkpoint killed at moments spread over its work: the journal
+    opens, verifies clean (every head recomputed), restores its newest point exactly, and the next
+    process finishes the work."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    rng = random.Random(3)
+    size = 4 << 20
+    (tmp_path / "base.img").write_bytes(rng.randbytes(size))
+    path = tmp_path / "j"
+    Journal.create(path, device_bytes=size, source=tmp_path / "base.img").close()
+
+    def grow(records: int) -> None:
+        with Journal.open(path) as journal:
+            ts, seq = journal.last_ts_ns, journal.last_seq
+            recs = []
+            for s in range(seq + 1, seq + records + 1):
+                length = rng.choice([512, 4096, 16384])
+                offset = rng.randrange(0, size - length, 512)
+                recs.append(Record(s, ts + s, RecordType.WRITE, 0, offset, length, rng.randbytes(length)))
+            for i in range(0, len(recs), 100):
+                journal.append(recs[i:i + 100])
+
+    code = (f"import sys; sys.path.insert(0, {str(root)!r}); from journal import Journal, heads; "
+            f"heads.BUILD_STEP = 64; heads.ADVANCE_STEP = 32; j = Journal.open({str(path)!r}); "
+            f"print('go', flush=True); heads.bring_up_to_date(j, min_lag=1)")
+
+    def run(kill_after: float | None) -> float:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "go\n"
+        started = time.monotonic()
+        if kill_after is not None:
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        assert kill_after is not None or proc.returncode == 0
+        return time.monotonic() - started
+
+    def check() -> None:
+        with Journal.open(path) as journal:
+            assert journal.verify().ok
+            want = journal.read(0, size, seq=journal.last_seq)  # the ranged read: no checkpoint
+            out = tmp_path / "newest.img"
+            journal.restore(out, overwrite=True)
+            assert out.read_bytes() == want
+
+    grow(3000)
+    took = run(None)  # how long a whole build takes here
+    with Journal.open(path) as journal:
+        journal.index.write(lambda txn: heads.drop(journal.index, txn))
+    for phase in ("build", "advance"):
+        if phase == "advance":
+            grow(1500)
+        cut_short = 0
+        for i in range(8):
+            run(took * i / 8)
+            check()
+            with Journal.open(path) as journal, journal.index.read() as txn:
+                cp = heads.state(journal.index, txn)
+                cut_short += cp is None or not cp.complete or cp.seq < journal.last_seq
+        assert cut_short, f"no kill landed inside the {phase}"
+        run(None)
+        with Journal.open(path) as journal, journal.index.read() as txn:
+            cp = heads.state(journal.index, txn)
+            assert cp is not None and cp.complete and cp.seq == journal.last_seq, phase
+        check()
