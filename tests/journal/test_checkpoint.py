@@ -337,3 +337,53 @@ def test_sigkill_during_a_build_or_an_advance_never_leaves_a_wrong_checkpoint(tm
             cp = heads.state(journal.index, txn)
             assert cp is not None and cp.complete and cp.seq == journal.last_seq, phase
         check()
+
+
+def test_points_inside_an_overflow_window_around_the_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint inside an overflow window: points inside it restore (with allow_partial) as the
+    journal holds them, the RESYNC that closes it and every point after it as the device was."""
+    rng = random.Random(8)
+    size = 1 << 20
+    base = rng.randbytes(size)
+    (tmp_path / "base.img").write_bytes(base)
+    model = DeviceModel(base)
+    with Journal.create(tmp_path / "j", device_bytes=size, source=tmp_path / "base.img") as journal:
+        ts = journal.info.created_ns
+
+        def add(rtype: RecordType, offset: int = 0, length: int = 0, data: bytes = b"") -> None:
+            nonlocal ts
+            ts += 1000
+            r = Record(journal.last_seq + 1, ts, rtype, 0, offset, length, data)
+            journal.append([r])
+            model.apply(r)
+
+        def write() -> None:
+            length = rng.choice([512, 4096, 8192])
+            offset = rng.randrange(0, size - length, 512)
+            add(RecordType.WRITE, offset, length, rng.randbytes(length))
+
+        for _ in range(10):
+            write()
+        add(RecordType.OVERFLOW, 65536, 131072, (ts + 500).to_bytes(8, "little"))
+        window = journal.last_seq
+        for _ in range(10):
+            write()
+        heads.bring_up_to_date(journal, min_lag=1)
+        with journal.index.read() as txn:
+            cp = heads.state(journal.index, txn)
+        assert cp is not None and cp.seq > window
+        for _ in range(5):
+            write()
+        device = bytearray(model.current)
+        device[65536:196608] = rng.randbytes(131072)  # what the dropped writes left there
+        add(RecordType.RESYNC, 65536, 131072, bytes(device[65536:196608]))
+        closed = journal.last_seq
+        for _ in range(5):
+            write()
+        for seq in (cp.seq, cp.seq + 2, closed - 1, closed, closed + 3):
+            out = tmp_path / f"p{seq}.img"
+            result = journal.restore(out, seq=seq, allow_partial=True)
+            assert result.checkpoint == cp.seq
+            if seq != closed:  # (at the RESYNC itself, whole depends on when it read the device)
+                assert result.whole == (seq > closed)
+            assert out.read_bytes() == model.states[seq], seq
