@@ -11,8 +11,12 @@ costs what one rewritten twenty times does. Lost history is never read,
 only its index entries. Every entry at or below the point is still
 visited: their count, held against the index's own, is what catches an
 entry lost from a damaged page (a restore that skipped them could answer
-with an older version and exit 0). Retention bounds that part. The winners become
-jobs for :class:`journal.imagewriter.ImageWriter`: runs of blocks back to
+with an older version and exit 0). Retention bounds that part, and a point
+at or after the block-map checkpoint (:mod:`journal.heads`) skips it: its
+heads (one a block) and the entries of the records after it, fetched by
+key and held to their own counts, give the same winners for fewer visits
+(:func:`_walk_heads`, taken where :func:`_cheaper_checkpoint` says so). The
+winners become jobs for :class:`journal.imagewriter.ImageWriter`: runs of blocks back to
 back on the target, each made of pieces that lie back to back in a
 segment, read, checked against their CRCs and written by worker threads
 while the walk goes on.
