@@ -92,7 +92,7 @@ class CompactionWriter(Protocol):
 
     def points(self) -> list[Point]: ...
 
-    def write_note(self, payload: bytes, extra: Callable[[lmdb.Transaction], None]) -> None: ...
+    def write_note(self, payload: bytes | Callable[[], bytes], extra: Callable[[lmdb.Transaction], None]) -> None: ...
 
     def write_compaction(self, frame: Callable[[Batch], None],
                          extra: Callable[[lmdb.Transaction], None]) -> None: ...
@@ -212,7 +212,39 @@ class Compactor:
     # ------------------------------------------------------------------ plan
 
     def begin(self, sel: Selection, reason: str) -> None:
-        """Step 1: make the selection durable (a COMPACTION record) and the readers' answer."""
+        """Step 1: make the selection durable (a COMPACTION record) and the readers' answer.
+
+        The plan's snapshot of the kept records and of the overflow windows
+        is read under the writer's lock, with the record written and
+        committed: a RESYNC the drain appends cannot fall between the
+        snapshot and the plan (a reindex takes the plan's windows as of its
+        record).
+        """
+        index = self.index
+        sel = self._with_gaps(sel)
+
+        def payload() -> bytes:
+            kept_info, windows = self._snapshot(sel)
+            return msgpack.packb({"sel": sel.to_meta(), "kept_info": kept_info, "windows": windows,
+                                  "reason": reason, "at_ns": time.time_ns()})
+
+        def extra(txn: lmdb.Transaction) -> None:
+            d = index.get_meta(txn, "entries_dropped", 0)
+            above = index.get_meta(txn, "dropped_above", 0)
+            # kept seqs the last offset applied to get their exact counts now
+            for k in sel.kept:
+                if above < k <= sel.fold_seq:
+                    _rewrite_seq(index, txn, k, lambda v: v[:8] + (v[8] - d, v[9]))
+            index.put_meta(txn, "dropped_above", sel.fold_seq)
+            index.put_meta(txn, RETAINED_META, sel.to_meta())
+            heads.drop(index, txn)  # its versions are about to be folded and moved
+            index.put_meta(txn, COMPACTION_META, {"stage": "blocks", "resume": 0, "reason": reason,
+                                                  "started_ns": time.time_ns(), "note_seg": self.j.writer_seg})
+
+        self.j.write_note(payload, extra)
+
+    def _snapshot(self, sel: Selection) -> tuple[list[list[Any]], list[list[Any]]]:
+        """What the plan records: each kept record's entries as the index holds them, every window."""
         index = self.index
         kept_info: list[list[Any]] = []
         with index.read() as txn:
@@ -234,24 +266,7 @@ class Compactor:
             # even once the OVERFLOW record's segment is deleted (a reindex reads them back here)
             windows = [[U64.unpack(k)[0], bytes(unseal("windows", k, v))]
                        for k, v in txn.cursor(db=index.db("windows"))]
-        sel = self._with_gaps(sel)
-        payload = msgpack.packb({"sel": sel.to_meta(), "kept_info": kept_info, "windows": windows,
-                                 "reason": reason, "at_ns": time.time_ns()})
-
-        def extra(txn: lmdb.Transaction) -> None:
-            d = index.get_meta(txn, "entries_dropped", 0)
-            above = index.get_meta(txn, "dropped_above", 0)
-            # kept seqs the last offset applied to get their exact counts now
-            for k in sel.kept:
-                if above < k <= sel.fold_seq:
-                    _rewrite_seq(index, txn, k, lambda v: v[:8] + (v[8] - d, v[9]))
-            index.put_meta(txn, "dropped_above", sel.fold_seq)
-            index.put_meta(txn, RETAINED_META, sel.to_meta())
-            heads.drop(index, txn)  # its versions are about to be folded and moved
-            index.put_meta(txn, COMPACTION_META, {"stage": "blocks", "resume": 0, "reason": reason,
-                                                  "started_ns": time.time_ns(), "note_seg": self.j.writer_seg})
-
-        self.j.write_note(payload, extra)
+        return kept_info, windows
 
     def _with_gaps(self, sel: Selection) -> Selection:
         """``sel`` with the time of the first folded record after each kept seq."""

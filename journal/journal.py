@@ -317,9 +317,17 @@ class Journal(JournalReader):
         """The segment appends go to now."""
         return self._require_writer().seg_id
 
-    def write_note(self, payload: bytes, extra: Callable[[lmdb.Transaction], None]) -> None:
-        """Append a COMPACTION record durably and commit ``extra``'s changes with it, atomically."""
-        self.write_compaction(lambda batch: batch.add_note(time.time_ns(), memoryview(payload)), extra)
+    def write_note(self, payload: bytes | Callable[[], bytes], extra: Callable[[lmdb.Transaction], None]) -> None:
+        """Append a COMPACTION record durably and commit ``extra``'s changes with it, atomically.
+
+        A callable ``payload`` is made under the writer's lock, so what it reads
+        of the index is what the record is committed after (no append between).
+        """
+        def frame(batch: Batch) -> None:
+            data = payload() if callable(payload) else payload
+            batch.add_note(time.time_ns(), memoryview(data))
+
+        self.write_compaction(frame, extra)
 
     def write_compaction(self, frame: Callable[[Batch], None], extra: Callable[[lmdb.Transaction], None]) -> None:
         """A compaction's own records (notes, moved versions) made durable, then committed with ``extra``."""

@@ -498,15 +498,24 @@ def test_verify_finds_a_kept_point_missing_from_the_list_and_a_reindex_puts_it_b
         assert journal.verify().ok
 
 
+def compaction_notes(path: Path, journal: Journal) -> list[dict]:
+    """The payloads of the COMPACTION records in ``path``'s segments, oldest first."""
+    import msgpack
+
+    from journal.segments import REC_HDR
+
+    return [msgpack.unpackb(journal.segments.pread(int(f.stem), r.pos + REC_HDR.size, r.data_len))
+            for f in sorted((path / "segments").glob("*.seg"))
+            for r in journal.segments.scan(int(f.stem))
+            if not isinstance(r, tuple) and r.type == RecordType.COMPACTION]
+
+
 def test_refold_puts_back_a_window_the_plan_saw_closed(tmp_path: Path) -> None:
     """A rebuilt window that stopped short (a partial RESYNC that advanced it folded away with its segment)
     is replaced by the plan's closed one: the points after it are whole again, not refused forever."""
-    import msgpack
-
     from journal.points import OverflowWindow
     from journal.index import seal
     from journal.refold import refold
-    from journal.segments import REC_HDR
 
     scene = _Scene(tmp_path, 6)
     journal, rng, record, half = scene.journal, scene.rng, scene.record, SIZE // 2
@@ -525,9 +534,7 @@ def test_refold_puts_back_a_window_the_plan_saw_closed(tmp_path: Path) -> None:
         points = [(p.seq, p.whole) for p in journal.points()]
         assert all(whole for _seq, whole in points)
         images = {s: journal.read(0, SIZE, seq=s) for s, _whole in points}
-        plans = [msgpack.unpackb(journal.segments.pread(int(f.stem), r.pos + REC_HDR.size, r.data_len))
-                 for f in sorted((tmp_path / "j" / "segments").glob("*.seg"))
-                 for r in journal.segments.scan(int(f.stem)) if r.type == RecordType.COMPACTION]
+        plans = compaction_notes(tmp_path / "j", journal)
         # what a reindex rebuilds when the first RESYNC's segment is gone: the window open at half
         stale = OverflowWindow(window.seq, window.start_ts, window.end_ts, window.offset, window.length, half)
         key = U64.pack(window.seq)
@@ -576,3 +583,35 @@ def test_a_window_still_resyncing_at_a_compaction_closes_after_a_reindex_too(tmp
         assert [(p.seq, p.kind, p.whole) for p in journal.points()] == points
         assert {s: journal.read(0, SIZE, seq=s) for s in images} == images
         assert journal.verify().ok
+
+
+def test_the_plan_sees_a_resync_appended_while_it_is_made(tmp_path: Path) -> None:
+    """The drain appends beside a compaction: a RESYNC that closes a window, committed just before
+    the COMPACTION record takes the writer's lock, must be in the plan's snapshot of the windows (a
+    reindex takes the plan's windows as of its record). The snapshot used to be read before the lock
+    was taken, so such a RESYNC was in the stream before the plan but missing from it."""
+    scene = _Scene(tmp_path, 8)
+    journal, rng, record = scene.journal, scene.rng, scene.record
+    with journal:
+        journal.append([record(RecordType.OVERFLOW, 0, SIZE)])
+        for _ in range(6):
+            journal.append([record(RecordType.WRITE, 0, 4096, rng.randbytes(4096))])
+            journal.append([record(RecordType.FLUSH, 0, 0)])
+        journal.set_retention(Policy(keep_ns=parse_duration("1d"), tiers=parse_tiers("10m:all")))
+        original = journal.write_compaction
+        raced = []
+
+        def drain_first(frame, extra) -> None:
+            if not raced:  # the plan's note: the drain's RESYNC wins the lock just before it
+                raced.append(journal.append([record(RecordType.RESYNC, 0, SIZE, rng.randbytes(SIZE))]))
+            original(frame, extra)
+
+        journal.write_compaction = drain_first  # type: ignore[method-assign]
+        now = scene.ts + 30 * 60 * S
+        assert journal.compact(now, horizon_ts=journal.info.created_ns + 1) is not None
+        assert raced == [1]
+        plan = compaction_notes(tmp_path / "j", journal)[0]
+        (wseq, packed), = plan["windows"]
+        from journal.points import OverflowWindow
+
+        assert OverflowWindow.unpack(wseq, packed).resync_seq is not None, "the plan missed the RESYNC"
