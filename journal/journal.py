@@ -302,10 +302,10 @@ class Journal(JournalReader):
                     synced.result()
             self.index.write(lambda txn: batch.commit(self.index, txn, writer.end, cursor))
         except (OSError, lmdb.Error) as exc:
-            writer.end = batch.start  # the next writer cuts the uncommitted tail off
+            writer.cut_back(batch.start)
             raise _storage_error(self.path, exc) from None
         except BaseException:
-            writer.end = batch.start
+            writer.cut_back(batch.start)
             raise
         self._state.advance(batch)
         if writer.end >= self.segment_target:
@@ -348,10 +348,10 @@ class Journal(JournalReader):
 
             self.index.write(commit)
         except (OSError, lmdb.Error) as exc:
-            writer.end = batch.start
+            writer.cut_back(batch.start)
             raise _storage_error(self.path, exc, COMPACTION_LEFT) from None
         except BaseException:
-            writer.end = batch.start
+            writer.cut_back(batch.start)
             raise
         if writer.end >= self.segment_target:
             writer.roll()

@@ -146,8 +146,29 @@ class SegmentWriter:
         self.seg_id = seg_id
         self.end = SEG_HDR.size
 
+    def cut_back(self, end: int) -> None:
+        """Forget a batch that was not committed: appends go on at ``end``, and what it wrote past
+        there is cut off now where the filesystem lets us (on a full disk that is room given back;
+        :meth:`roll` and the next writer's recovery cut it otherwise)."""
+        self.end = end
+        try:
+            if os.fstat(self._fd).st_size > end:
+                os.ftruncate(self._fd, end)
+        except OSError:
+            pass
+
     def roll(self) -> None:
-        """Start the next segment (called between batches)."""
+        """Start the next segment (called between batches).
+
+        The segment left ends exactly at its last committed record: a batch
+        that failed part way (a full disk) may have left bytes past
+        :attr:`end`, which the next batches overwrite only as far as they
+        reach, and nothing cuts a segment that is no longer the newest (verify
+        and reindex read such a segment to its end).
+        """
+        if os.fstat(self._fd).st_size > self.end:
+            os.ftruncate(self._fd, self.end)
+            os.fsync(self._fd)
         self._create(self.seg_id + 1)
 
     def write(self, buffers: Sequence[bytes | bytearray | memoryview], total: int) -> None:
