@@ -62,6 +62,8 @@ STATUS_INTERVAL = 1.0
 CRASH_ENV = "CDP_DRAIN_CRASH_BEFORE_RELEASE"
 _U64 = struct.Struct("<Q")
 _MAX_PROBLEMS = 100
+#: Folds retention may make for one batch on a full disk before the drain gives up.
+MAX_FOLDS = 3
 
 _MARK = int(RecType.MARK)
 _OVERFLOW = int(RecType.OVERFLOW)
@@ -105,6 +107,29 @@ class _InFlight:
     cursor: dict[str, Any] | None = None
 
 
+def append_making_room(journal: Journal, records: list[Record], cursor: dict[str, Any] | None,
+                       make_room: Callable[[JournalFull], bool] | None, full: JournalFull | None = None) -> None:
+    """Append ``records``; a full disk (``full``: one met already) lets ``make_room`` fold history first.
+
+    :data:`MAX_FOLDS` folds at the most; without a policy (``make_room`` None or False)
+    the full disk's error goes up as it is, and a failed fold raises its own.
+    """
+    folds = 0
+    while True:
+        if full is not None:
+            if folds == MAX_FOLDS:
+                raise JournalFull(f"{full} (retention folded history {folds} times and the batch still did "
+                                  "not fit)") from None
+            if make_room is None or not make_room(full):
+                raise full
+            folds += 1
+        try:
+            journal.append(records, cursor)
+            return
+        except JournalFull as exc:
+            full = exc
+
+
 class _Appender:
     """Group commit with one batch in flight: the journal syncs while the next batch is read.
 
@@ -113,9 +138,10 @@ class _Appender:
     in ring order and ``tail`` never passes what is durable.
     """
 
-    def __init__(self, journal: Journal, make_room: Callable[[], bool] | None = None) -> None:
+    def __init__(self, journal: Journal, make_room: Callable[[JournalFull], bool] | None = None) -> None:
         self._journal = journal
-        #: called when the journal's filesystem is full; True if it made room (retention folded history)
+        #: called when the journal's filesystem is full; True if it made room (retention folded history),
+        #: False if there is no policy; raises the full disk's one line, with why, if retention failed
         self._make_room = make_room
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cdp-drain-append")
         self._in_flight: _InFlight | None = None
@@ -137,19 +163,10 @@ class _Appender:
             return None
         try:
             batch.future.result()
-        except JournalFull:
+        except JournalFull as full:
             # the batch was not committed: with a retention policy, fold the oldest history and
             # hand it over again; without one (or if that frees nothing) stop as before
-            for _attempt in range(3):
-                if self._make_room is None or not self._make_room():
-                    raise
-                try:
-                    self._journal.append(batch.batch, batch.cursor)
-                    break
-                except JournalFull:
-                    continue
-            else:
-                raise
+            append_making_room(self._journal, batch.batch, batch.cursor, self._make_room, full)
         if self._crash_countdown is not None:
             self._crash_countdown -= 1
             if self._crash_countdown <= 0:  # fault injection: die with the batch durable, tail not moved
@@ -260,23 +277,29 @@ class _Drainer:
         ts = max(start, self.session.ring_ts)
         return [Record(self._next_jseq(), ts, _J_OVERFLOW, 0, offset, length, _U64.pack(start))]
 
-    def _make_room(self) -> bool:
-        """The journal's filesystem is full: let retention fold history, and say so."""
+    def _make_room(self, full: JournalFull) -> bool:
+        """The journal's filesystem is full: let retention fold history, and say so.
+
+        Where retention fails, the drain stops with the full disk's one line,
+        which then says why retention did not help (one line, not two).
+        """
         try:
             result = make_room(self.j)
         except JournalError as exc:
-            self._problem(f"the journal's filesystem is full and retention could not make room: {exc}")
-            return False
-        if result is None:
-            return False  # no retention policy: the admin never agreed to lose history; stop as before
-        if not result.bytes_freed:
-            self._problem("the journal's filesystem is full and retention found nothing to give back")
-            return False
-        from journal.units import format_bytes
+            why = f"retention could not make room: {str(exc).splitlines()[0]}"
+        else:
+            if result is None:
+                return False  # no retention policy: the admin never agreed to lose history; stop as before
+            if result.bytes_freed:
+                from journal.units import format_bytes
 
-        print(f"cdp: run: retention: {result_reason(self.j)}; {result.segments_deleted} segments deleted, "
-              f"{format_bytes(result.bytes_freed)} given back", file=sys.stderr, flush=True)
-        return True
+                print(f"cdp: run: retention: {result_reason(self.j)}; {result.segments_deleted} segments "
+                      f"deleted, {format_bytes(result.bytes_freed)} given back", file=sys.stderr, flush=True)
+                return True
+            why = "retention found nothing to give back"
+        if len(self.stats.problems) < _MAX_PROBLEMS:
+            self.stats.problems.append(why)
+        raise JournalFull(f"{full} ({why})") from None
 
     def _problem(self, text: str) -> None:
         if len(self.stats.problems) < _MAX_PROBLEMS:
@@ -403,7 +426,8 @@ class _Drainer:
         # before the ring's first record is seen the prior cursor is still the truth: a
         # fresh one would say a session began and was not drained, and a restart would
         # count the ring's writes as lost
-        self.j.append(records, cursor=self.session.cursor() if self.session.started else self.session.prior)
+        append_making_room(self.j, records, self.session.cursor() if self.session.started else self.session.prior,
+                           self._make_room)
         self.session.saved()
         covered = sum(r.length for r in records)
         self.stats.resync_bytes += sum(len(r.data) for r in records)  # a compare's unchanged runs copy nothing

@@ -107,8 +107,10 @@ def compact_now(journal: Journal, now_ns: int | None = None,
 def make_room(journal: Journal) -> CompactionResult | None:
     """The journal's filesystem is full: fold the older half of what the policy keeps, if it has one.
 
-    Only with a retention policy: without one the admin never agreed to lose
-    history, and the drain stops instead. A compaction needs a little room
+    Only with a retention policy (None without one: the admin never agreed to
+    lose history, and the drain stops instead); a history with fewer than two
+    points, or folded already up to its middle one, has nothing to fold
+    (:class:`JournalError`). A compaction needs a little room
     itself (its records, the index's copy-on-write pages, the live versions
     it moves): the journal's reserve file (:data:`RESERVE`) is given up for
     it, only as many bytes are moved as the reserve held, and the reserve is
@@ -120,7 +122,7 @@ def make_room(journal: Journal) -> CompactionResult | None:
     stats = journal.stats()
     points = [p.ts_ns for p in journal.points()]
     if len(points) < 2:
-        return None
+        raise JournalError("the history has no two points to fold between yet")
     horizon = points[0] + (points[-1] - points[0]) // 2
     why = (f"the journal's filesystem is full: history before {format_ts(horizon)} folds into the base "
            f"(the journal is {format_bytes(stats.disk_bytes)})")
@@ -128,9 +130,12 @@ def make_room(journal: Journal) -> CompactionResult | None:
     held = reserve.stat().st_size if reserve.exists() else 0
     reserve.unlink(missing_ok=True)
     try:
-        return journal.compact(time.time_ns(), reason=why, horizon_ts=horizon, move_budget=held)
+        result = journal.compact(time.time_ns(), reason=why, horizon_ts=horizon, move_budget=held)
     finally:
         keep_reserve(journal.path, spare=2)
+    if result is None:
+        raise JournalError("the history before the middle point is folded already")
+    return result
 
 
 class Retainer:

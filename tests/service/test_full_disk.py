@@ -74,6 +74,37 @@ def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, 
     assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()
 
 
+def test_a_full_disk_retention_cannot_help_is_still_one_line(tmp_path: Path, small_fs: Path) -> None:
+    """A policy, but nothing retention can give back (the history shares one segment with the live
+    baseline): the drain stops with the full disk's one line, which says why retention did not help."""
+    import random
+
+    from cdp.ringwriter import RingWriter
+    from journal.retention import Policy
+    from journal.timespec import parse_duration
+
+    size = 16 << 20
+    image = tmp_path / "device.img"
+    image.write_bytes(random.Random(6).randbytes(size))
+    journal = small_fs / "journal"
+    with Journal.create(journal, device_bytes=size, source=image) as j:
+        j.set_retention(Policy(keep_ns=parse_duration("7d")))
+    ring = tmp_path / "ring"
+    RingWriter.create_file(ring, 8 << 20, size)
+    s = Setup(image, journal, ring, tmp_path / "sim.log", size)
+    drain = subprocess.Popen([str(CDP), "run", "--journal", str(journal), "--ring", str(ring)],
+                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sim = sim_process(s, "--seconds", "3", "--seed", "3", "--rate-mb", "60", "--policy", "overflow")
+    json.loads(sim.communicate(timeout=120)[0])
+    out, err = drain.communicate(timeout=120)
+    assert drain.returncode == 1, (drain.returncode, err)
+    # (a fold that did give room back says so on a line of its own, before)
+    lines = [line for line in err.strip().splitlines() if "retention: the journal's filesystem is full" not in line]
+    assert len(lines) == 1 and "nothing committed is lost" in lines[0] and "(retention " in lines[0], err
+    with Journal.open(journal, readonly=True) as j:
+        assert j.verify().ok
+
+
 def test_a_full_disk_with_a_retention_policy_folds_history_and_goes_on(
         tmp_path: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """With a policy, the drain makes room by folding the oldest half of the history, and protection goes on."""
@@ -193,3 +224,40 @@ def test_an_eio_on_a_full_filesystem_counts_as_full_and_elsewhere_as_a_failed_wr
     _fill(small_fs)
     full = _storage_error(small_fs, eio)
     assert isinstance(full, JournalFull) and "filesystem is full" in str(full)
+
+
+def test_a_batch_cut_short_by_a_full_disk_leaves_nothing_in_a_segment_it_rolls_from(
+        tmp_path: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch the full disk cut short leaves bytes past the committed end; the next, shorter batch
+    overwrites only part of them. When the segment is then left for the next one, it must end at its
+    last committed record: verify and a reindex read a segment that is not the newest to its end."""
+    import random
+
+    from journal import Record, RecordType
+    from journal.errors import JournalFull
+    from journal.reindex import reindex
+
+    rng = random.Random(9)
+    path = small_fs / "journal"
+    with Journal.create(path, device_bytes=4 << 20) as journal:
+        journal.append([Record(1, journal.last_ts_ns + 1, RecordType.WRITE, 0, 0, 4096, rng.randbytes(4096))])
+        vfs = os.statvfs(small_fs)
+        filler = small_fs / "filler"
+        with open(filler, "wb") as f:
+            f.write(bytes(vfs.f_bavail * vfs.f_frsize - (512 << 10)))
+        ts = journal.last_ts_ns
+        with pytest.raises(JournalFull):  # whole records, then one the disk cuts short
+            journal.append([Record(2, ts + 1, RecordType.WRITE, 0, 0, 4096, rng.randbytes(4096)),
+                            Record(3, ts + 1, RecordType.WRITE, 0, 0, 4096, rng.randbytes(4096)),
+                            Record(4, ts + 1, RecordType.WRITE, 0, 0, 2 << 20, rng.randbytes(2 << 20))])
+        filler.unlink()
+        seg = journal.writer_seg
+        monkeypatch.setattr(journal, "segment_target", journal._require_writer().end + 512)
+        journal.append([Record(2, ts + 2, RecordType.WRITE, 0, 8192, 512, rng.randbytes(512))])
+        assert journal.writer_seg == seg + 1  # it rolled
+        journal.append([Record(3, ts + 3, RecordType.WRITE, 0, 0, 512, rng.randbytes(512))])  # into the next
+        report = journal.verify()
+        assert report.ok, report.problems
+    reindex(path)
+    with Journal.open(path, readonly=True) as journal:
+        assert journal.last_seq == 3 and journal.verify().ok
