@@ -16,6 +16,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,16 +39,22 @@ def small_fs(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, small_fs: Path) -> None:
+def _run_until_full(tmp_path: Path, small_fs: Path, seed: int, policy: Any = None) -> tuple[Setup, str]:
+    """`cdp run` on a 16 MiB device whose journal (on the 24 MiB tmpfs) the simulator fills: its stderr.
+
+    ``policy``: a retention policy set on the journal first.
+    """
     import random
 
     from cdp.ringwriter import RingWriter
 
     size = 16 << 20
     image = tmp_path / "device.img"
-    image.write_bytes(random.Random(4).randbytes(size))
+    image.write_bytes(random.Random(seed).randbytes(size))
     journal = small_fs / "journal"
-    Journal.create(journal, device_bytes=size, source=image).close()
+    with Journal.create(journal, device_bytes=size, source=image) as j:
+        if policy is not None:
+            j.set_retention(policy)
     ring = tmp_path / "ring"
     RingWriter.create_file(ring, 8 << 20, size)
     s = Setup(image, journal, ring, tmp_path / "sim.log", size)
@@ -55,8 +62,14 @@ def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, 
                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sim = sim_process(s, "--seconds", "3", "--seed", "3", "--rate-mb", "60", "--policy", "overflow")
     json.loads(sim.communicate(timeout=120)[0])
-    out, err = drain.communicate(timeout=120)
+    _out, err = drain.communicate(timeout=120)
     assert drain.returncode == 1, (drain.returncode, err)
+    return s, err
+
+
+def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, small_fs: Path) -> None:
+    s, err = _run_until_full(tmp_path, small_fs, 4)
+    image, journal, ring = s.image, s.journal, s.ring
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "full" in lines[0] and "nothing committed is lost" in lines[0], err
     with Journal.open(journal, readonly=True) as j:
@@ -77,31 +90,14 @@ def test_full_journal_disk_is_one_line_and_the_next_run_resumes(tmp_path: Path, 
 def test_a_full_disk_retention_cannot_help_is_still_one_line(tmp_path: Path, small_fs: Path) -> None:
     """A policy, but nothing retention can give back (the history shares one segment with the live
     baseline): the drain stops with the full disk's one line, which says why retention did not help."""
-    import random
-
-    from cdp.ringwriter import RingWriter
     from journal.retention import Policy
     from journal.timespec import parse_duration
 
-    size = 16 << 20
-    image = tmp_path / "device.img"
-    image.write_bytes(random.Random(6).randbytes(size))
-    journal = small_fs / "journal"
-    with Journal.create(journal, device_bytes=size, source=image) as j:
-        j.set_retention(Policy(keep_ns=parse_duration("7d")))
-    ring = tmp_path / "ring"
-    RingWriter.create_file(ring, 8 << 20, size)
-    s = Setup(image, journal, ring, tmp_path / "sim.log", size)
-    drain = subprocess.Popen([str(CDP), "run", "--journal", str(journal), "--ring", str(ring)],
-                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sim = sim_process(s, "--seconds", "3", "--seed", "3", "--rate-mb", "60", "--policy", "overflow")
-    json.loads(sim.communicate(timeout=120)[0])
-    out, err = drain.communicate(timeout=120)
-    assert drain.returncode == 1, (drain.returncode, err)
+    s, err = _run_until_full(tmp_path, small_fs, 6, Policy(keep_ns=parse_duration("7d")))
     # (a fold that did give room back says so on a line of its own, before)
     lines = [line for line in err.strip().splitlines() if "retention: the journal's filesystem is full" not in line]
     assert len(lines) == 1 and "nothing committed is lost" in lines[0] and "(retention " in lines[0], err
-    with Journal.open(journal, readonly=True) as j:
+    with Journal.open(s.journal, readonly=True) as j:
         assert j.verify().ok
 
 
