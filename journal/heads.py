@@ -50,6 +50,7 @@ from journal.index import Index, check, damaged, seal, unseal
 from journal.reader import JournalReader
 
 HEADS_META = "heads"
+#: journal.compact's meta key of a compaction in progress (compact imports this module, not the reverse).
 COMPACTION_META = "compaction"
 _VAL_AT = 8  # where the BLOCK_VAL fields start in a head
 _SEAL_AT = HEAD_VAL.size
@@ -213,9 +214,10 @@ def step(journal: JournalReader, min_lag: int | None = None) -> bool:
 
 
 def bring_up_to_date(journal: JournalReader, min_lag: int | None = None) -> None:
-    """Run steps until the checkpoint is complete and within ``min_lag`` (:data:`MIN_LAG`) entries of the newest record.
+    """Run steps until the checkpoint is complete and within ``min_lag`` entries of the newest record.
 
-    ``min_lag=1`` moves it onto the newest record (a test, a benchmark, the end of a reindex).
+    ``min_lag`` defaults to :data:`MIN_LAG`; 1 moves it onto the newest record
+    with entries (a test, a benchmark, the end of a reindex).
     """
     while step(journal, min_lag):
         pass
