@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(
         subparsers, "verify", cmd_verify, help="check every journaled record against its checksum",
         description="Read every segment record and check its CRC-32C, and check the index\n"
-                    "against the segments. Exit status 0: the journal is sound; 1: damage was\n"
+                    "against the segments (the block-map checkpoint restores read included).\n"
+                    "Exit status 0: the journal is sound; 1: damage was\n"
                     "found, each problem printed on its own line with its segment, byte offset\n"
                     "and seq. Safe while 'cdp run' appends.",
         epilog="examples:\n"
