@@ -42,7 +42,7 @@ from journal.errors import (
 )
 from journal.compact import CompactionResult, Compactor, remove_dropped
 from journal.facts import PINS_LOG, Facts, append_mark, fsync_dir, lock_writer, read_marker, write_marker
-from journal.format import MARKER, SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
+from journal.format import SCHEMA, SECTOR, SEG_HDR, SEGMENT_TARGET, U64
 from journal.index import Index, seal
 from journal.reader import JournalReader, Progress
 from journal.records import Point, PointKind, Record
