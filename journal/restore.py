@@ -395,6 +395,17 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
     order = sorted(newer)
     settle = _Settle(journal, jobs, seq, zext)
     head: list[bytes | None] = [None]  # the head of the block being settled
+    ni = 0
+
+    def settle_newer_below(txn: lmdb.Transaction, limit: int, vouch: bytes | None = None) -> int:
+        """Settle the blocks below ``limit`` not settled yet that have a newer entry, their chains held
+        to the head ``vouch`` (None: they have none); the next block with a newer entry."""
+        nonlocal ni
+        head[0] = vouch
+        while ni < len(order) and order[ni] < limit:
+            settle(txn, order[ni], *newer[order[ni]])
+            ni += 1
+        return order[ni] if ni < len(order) else nblocks
 
     def chain_check(cur: Any, block: int) -> None:
         want = _heads.chain(head[0]) if head[0] is not None else (0, 0)
@@ -410,7 +421,6 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
     unpack_head = _HEAD_SEALED.unpack_from
     count = total = 0
     prev_block = -1
-    ni = 0
     upcoming = order[0] if order else nblocks  # the next block with a newer entry
     resume = 0
     done = False
@@ -437,16 +447,9 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
                 if n >= _CHUNK_ENTRIES:
                     resume = block + 1
                 if upcoming <= block:
-                    head[0] = None
-                    while upcoming < block:
-                        settle(txn, upcoming, *newer[upcoming])
-                        ni += 1
-                        upcoming = order[ni] if ni < len(order) else nblocks
-                    if upcoming == block:
-                        head[0] = raw
-                        settle(txn, block, *newer[block])
-                        ni += 1
-                        upcoming = order[ni] if ni < len(order) else nblocks
+                    upcoming = settle_newer_below(txn, block)
+                    if upcoming == block:  # the newer entry wins; the head still vouches for the chain
+                        upcoming = settle_newer_below(txn, block + 1, raw)
                         if n >= _CHUNK_ENTRIES:
                             break
                         continue
@@ -460,10 +463,7 @@ def _walk_heads(journal: JournalReader, jobs: _Jobs, seq: int, zext: ZeroExtents
                     break
             else:
                 done = True
-                head[0] = None
-                while ni < len(order):
-                    settle(txn, order[ni], *newer[order[ni]])
-                    ni += 1
+                settle_newer_below(txn, nblocks)
         if progress is not None:
             progress(min(max(prev_block, 0), nblocks) * BLOCK, nblocks * BLOCK)
     if count != cp.count or total % (1 << 64) != cp.total:
