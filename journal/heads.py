@@ -116,6 +116,11 @@ def head_seal(raw: bytes) -> int:
     return _U32.unpack_from(raw, _SEAL_AT)[0]
 
 
+def entry_seal(raw: bytes) -> int:
+    """The seal of a block entry's value (its last four bytes): what a chain's sum adds up."""
+    return _U32.unpack_from(raw, len(raw) - 4)[0]
+
+
 def block_val(raw: bytes) -> bytes:
     """A head's version as a block entry's value (for the code that reads block entries)."""
     return raw[_VAL_AT:_VAL_AT + BLOCK_VAL.size]
@@ -158,7 +163,7 @@ def records_after(journal: JournalReader, txn: lmdb.Transaction, after: int,
     prev = journal.expected_counts(txn, after)[0]
     dropped_above = index.get_meta(txn, "dropped_above", 0)
     dropped = index.get_meta(txn, "entries_dropped", 0)
-    nblocks = (journal.info.device_bytes + BLOCK - 1) // BLOCK
+    nblocks = journal.info.index_blocks
     blocks_db, zext_db = index.db("blocks"), index.db("zext")
     get = txn.get
     cur = txn.cursor(db=index.db("seq"))
@@ -271,7 +276,7 @@ def newest_at(txn: lmdb.Transaction, blocks_db: Any, at: int, start: int,
         if key <= prev_key:
             raise CorruptJournal(f"the index's block entries are out of order at key {key.hex()}; {REINDEX_HINT}")
         prev_key = key
-        seals.append(_U32.unpack_from(raw, len(raw) - 4)[0])
+        seals.append(entry_seal(raw))
         masks.append(BLOCK_VAL.unpack_from(raw)[2])
         top, top_seq = raw, vseq
         ok = cur.next()
@@ -293,7 +298,7 @@ def _build(journal: JournalReader, txn: lmdb.Transaction, cp: Checkpoint | None)
         txn.drop(heads_db, delete=False)
         cp = Checkpoint(index.require_meta(txn, "last_seq"), 0, 0, 0, 0, 0)
     at = cp.seq
-    nblocks = (journal.info.device_bytes + BLOCK - 1) // BLOCK
+    nblocks = journal.info.index_blocks
     count, total, seen = cp.count, cp.total, cp.seen
     heads = txn.cursor(db=heads_db)
     walked = 0
@@ -348,12 +353,12 @@ def _advance(journal: JournalReader, txn: lmdb.Transaction, cp: Checkpoint, min_
             total -= head_seal(old)
         else:
             count += 1
-        depth, sealed = (1, _U32.unpack_from(raw, len(raw) - 4)[0]) if BLOCK_VAL.unpack_from(raw)[2] == FULL_MASK \
+        depth, sealed = (1, entry_seal(raw)) if BLOCK_VAL.unpack_from(raw)[2] == FULL_MASK \
             else chain_of(blocks, block, at)
         _key, value = make_head(block, seq, raw, depth, sealed % _MOD)
         txn.put(key, value, db=heads_db)
         total = (total + head_seal(value)) % _MOD
-    index.put_meta(txn, HEADS_META, Checkpoint(at, count, total % _MOD, zext).to_meta())
+    index.put_meta(txn, HEADS_META, Checkpoint(at, count, total, zext).to_meta())
     return True
 
 
@@ -364,7 +369,7 @@ def verify_heads(journal: JournalReader) -> str | None:
     For `cdp verify`: every head recomputed from a walk of the block index.
     """
     index = journal.index
-    nblocks = (journal.info.device_bytes + BLOCK - 1) // BLOCK
+    nblocks = journal.info.index_blocks
     with index.read() as txn:
         cp = state(index, txn)
         if cp is None or not cp.complete:

@@ -46,6 +46,11 @@ class JournalInfo:
     schema: int
     source: str
 
+    @property
+    def index_blocks(self) -> int:
+        """How many 4 KiB blocks the block index divides the device into (the last may be partial)."""
+        return (self.device_bytes + BLOCK - 1) // BLOCK
+
 
 @dataclass(frozen=True, slots=True)
 class Located:

@@ -104,7 +104,7 @@ def restore_to(
     if not whole and not allow_partial:
         journal.check_whole(seq, ts)
     device = journal.info.device_bytes
-    nblocks = (device + BLOCK - 1) // BLOCK
+    nblocks = journal.info.index_blocks
     target_ = RestoreTarget(Path(target), device, overwrite, journal.path)
     try:
         writer = ImageWriter(target_, journal.path / "segments")
