@@ -306,9 +306,9 @@ def _carry_windows(index: Index, batch: Batch, note: dict[str, Any]) -> None:
     would rebuild it short (or not at all), and the RESYNCs after the
     plan would then no longer continue it, leaving every later point not
     whole. From the plan's record on, the scan goes on from the plan's
-    window. Only where it is further on: the plan's snapshot is read just
-    before its record is written, so a RESYNC may sit between them, and
-    a window's progress never goes back.
+    window. Only where it is further on: a plan an older cdp wrote read its
+    snapshot before taking the writer's lock, so a RESYNC may sit between
+    the snapshot and its record, and a window's progress never goes back.
     """
     for wseq, packed in note.get("windows", ()):
         planned = OverflowWindow.unpack(wseq, bytes(packed))
