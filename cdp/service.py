@@ -297,14 +297,17 @@ class _Drainer:
                       f"deleted, {format_bytes(result.bytes_freed)} given back", file=sys.stderr, flush=True)
                 return True
             why = "retention found nothing to give back"
-        if len(self.stats.problems) < _MAX_PROBLEMS:
-            self.stats.problems.append(why)
+        self._remember(why)  # said once, in the line the drain stops with
         raise JournalFull(f"{full} ({why})") from None
 
     def _problem(self, text: str) -> None:
+        self._remember(text)
+        print(f"cdp: drain: {text}", file=sys.stderr, flush=True)
+
+    def _remember(self, text: str) -> None:
+        """Keep ``text`` among the run's problems (the first :data:`_MAX_PROBLEMS` of them)."""
         if len(self.stats.problems) < _MAX_PROBLEMS:
             self.stats.problems.append(text)
-        print(f"cdp: drain: {text}", file=sys.stderr, flush=True)
 
     def _begin_session(self, entries: list[Entry | Corrupt]) -> list[Record]:
         """At the first record of the ring: the OVERFLOW of the whole device if writes were lost before it."""
