@@ -152,8 +152,9 @@ class Retainer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cdp-retention", daemon=True)
         self._next = 0.0
-        self._failed = ""
-        self._checkpoint_failed = ""
+        # a failure is said once, not at every look, until a look succeeds
+        self._compaction_failure = _SaidOnce(log, "retention: compaction failed: ")
+        self._checkpoint_failure = _SaidOnce(log, "checkpoint: ")  # restores walk meanwhile
 
     def start(self) -> None:
         self._thread.start()
@@ -178,16 +179,13 @@ class Retainer:
                 if result is not None:
                     self.compactions += 1
                     self.log(_describe(result, why))
-                self._failed = ""
+                self._compaction_failure.clear()
                 if request is not None:
                     self._answer(request, result)
             except _Stopped:
                 return
             except (JournalError, OSError, lmdb.Error) as exc:
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if text != self._failed:  # say it once, not every minute
-                    self.log(f"retention: compaction failed: {text}")
-                self._failed = text
+                self._compaction_failure.say(exc)
 
     def _checkpoint(self) -> None:
         """Build or move the block-map checkpoint on (:mod:`journal.heads`), a short step at a time."""
@@ -196,12 +194,9 @@ class Retainer:
             # a pause between steps lets the drain's commits in (LMDB's write lock is not fair)
             while heads.step(self.journal) and time.monotonic() < until and not self._stop.wait(0.005):
                 pass
-            self._checkpoint_failed = ""
+            self._checkpoint_failure.clear()
         except (JournalError, OSError, lmdb.Error) as exc:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if text != self._checkpoint_failed:  # say it once; restores walk meanwhile
-                self.log(f"checkpoint: {text}")
-            self._checkpoint_failed = text
+            self._checkpoint_failure.say(exc)
 
     def _check_stop(self, _stage: str) -> None:
         if self._stop.is_set():
@@ -224,6 +219,25 @@ class Retainer:
         index = self.journal.index
         doc: dict[str, Any] = {"request_ns": request, "result": None if result is None else result.describe()}
         index.write(lambda txn: index.put_meta(txn, ANSWER_META, doc))
+
+
+class _SaidOnce:
+    """A background failure logged once (its first line after ``prefix``), again only once it changes."""
+
+    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
+        self._log = log
+        self._prefix = prefix
+        self._last = ""
+
+    def say(self, exc: BaseException) -> None:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if text != self._last:
+            self._log(f"{self._prefix}{text}")
+        self._last = text
+
+    def clear(self) -> None:
+        """The work went through: the next failure is said again."""
+        self._last = ""
 
 
 class _Stopped(Exception):
